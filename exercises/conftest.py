@@ -1,0 +1,122 @@
+"""pytest set-up for the exercises: which folder is checked, "not started", and the progress table.
+
+    pytest exercises                              # all exercises, ends with a progress table
+    pytest exercises -k ex05                      # one exercise
+    MINIDIT_EXERCISES=solutions pytest exercises  # check the reference solutions (or any folder: a path)
+
+A test that reaches a stub's `raise NotImplementedError("ex05: patchify")` is reported as skipped,
+"not started"; any other exception or a wrong value is a real failure. With MINIDIT_TEST_TIMEOUT=s
+(set by `python -m minidit.grading grade`) a test that runs longer than s seconds fails with a
+TimeoutError, so an infinite loop costs only the tests that reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+
+import pytest
+
+from minidit import course
+from minidit.grading import TIMEOUT_MESSAGE, exercise_status
+
+_NOT_STARTED = re.compile(r"^(ex\d\d)\b")
+
+
+def _exercise_of(item: pytest.Item) -> course.Exercise:
+    return course.get(item.path.stem.removeprefix("test_"))
+
+
+@pytest.fixture
+def impl(request: pytest.FixtureRequest):
+    """The module under test: exercises/exNN_*.py, or the same file in $MINIDIT_EXERCISES."""
+    return course.load(_exercise_of(request.node).id, "student")
+
+
+@pytest.fixture
+def ref(request: pytest.FixtureRequest):
+    """minidit's own versions of the exercise's functions/classes (for the agreement tests)."""
+    return course.reference(_exercise_of(request.node).id)
+
+
+@contextlib.contextmanager
+def _time_limit():
+    seconds = float(os.environ.get("MINIDIT_TEST_TIMEOUT", "0") or 0)
+    if seconds <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{TIMEOUT_MESSAGE} {seconds:g} s (an infinite loop?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _time_limit():
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _time_limit():
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    exc = call.excinfo
+    if exc is not None and exc.errisinstance(NotImplementedError) and _NOT_STARTED.match(str(exc.value)):
+        # One folded line in pytest's summary ("SKIPPED [n] exercises: not started"); the table has the rest.
+        report.outcome = "skipped"
+        report.longrepr = (str(course.exercise_folder("student")), None, "not started")
+
+
+def _is_exercise_report(report) -> bool:
+    return bool(re.search(r"(^|/)test_ex\d\d_\w+\.py::", report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    outcomes: dict[str, list[str]] = {}
+    for kind in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(kind, []):
+            if not _is_exercise_report(report) or report.when not in ("setup", "call", "teardown"):
+                continue
+            if kind == "passed" and report.when != "call":
+                continue
+            ex_id = re.search(r"test_(ex\d\d)_", report.nodeid).group(1)
+            if kind == "skipped":
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                kind = "not started" if reason.startswith("not started") else "skipped"
+            outcomes.setdefault(ex_id, []).append(kind)
+    if not outcomes:
+        return
+    write = terminalreporter.write_line
+    folder = course.exercise_folder("student")
+    terminalreporter.write_sep("=", f"exercise progress ({folder})")
+    done = 0
+    for ex_id in sorted(outcomes):
+        ex = course.get(ex_id)
+        status, passed, total = exercise_status(outcomes[ex_id])
+        done += status == "done"
+        mark = {"done": "[x]", "in progress": "[~]", "failing": "[!]"}.get(status, "[ ]")
+        tests = f"{passed}/{total} tests" if status != "not started" else ""
+        optional = " (optional)" if ex.optional else ""
+        write(f"  {mark} {ex.id}  {ex.title + optional:<62} {status:<12} {tests}")
+    checked, total = len(outcomes), len(course.EXERCISES)
+    write(f"  {done}/{checked} exercises done" + (f" (of the {checked} checked; {total} in all)." if checked < total else "."))
+    todo = [e for e in sorted(outcomes) if exercise_status(outcomes[e])[0] != "done"]
+    if todo:
+        ex = course.get(todo[0])
+        write(f"  Next: edit {folder.name}/{ex.stem}.py, then run: pytest exercises -k {ex.id}")

@@ -1,0 +1,436 @@
+"""Time minidit's training step against the official DiT recipe, and sampling, in one run.
+
+    python -m minidit.bench                                   # DiT-S/2, batch 256: baseline vs fast + sampling
+    python -m minidit.bench --variants all --no-sample        # the ladder: what each change buys
+    python -m minidit.bench --variants fast --no-sample --profile   # where the fast step's time goes
+    python -m minidit.bench --model DiT-T/2 --batch 8 --steps 3 --warmup 1 --sample-batch 2 --ddpm-steps 5 \
+        --ddim-steps 5 --out /tmp/bench.json                   # a CPU smoke test
+
+Training variants (same model, same GPU-resident data, same diffusion loss):
+    baseline               the official train.py step: fp32 (+TF32), AdamW(foreach=False), a per-parameter
+                           EMA loop, no compile, loss.item() every step, labels dropped inside the model
+    baseline-bf16          + bf16 autocast
+    baseline-bf16-compile  + torch.compile(model)           (the official model's best)
+    fast-eager             minidit's step without compile: bf16, fused AdamW, foreach EMA, no host sync
+    fast                   fast-eager + torch.compile of model and loss together (what minidit.train runs)
+    fast-model             fast-eager + torch.compile of the model only
+    fast-autotune          fast with compile mode max-autotune-no-cudagraphs
+
+Each variant: warm-up steps (compilation happens there), then `--steps` timed steps, each between
+two CUDA events; the median step time gives img/s; peak memory is over the timed steps. MFU =
+img/s x FLOPs per training image / peak: FLOPs = 3 (forward + backward) x 2 x forward MACs
+(`minidit.flops.dit_macs`; 6.05 GMAC for DiT-S/2 -> 36.3 GFLOP). The peak is the device's dense
+bf16 peak (H100 SXM: 989 TFLOP/s), used for every variant, fp32 ones included, and saved in the JSON.
+
+Sampling (fast path: eval, bf16, compiled forward): DDPM-250 without and with classifier-free
+guidance, DDIM-50; images/s and the extrapolated time for 10,000 DDPM-250 images.
+
+The JSON (device, torch version, date, command) is rewritten after every measurement, so a run
+that is cut short keeps what it measured. A variant that runs out of memory or fails is recorded
+with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+
+from minidit import diffusion as _diffusion
+from minidit import ema as _ema
+from minidit.checkpoint import atomic_write_json
+from minidit.data import FashionMNIST, sample_batch
+from minidit.device import get_device
+from minidit.model import DiT_models, create_model
+from minidit.train import FastStep, autocast, draw_batch, make_optimizer
+
+TRAIN_VARIANTS = ("baseline", "baseline-bf16", "baseline-bf16-compile", "fast-eager", "fast", "fast-model",
+                  "fast-autotune")  # fmt: skip
+DEFAULT_VARIANTS = ("baseline", "fast")
+# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
+PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
+               ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("4090", 165.2), ("A10G", 70.0))  # fmt: skip
+TARGETS = {"train_img_per_s": 7000, "train_peak_mem_gib": 12.0, "ddpm250_10k_images_s": 150.0}
+
+
+# ----------------------------------------------------------------------------- the two paths
+
+
+def baseline_losses(model, diffusion, x, y, t, noise=None, drop=None):
+    """The official loss call: diffusion.training_losses(model, x, t, dict(y=y)) -> (N,) loss.
+
+    drop: (N,) forced label dropout (tests use it to feed both paths the same batch); None lets the
+    model drop labels itself (training mode), as the official code does.
+    """
+    kwargs = {"y": y} if drop is None else {"y": y, "force_drop_ids": drop}
+    return diffusion.training_losses(model, x, t, model_kwargs=kwargs, noise=noise)["loss"]
+
+
+class BaselineStep:
+    """One step of the official DiT train.py (its data loading aside): fp32 unless autocast is given."""
+
+    def __init__(self, model, ema, diffusion, data, batch_size: int, amp_dtype=None, compile: bool = False):
+        self.raw, self.ema, self.diffusion, self.data = model, ema, diffusion, data
+        self.model = torch.compile(model) if compile else model
+        self.batch_size, self.amp_dtype = batch_size, amp_dtype
+        self.device = next(model.parameters()).device
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, foreach=False, fused=False)
+        self.running_loss = 0.0
+
+    def __call__(self) -> None:
+        x, y = sample_batch(self.data, self.batch_size, flip=True)
+        t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), device=self.device)
+        with autocast(self.device.type, self.amp_dtype):
+            loss = baseline_losses(self.model, self.diffusion, x, y, t).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        _ema.update_ema_loop(self.ema, self.raw, 0.9999)
+        self.running_loss += loss.item()  # the official loop logs this way: a host sync every step
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def time_steps(step, device: torch.device, warmup: int, steps: int) -> dict:
+    """Run step() warmup times, then time `steps` calls one by one -> median / mean ms, peak memory.
+
+    first_step_s: the first warm-up step alone, which includes compilation when there is any.
+    """
+    start = time.perf_counter()
+    for i in range(warmup):
+        step()
+        if i == 0:
+            _sync(device)
+            first = time.perf_counter() - start
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+        events[0].record()
+        for i in range(steps):
+            step()
+            events[i + 1].record()
+        torch.cuda.synchronize(device)
+        times = [events[i].elapsed_time(events[i + 1]) for i in range(steps)]
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(1000 * (time.perf_counter() - start))
+        peak = None
+    return {"step_ms_median": statistics.median(times), "step_ms_mean": statistics.fmean(times),
+            "step_ms_min": min(times), "peak_mem_gib": peak, "timed_steps": steps, "warmup_steps": warmup,
+            "first_step_s": first if warmup else None}
+
+
+def profile_steps(step, device: torch.device, steps: int = 5, rows: int = 25) -> str:
+    """torch.profiler over `steps` calls -> the table of the ops/kernels that take the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()
+
+
+def synthetic_data(device="cpu", n: int = 4096, size: int = 32, seed: int = 0) -> FashionMNIST:
+    """n random uint8 images (n, 1, size, size) and labels in 0..9, shaped like padded Fashion-MNIST.
+
+    For timing (speed does not depend on pixel values) and for tests that need no data files.
+    """
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
+    return FashionMNIST(images, torch.randint(0, 10, (n,), generator=g), "synthetic").to(device)
+
+
+def _new_model(name: str, device, block: str = "adaLN-Zero"):
+    return create_model(name, input_size=32, in_channels=1, num_classes=10, block=block).to(device).train()
+
+
+def bench_training(name: str, variant: str, batch: int, device, data, warmup: int, steps: int, block: str,
+                   profile: bool = False) -> dict:
+    """Time one training variant of one model (and, with profile, say where its time goes)."""
+    torch.manual_seed(0)
+    model = _new_model(name, device, block)
+    ema = _new_model(name, device, block).requires_grad_(False)
+    _ema.update_ema(ema, model, 0.0)
+    diffusion = _diffusion.create_diffusion(device=device)
+    cuda = device.type == "cuda"
+    bf16 = torch.bfloat16 if cuda else None  # as minidit.train: CPU/MPS run fp32
+    info = {"model": name, "block": block, "variant": variant, "batch": batch}
+    if variant.startswith("baseline"):
+        step = BaselineStep(model, ema, diffusion, data, batch, amp_dtype=bf16 if "bf16" in variant else None,
+                            compile=variant.endswith("compile") and cuda)
+        info.update(precision="bf16" if "bf16" in variant and cuda else "fp32+tf32" if cuda else "fp32",
+                    compiled=variant.endswith("compile") and cuda)
+    else:
+        compile = cuda and variant != "fast-eager"
+        stepper = FastStep(model, diffusion, make_optimizer(model), amp_dtype=bf16, compile=compile,
+                           compile_mode="max-autotune-no-cudagraphs" if variant == "fast-autotune" else "default",
+                           compile_scope="model" if variant == "fast-model" else "loss", ema=ema,
+                           log=lambda m: print(f"  [{name} {variant}] {m}"))
+        generator = torch.Generator(device=device).manual_seed(0)
+
+        def step():
+            batch_ = draw_batch(data, generator, batch, diffusion, flip=True, class_dropout_prob=0.1)
+            stepper(batch_, 0.9999)
+
+        info.update(precision="bf16" if cuda else "fp32")
+    start = time.perf_counter()
+    info.update(time_steps(step, device, warmup, steps))
+    info["wall_s"] = time.perf_counter() - start
+    if profile:
+        info["profile"] = profile_steps(step, device)
+        print(f"  [{name} {variant}] where the time goes:\n{info['profile']}")
+    if not variant.startswith("baseline"):
+        info["compiled"] = stepper.compiled  # False when compile failed and the step fell back to eager
+    info["img_per_s"] = batch / (info["step_ms_median"] / 1000)
+    return info
+
+
+def _compile_forward(model) -> None:
+    """Compile model.forward in place, so model(...) and model.forward_with_cfg(...) both use it."""
+    model.forward = torch.compile(model.forward, dynamic=False)
+
+
+def bench_sampling(name: str, device, batch: int, ddpm_steps: int, ddim_steps: int, cfg_scale: float,
+                   compile: bool, block: str) -> list[dict]:
+    """Time DDPM (without and with guidance) and DDIM on `batch` images -> one dict per sampler."""
+    from minidit.sample import sample
+
+    torch.manual_seed(0)
+    model = _new_model(name, device, block).eval()
+    compiled = False
+    if compile:
+        try:
+            _compile_forward(model)
+            sample(model, _diffusion.create_diffusion(device=device), torch.zeros(batch, dtype=torch.long),
+                   sampler="ddim", steps=2)  # compile now, for both batch shapes below
+            sample(model, _diffusion.create_diffusion(device=device), torch.zeros(batch, dtype=torch.long),
+                   cfg_scale=cfg_scale, sampler="ddim", steps=2)
+            compiled = True
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as err:
+            print(f"  [{name} sampling] torch.compile failed ({type(err).__name__}: {str(err)[:300]}); timing eager")
+            torch._dynamo.reset()
+            model = _new_model(name, device, block).eval()
+    diffusion = _diffusion.create_diffusion(device=device)
+    labels = torch.arange(batch, device=device) % 10
+    results = []
+    runs = (("ddpm", ddpm_steps, 1.0), ("ddpm", ddpm_steps, cfg_scale), ("ddim", ddim_steps, 1.0))
+    for sampler, steps, scale in runs:
+        generator = torch.Generator(device=device).manual_seed(0)
+        sample(model, diffusion, labels, cfg_scale=scale, sampler=sampler, steps=2, generator=generator)  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        sample(model, diffusion, labels, cfg_scale=scale, sampler=sampler, steps=steps, generator=generator)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        row = {"model": name, "sampler": f"{sampler}-{steps}", "cfg_scale": scale, "batch": batch, "seconds": seconds,
+               "img_per_s": batch / seconds, "precision": "bf16" if device.type == "cuda" else "fp32",
+               "compiled": compiled, "forward_passes_per_image": steps * (2 if scale != 1.0 else 1)}
+        row["seconds_for_10k_images"] = 10_000 / row["img_per_s"]
+        results.append(row)
+        print(f"  {name} {row['sampler']:>9} cfg {scale:<4} {row['img_per_s']:10,.1f} img/s"
+              f"   10k images: {row['seconds_for_10k_images']:8.1f} s")
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def peak_tflops(device: torch.device, override: float | None = None) -> tuple[float | None, str]:
+    """(dense bf16 peak in TFLOP/s, where it came from) for MFU; None off CUDA unless given."""
+    if override is not None:
+        return override, "--peak-tflops"
+    if device.type != "cuda":
+        return None, f"no peak known for {device.type}"
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_TFLOPS:
+        if key in name:
+            return value, f"dense bf16 peak of {key} (data sheet)"
+    return None, f"no peak known for {name}; pass --peak-tflops"
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def default_out(device: torch.device) -> pathlib.Path:
+    slug = re.sub(r"[^a-z0-9]+", "_", device_name(device).lower()).strip("_")
+    return pathlib.Path("notebooks") / "results" / "bench" / f"bench_{slug}.json"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=pathlib.Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _summarise(report: dict) -> None:
+    by = {(r["model"], r["variant"]): r for r in report["training"] if "img_per_s" in r}
+    report["speedups"] = {}
+    for (model, variant), row in by.items():
+        base = by.get((model, "baseline"))
+        if base is not None and variant != "baseline":
+            report["speedups"][f"{model} {variant} / baseline"] = row["img_per_s"] / base["img_per_s"]
+    fast = by.get(("DiT-S/2", "fast"))
+    ddpm = [r for r in report["sampling"] if r["model"] == "DiT-S/2" and r["sampler"] == "ddpm-250"
+            and r["cfg_scale"] == 1.0]
+    report["targets"] = {
+        "spec": TARGETS,
+        "train_img_per_s_met": None if fast is None else fast["img_per_s"] >= TARGETS["train_img_per_s"],
+        "train_peak_mem_met": None if fast is None or fast["peak_mem_gib"] is None
+        else fast["peak_mem_gib"] <= TARGETS["train_peak_mem_gib"],
+        "ddpm250_10k_met": None if not ddpm else ddpm[0]["seconds_for_10k_images"] <= TARGETS["ddpm250_10k_images_s"],
+    }
+
+
+def _describe(err: Exception) -> str:
+    """'out of memory', or the error with its traceback printed (the run goes on)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return "out of memory"
+    traceback.print_exc()
+    return f"{type(err).__name__}: {err}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m minidit.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["DiT-S/2"], help="configs to time")
+    parser.add_argument("--block", default="adaLN-Zero", help="conditioning block")
+    parser.add_argument("--batch", type=int, default=256, help="training batch size")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per variant")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated training variants, or 'all': {', '.join(TRAIN_VARIANTS)}")
+    parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=True, help="time sampling")
+    parser.add_argument("--sample-batch", type=int, default=None, help="images per sampling run (default 1000 on "
+                        "CUDA, else --batch)")
+    parser.add_argument("--ddpm-steps", type=int, default=250)
+    parser.add_argument("--ddim-steps", type=int, default=50)
+    parser.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the CFG sampling run")
+    parser.add_argument("--sample-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="compile the model's forward for sampling (CUDA only)")
+    parser.add_argument("--profile", action="store_true", help="also profile 5 steps of each variant (table in "
+                        "the output and the JSON)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: from the GPU name)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=None, help="JSON path (default notebooks/results/bench/bench_<device>.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    variants = TRAIN_VARIANTS if args.variants == "all" else tuple(v for v in args.variants.split(",") if v)
+    unknown = [v for v in variants if v not in TRAIN_VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; expected some of {list(TRAIN_VARIANTS)} or 'all'")
+    bad_models = [m for m in args.model if m not in DiT_models]
+    if bad_models:
+        parser.error(f"unknown model(s) {bad_models}; expected some of {list(DiT_models)}")
+    for flag in ("batch", "steps", "ddpm_steps", "ddim_steps"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    device = get_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the official recipe's fp32 runs with TF32
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        print(f"minidit.bench: on {device.type} every variant runs in fp32 without compile (CUDA-only features)")
+    peak, peak_source = peak_tflops(device, args.peak_tflops)
+    out = pathlib.Path(args.out) if args.out else default_out(device)
+    report = {
+        "device": str(device), "device_name": device_name(device), "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": " ".join(["python -m minidit.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "git_commit": _git_commit(), "peak_tflops": peak, "peak_source": peak_source,
+        "mfu_definition": "img/s x 6 x forward MACs per image / peak (forward + backward = 3 forward passes)",
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
+        "training": [], "sampling": [],
+    }
+    data = synthetic_data(device)
+    print(f"minidit.bench: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
+          f"peak {peak} TFLOP/s ({peak_source}) -> {out}")
+    failures = 0
+    from minidit.flops import dit_macs
+
+    for name in args.model:
+        macs = dit_macs(name, input_size=32, in_channels=1, block=args.block)
+        for variant in variants:
+            try:
+                row = bench_training(name, variant, args.batch, device, data, args.warmup, args.steps, args.block,
+                                     args.profile)
+            except Exception as err:  # out of memory or broken: record it and go on with the other variants
+                row = {"model": name, "variant": variant, "batch": args.batch, "error": _describe(err)}
+                failures += 1
+            _free(device)
+            row["gmacs_forward"] = macs / 1e9
+            row["gflop_per_train_image"] = 6 * macs / 1e9
+            if "img_per_s" in row:
+                row["tflops"] = row["img_per_s"] * 6 * macs / 1e12
+                row["mfu"] = None if peak is None else row["tflops"] / peak
+                mem = "-" if row["peak_mem_gib"] is None else f"{row['peak_mem_gib']:.2f} GiB"
+                mfu = "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
+                print(f"  {name} {variant:>22}: {row['img_per_s']:10,.0f} img/s  {row['step_ms_median']:8.2f} ms/step"
+                      f"  peak {mem}  MFU {mfu}  compiled {row.get('compiled')}")
+            else:
+                print(f"  {name} {variant:>22}: FAILED ({row['error'][:200]})")
+            report["training"].append(row)
+            _summarise(report)
+            atomic_write_json(out, report)
+        if args.sample:
+            sample_batch_size = args.sample_batch or (1000 if device.type == "cuda" else args.batch)
+            try:
+                report["sampling"] += bench_sampling(name, device, sample_batch_size, args.ddpm_steps, args.ddim_steps,
+                                                     args.cfg_scale, args.sample_compile and device.type == "cuda",
+                                                     args.block)
+            except Exception as err:
+                report["sampling"].append({"model": name, "batch": sample_batch_size, "error": _describe(err)})
+                failures += 1
+            _free(device)
+            _summarise(report)
+            atomic_write_json(out, report)
+    for key, value in report["speedups"].items():
+        print(f"  speed-up {key}: {value:.2f}x")
+    print(f"minidit.bench: wrote {out}" + (f" ({failures} measurement(s) failed, see 'error')" if failures else ""))
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

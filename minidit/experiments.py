@@ -1,0 +1,575 @@
+"""Notebook 08's experiments: train, evaluate and record DiT runs, resumably, within a wall-clock budget.
+
+Three parts, each a list of runs (DiT §4):
+
+    A  DiT-S/2, adaLN-Zero, learned sigma: the paper's recipe on Fashion-MNIST, evaluated over training
+       and at the end with classifier-free guidance scales 1, 1.5 and 4 (DiT §3.1, Table 4).
+    B  the conditioning-block ablation of DiT Figure 5 (§4.1) at small scale: in-context, cross-attention,
+       adaLN and adaLN-Zero, same model size, data, steps, seeds and evaluation, no guidance.
+    C  a small scaling study in the spirit of DiT Figures 2 and 8: S/8, S/4, S/2, B/4, same steps.
+
+A run is a `RunSpec`: one `minidit.train.TrainConfig` plus an evaluation schedule. Its record,
+<results>/run_<name>.json, is rewritten atomically after every stage (training, each evaluation),
+and training resumes from <runs>/<name>/state.pt, so a part stopped by its budget continues where
+it stopped when the same command runs again. Checkpoints are large and stay in the (git-ignored)
+runs folder; records and PNG grids are small and are committed for notebook 08 to re-render.
+Samples are scored by `evaluate_samples` (minidit.metrics, with the real-vs-real floor beside them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from minidit.checkpoint import atomic_write, atomic_write_json
+from minidit.device import get_device
+
+EXPERIMENT = "08_train_dit_and_ablation"
+BLOCK_ORDER = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")  # the paper's ranking, best first
+EVAL_SEED = 1234  # every model is sampled from the same x_T and labels (common random numbers)
+GRID_PER_CLASS = 8
+
+# DiT §4.1 and Figure 5: DiT-XL/2 on ImageNet 256x256, FID-50K after 400K steps, no guidance; Gflops of each block.
+PAPER_FIG5 = {
+    "adaLN-Zero": {"fid": 19.47, "gflops": 118.6},
+    "adaLN": {"fid": 25.21, "gflops": 118.6},
+    "cross-attention": {"fid": 26.14, "gflops": 137.6},
+    "in-context": {"fid": 35.24, "gflops": 119.4},
+}
+# H100 rates behind `estimate_seconds`, from notebooks/results/bench/bench_h100.json (DiT-S/2, 6.05 GMAC, batch
+# 256, bf16): minidit.train compiled 6,599 img/s, eager 3,155 img/s, compile ~45 s. Eager sampling was not
+# measured: assumed 12,000 forward passes/s for DiT-S/2 (the bench's compiled sampler did 24,000).
+_TRAIN_MACS_PER_S = {True: 6_600 * 3 * 6.05e9, False: 3_150 * 3 * 6.05e9}  # keyed by compile
+_MIN_STEP_S = {True: 0.006, False: 0.015}  # kernel-launch floor of one training step, depth 12
+_SAMPLE_MACS_PER_S, _MIN_SAMPLE_STEP_S = 12_000 * 6.05e9, 0.005
+_COMPILE_S, _EVAL_OVERHEAD_S, _STARTUP_S = 45.0, 2.0, 20.0
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run and how it is evaluated (DDPM with `sampling_steps` respaced steps)."""
+
+    model: str
+    block: str = "adaLN-Zero"
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 256
+    eval_every: int = 500  # curve points (and checkpoints) every k steps
+    curve_samples: int = 1000
+    final_samples: int = 5000
+    cfg_scales: tuple[float, ...] = (1.0,)  # final evaluations; 1.0 = no guidance
+    guided_samples: int = 2000  # samples per final evaluation with guidance
+    sampling_steps: int = 100
+    grid_every: int = 0  # EMA sample grids written during training (minidit.train's sample_every)
+    compile: bool = False
+    ema_warmup: str = "ema_warmup"
+    sample_batch: int = 2500
+    per_class_fid: bool = False  # in the final evaluation without guidance
+    kid_subsets: int = 100
+
+    def __post_init__(self):
+        if self.steps % self.eval_every:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})")
+        if not self.curve_samples <= self.final_samples:
+            raise ValueError("curve_samples must be <= final_samples (the curve's last point is a subset)")
+
+    @property
+    def name(self) -> str:
+        short = self.model.removeprefix("DiT-").replace("/", "")
+        return f"{short}_{self.block}_seed{self.seed}_{self.steps}steps"
+
+    @property
+    def eval_steps(self) -> list[int]:
+        return list(range(self.eval_every, self.steps + 1, self.eval_every))
+
+    def identity(self) -> dict:
+        """What a finished result depends on (compile and the sampling batch do not change the maths)."""
+        d = dataclasses.asdict(self)
+        skip = ("compile", "sample_batch")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in skip}
+
+    def train_config(self, out_dir, max_minutes: float | None, device: torch.device, progress: bool = True):
+        from minidit.train import TrainConfig
+
+        cuda = device.type == "cuda"
+        return TrainConfig(model=self.model, block=self.block, learn_sigma=True, global_batch_size=self.batch_size,
+                           steps=self.steps, ema_warmup=self.ema_warmup, seed=self.seed,
+                           precision="bf16" if cuda else "fp32", compile=self.compile and cuda,
+                           out_dir=str(out_dir), log_every=max(1, min(100, self.eval_every // 5)),
+                           ckpt_every=self.eval_every, sample_every=self.grid_every, sample_steps=50,
+                           sample_cfg_scale=1.0, resume=True, max_minutes=max_minutes, device=str(device),
+                           progress=progress)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    part: str
+    title: str
+    runs: tuple[RunSpec, ...]
+    budget_minutes: float  # default wall-clock budget of one call (training + evaluation)
+
+
+def part_specs(quick: bool = False) -> dict[str, PartSpec]:
+    """The three parts; quick=True: the same code path with tiny CPU sizes (CI, a few seconds a run)."""
+    if quick:
+        common = dict(steps=4, batch_size=16, eval_every=2, curve_samples=60, final_samples=60, guided_samples=60,
+                      sampling_steps=8, sample_batch=60, kid_subsets=10)  # fmt: skip
+        a = RunSpec("DiT-T/4", **{**common, "steps": 6, "eval_every": 3}, cfg_scales=(1.0, 1.5, 4.0), grid_every=3,
+                    per_class_fid=True)
+        ablation_model, scaling_models = "DiT-T/4", ("DiT-T/4", "DiT-T/2")
+        budgets = (20.0, 20.0, 20.0)  # CPU speed varies a lot; quick mode should finish, not stop
+    else:
+        # B and C sample with 50 DDPM steps: with a learned sigma that costs little FID (Improved DDPM §4, Fig. 8)
+        common = dict(steps=1200, batch_size=256, eval_every=400, curve_samples=1000, final_samples=5000,
+                      sampling_steps=50)
+        a = RunSpec("DiT-S/2", steps=4000, eval_every=1000, curve_samples=1000, final_samples=5000,
+                    cfg_scales=(1.0, 1.5, 4.0), guided_samples=2000, grid_every=1000, compile=True, per_class_fid=True)
+        ablation_model, scaling_models = "DiT-S/4", ("DiT-S/8", "DiT-S/4", "DiT-S/2", "DiT-B/4")
+        budgets = (8.0, 5.5, 3.8)  # minutes per call: one call (10 min at most) runs A, the next B then C
+    b = tuple(RunSpec(ablation_model, block=blk, seed=s, **common) for s in (0, 1) for blk in BLOCK_ORDER)
+    # the S/4 run is B's adaLN-Zero seed 0 (same spec, same record: trained once); compile pays for the big two
+    c = tuple(RunSpec(m, **common, compile=not quick and m in ("DiT-S/2", "DiT-B/4")) for m in scaling_models)
+    return {
+        "A": PartSpec("A", f"{a.model} (adaLN-Zero, learned sigma) on Fashion-MNIST", (a,), budgets[0]),
+        "B": PartSpec("B", f"conditioning-block ablation, {ablation_model}, 2 seeds", b, budgets[1]),
+        "C": PartSpec("C", "scaling: " + ", ".join(scaling_models), c, budgets[2]),
+    }
+
+
+def default_results_dir() -> pathlib.Path:
+    from minidit.course import repo_root
+
+    return repo_root() / "notebooks" / "results" / EXPERIMENT
+
+
+def default_runs_dir() -> pathlib.Path:
+    from minidit.course import repo_root
+
+    return repo_root() / "runs" / EXPERIMENT
+
+
+def gflops(spec: RunSpec, paper_setting: bool = False) -> float:
+    """Forward Gflops of one sample: ours (1-channel 32x32 pixels) or the paper's (4-channel 32x32 latents)."""
+    from minidit.flops import dit_gflops
+
+    return dit_gflops(spec.model, input_size=32, block=spec.block, in_channels=4 if paper_setting else 1)
+
+
+# ----------------------------------------------------------------------------- budget estimate
+
+
+def estimate_seconds(spec: RunSpec) -> dict[str, float]:
+    """A rough H100 estimate of one run: training, evaluation (sampling + metrics), checkpoint writes."""
+    from minidit.model import SIZES
+
+    macs = gflops(spec) * 1e9
+    step_s = max(spec.batch_size * 3 * macs / _TRAIN_MACS_PER_S[spec.compile], _MIN_STEP_S[spec.compile])
+    train = spec.steps * step_s + (_COMPILE_S if spec.compile else 0.0)
+    guided = [s for s in spec.cfg_scales if s != 1.0]
+    evaluate = (len(spec.eval_steps) - 1) * _sampling_seconds(spec, spec.curve_samples, 1.0)
+    evaluate += _sampling_seconds(spec, spec.final_samples, 1.0)
+    evaluate += sum(_sampling_seconds(spec, spec.guided_samples, s) for s in guided)
+    evaluate += (len(spec.eval_steps) + 1 + len(guided)) * _EVAL_OVERHEAD_S
+    size = SIZES[spec.model.removeprefix("DiT-").split("/")[0]]
+    params = 12 * size["depth"] * size["hidden_size"] ** 2
+    ckpt = len(spec.eval_steps) * params * 4 * 6 / 1.5e9  # raw + EMA weights, model + EMA + 2 Adam moments
+    return {"train": train, "eval": evaluate, "ckpt": ckpt, "total": train + evaluate + ckpt}
+
+
+def _sampling_seconds(spec: RunSpec, num: int, cfg_scale: float) -> float:
+    """Estimated seconds to draw `num` samples (a guided step runs the model on a doubled batch)."""
+    passes = num * (2 if cfg_scale != 1.0 else 1)
+    batches = -(-num // spec.sample_batch)
+    per_step = max(passes * gflops(spec) * 1e9 / _SAMPLE_MACS_PER_S, batches * _MIN_SAMPLE_STEP_S)
+    return spec.sampling_steps * per_step
+
+
+def plan(part: str, quick: bool = False, results_dir=None) -> str:
+    """A table of the part's runs with an H100 time estimate; runs already done in results_dir cost nothing."""
+    spec = part_specs(quick)[part]
+    results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
+    lines = [f"Part {part}: {spec.title}  (budget {spec.budget_minutes} min per call)",
+             f"{'run':<44}{'Gflops':>8}{'steps':>7}{'train s':>9}{'eval s':>8}{'total s':>9}  status"]
+    total = _STARTUP_S
+    for run in spec.runs:
+        est = estimate_seconds(run)
+        record = load_record(results_dir, run)
+        status = "new" if record is None else record["status"]
+        if status != "done":
+            total += est["total"]
+        lines.append(f"{run.name:<44}{gflops(run):>8.2f}{run.steps:>7}{est['train']:>9.0f}{est['eval']:>8.0f}"
+                     f"{est['total']:>9.0f}  {status}")
+    lines.append(f"estimated H100 time left for part {part}: {total / 60:.1f} min (rates of bench_h100.json; "
+                 "each run's record holds its measured img/s)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- records
+
+
+# One flat folder (the GPU script copies its files back one level deep): part_X.json, run_<name>.json,
+# grid_<name>_<what>.png, fig_<name>.png.
+def record_path(results_dir, spec: RunSpec) -> pathlib.Path:
+    return pathlib.Path(results_dir) / f"run_{spec.name}.json"
+
+
+def load_record(results_dir, spec: RunSpec) -> dict | None:
+    """The run's record, or None; ValueError when it was made with a different spec."""
+    path = record_path(results_dir, spec)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("spec") != spec.identity():
+        diffs = [k for k in spec.identity() if record.get("spec", {}).get(k) != spec.identity()[k]]
+        raise ValueError(f"{path} was made by a different run spec (differs in {diffs}); "
+                         "move it away to start this run afresh")
+    return record
+
+
+def _new_record(spec: RunSpec) -> dict:
+    return {"name": spec.name, "spec": spec.identity(), "status": "new", "trained_steps": 0,
+            "gflops": gflops(spec), "gflops_paper_setting": gflops(spec, paper_setting=True),
+            "evals": [], "grids": {}, "eval_time_s": 0.0}  # fmt: skip
+
+
+def find_eval(record: dict, step: int, num_samples: int, cfg_scale: float = 1.0) -> dict | None:
+    for e in record["evals"]:
+        if e["step"] == step and e["num_samples"] == num_samples and e["cfg_scale"] == cfg_scale:
+            return e
+    return None
+
+
+def _history_summary(history: dict) -> dict:
+    keys = ("step", "loss", "loss_per_quarter", "img_per_s", "wall_time", "final_step", "stopped_by_budget",
+            "device_name", "torch_version", "precision", "compiled", "num_params", "model_config", "config")
+    return {k: history[k] for k in keys if k in history}
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+_FLOORS: dict[tuple, dict] = {}
+
+
+def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, per_class: bool = False, kid_subsets: int = 100,
+                     seed: int = 0) -> dict:
+    """images (N, 1, 32, 32) in [-1, 1], labels (N,) -> {"samples": metrics, "real_floor": metrics}.
+
+    What `minidit.metrics.evaluation_report` computes (reference: N train images; floor: N test images against
+    it), with the floor computed once per sample count and cached, and per-class FID (20 small eigendecompositions,
+    slow on a CPU) only when asked for.
+    """
+    from minidit import metrics
+
+    n = len(images)
+    ref, ref_labels = metrics.real_features("train", n, seed)
+    device = ref["pool"].device
+    fake = metrics.compute_features(images, device=device)
+    options = dict(kid_subsets=kid_subsets, seed=seed)
+    key = (n, per_class, kid_subsets, seed, str(device))
+    ref_labels = ref_labels if per_class else None  # per-class FID needs the reference's labels
+    if key not in _FLOORS:
+        test, test_labels = metrics.real_features("test", n, seed + 1)
+        _FLOORS[key] = metrics.metrics_from_features(ref, test, ref_labels, test_labels, **options)
+    samples = metrics.metrics_from_features(ref, fake, ref_labels, labels.to(device), **options)
+    return {"samples": samples, "real_floor": _FLOORS[key]}
+
+
+def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, device):
+    """Class-balanced EMA samples from a checkpoint -> (images (N, 1, 32, 32) in [-1, 1], labels (N,))."""
+    from minidit.evaluate import draw_samples
+    from minidit.sample import load_model_for_sampling
+
+    model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
+    return draw_samples(model, diffusion, num, cfg_scale=cfg_scale, sampler="ddpm", steps=spec.sampling_steps,
+                        batch_size=spec.sample_batch, seed=EVAL_SEED)
+
+
+def _final_grids(ckpt: pathlib.Path, spec: RunSpec, out: pathlib.Path, device) -> dict[str, str]:
+    """One grid per guidance scale, one row per class, all from the same x_T (so only the guidance differs)."""
+    from minidit.sample import load_model_for_sampling, sample, save_image_grid
+
+    model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
+    labels = torch.arange(model.num_classes, device=device).repeat_interleave(GRID_PER_CLASS)  # (10 * 8,)
+    shape = (len(labels), model.in_channels, model.input_size, model.input_size)
+    grids = {}
+    for scale in sorted({1.0, *spec.cfg_scales}):
+        g = torch.Generator(device=device).manual_seed(EVAL_SEED)
+        noise = torch.randn(shape, generator=g, device=device)  # (N, C, H, W) x_T
+        images = sample(model, diffusion, labels, cfg_scale=scale, steps=spec.sampling_steps, noise=noise, generator=g)
+        grids[f"{scale:g}"] = str(save_image_grid(images, out / f"grid_{spec.name}_final_cfg{scale:g}.png",
+                                                  nrow=GRID_PER_CLASS))
+    return grids
+
+
+def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=None,
+            evaluate: Callable[..., dict] = evaluate_samples, log: Callable = print,
+            progress: bool = True) -> dict:
+    """Train (or resume) one run, then evaluate its checkpoints, writing the record after each stage.
+
+    deadline: time.monotonic() value after which nothing new starts; training gets what is left minus an
+    estimate of the evaluation. Returns the record; record["status"] is "done" once everything is in.
+    """
+    from minidit.train import train
+
+    device = get_device(device)
+    results_dir, run_dir = pathlib.Path(results_dir), pathlib.Path(runs_dir) / spec.name
+    path = record_path(results_dir, spec)
+    record = load_record(results_dir, spec) or _new_record(spec)
+    if record["status"] == "done":
+        log(f"{spec.name}: done already, skipped")
+        return record
+    state = run_dir / "state.pt"
+    if record["trained_steps"] > 0 and not state.is_file():
+        log(f"{spec.name}: the record says {record['trained_steps']} steps, but {state} is gone "
+            "(a fresh machine?); training this run again from step 0")
+        record = _new_record(spec)
+
+    def save(status: str) -> None:
+        record["status"] = status
+        atomic_write_json(path, record)
+
+    def seconds_left() -> float:
+        return deadline - time.monotonic()
+
+    if record["trained_steps"] < spec.steps:
+        est = estimate_seconds(spec)
+        minutes = (seconds_left() - est["eval"] - est["ckpt"]) / 60
+        if minutes < 0.25:
+            log(f"{spec.name}: not enough budget left to train ({seconds_left():.0f} s); run the part again")
+            return record
+        history = train(spec.train_config(run_dir, minutes, device, progress), data=data)
+        record.update(history=_history_summary(history), trained_steps=history["final_step"])
+        for png in history.get("samples", []):  # EMA grids over training, copied next to the record
+            target = results_dir / f"grid_{spec.name}_train_{pathlib.Path(png).name}"
+            atomic_write(target, lambda tmp, src=png: shutil.copyfile(src, tmp))
+            record["grids"][f"train_{int(pathlib.Path(png).stem)}"] = str(target.relative_to(results_dir))
+        save("training" if record["trained_steps"] < spec.steps else "trained")
+        rates = sorted(history["img_per_s"][1:] or history["img_per_s"])  # the first interval includes compiling
+        log(f"{spec.name}: at step {record['trained_steps']} of {spec.steps} after {history['wall_time'][-1]:.0f} s "
+            f"of training, {rates[len(rates) // 2] if rates else float('nan'):,.0f} img/s (median)")
+        if record["trained_steps"] < spec.steps:
+            log(f"{spec.name}: stopped at step {record['trained_steps']} of {spec.steps} by the budget")
+            return record
+        if device.type == "cuda":
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+
+    # (step, samples generated, cfg scale, subsets to score): the last curve point is a subset of the final samples
+    work = [(s, spec.curve_samples, 1.0, (spec.curve_samples,)) for s in spec.eval_steps[:-1]]
+    work.append((spec.steps, spec.final_samples, 1.0, (spec.curve_samples, spec.final_samples)))
+    work += [(spec.steps, spec.guided_samples, c, (spec.guided_samples,)) for c in spec.cfg_scales if c != 1.0]
+    for step, num, scale, subsets in work:
+        if all(find_eval(record, step, n, scale) for n in subsets):
+            continue
+        if seconds_left() < _sampling_seconds(spec, num, scale) + _EVAL_OVERHEAD_S:
+            log(f"{spec.name}: budget spent before evaluating step {step} (cfg {scale:g}); run the part again")
+            return record
+        start = time.monotonic()
+        ckpt = run_dir / "checkpoints" / f"{step:07d}.safetensors"
+        images, labels = _generate(ckpt, spec, num, scale, device)
+        sample_s = time.monotonic() - start
+        for n in subsets:
+            if find_eval(record, step, n, scale):
+                continue
+            per_class = spec.per_class_fid and step == spec.steps and scale == 1.0
+            report = evaluate(images[:n], labels[:n], per_class=per_class, kid_subsets=spec.kid_subsets)
+            record["evals"].append({"step": step, "num_samples": n, "cfg_scale": scale, "metrics": report["samples"],
+                                    "floor": report["real_floor"], "sample_time_s": round(sample_s, 2),
+                                    "time_s": round(time.monotonic() - start, 2)})  # fmt: skip
+            log(f"{spec.name}: step {step}, {n} samples, cfg {scale:g}: FID {report['samples']['fid']:.2f} "
+                f"(real floor {report['real_floor']['fid']:.2f})")
+        record["eval_time_s"] = round(record["eval_time_s"] + time.monotonic() - start, 2)
+        save(record["status"])
+    if len(spec.cfg_scales) > 1:
+        final = run_dir / "checkpoints" / f"{spec.steps:07d}.safetensors"
+        grids = _final_grids(final, spec, results_dir, device)
+        for scale, png in grids.items():
+            record["grids"][f"final_cfg{scale}"] = str(pathlib.Path(png).relative_to(results_dir))
+    save("done")
+    log(f"{spec.name}: done (train {record['history']['wall_time'][-1]:.0f} s, eval {record['eval_time_s']:.0f} s)")
+    return record
+
+
+# ----------------------------------------------------------------------------- one part
+
+
+def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, budget_minutes: float | None = None,
+             device=None, data=None, compile: bool | None = None, evaluate: Callable = evaluate_samples,
+             log: Callable = print, progress: bool = True) -> dict:
+    """Run (or continue) every run of a part within the budget; writes <results>/part_<X>.json and returns it."""
+    specs = part_specs(quick)
+    if part not in specs:
+        raise ValueError(f"unknown part {part!r}; expected one of {sorted(specs)}")
+    spec = specs[part]
+    started, wall_start = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
+    budget = spec.budget_minutes if budget_minutes is None else budget_minutes
+    deadline = started + 60 * budget
+    results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
+    runs_dir = pathlib.Path(runs_dir) if runs_dir else default_runs_dir()
+    device = get_device(device)
+    if data is None:
+        from minidit.data import load_fashion_mnist
+
+        data = load_fashion_mnist("train")
+    data = data.to(device)
+    log(plan(part, quick, results_dir))
+    records = []
+    for run in spec.runs:
+        if compile is not None:
+            run = dataclasses.replace(run, compile=compile)
+        records.append(run_one(run, results_dir, runs_dir, data, deadline, device, evaluate, log, progress))
+        if records[-1]["status"] != "done":
+            break
+    summary_path = results_dir / f"part_{part}.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"part": part, "sessions": []}
+    done = [r["name"] for r in records if r["status"] == "done"]
+    summary.update(title=spec.title, quick=quick, runs=[r.name for r in spec.runs], done=done,
+                   complete=len(done) == len(spec.runs))
+    summary["sessions"].append({
+        "started": wall_start.isoformat(timespec="seconds"), "wall_time_s": round(time.monotonic() - started, 1),
+        "budget_minutes": budget, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "torch_version": torch.__version__, "python": sys.version.split()[0],
+        "command": f"MINIDIT_QUICK={int(quick)} MINIDIT_PART={part} python notebooks/{EXPERIMENT}.py",
+        "env": {k: v for k, v in os.environ.items() if k.startswith("MINIDIT_")},
+    })  # fmt: skip
+    summary["wall_time_s"] = round(sum(s["wall_time_s"] for s in summary["sessions"]), 1)
+    atomic_write_json(summary_path, summary)
+    state = "complete" if summary["complete"] else "NOT complete: run the same command again to continue"
+    seconds = summary["sessions"][-1]["wall_time_s"]
+    log(f"part {part}: {len(done)}/{len(spec.runs)} runs done in {seconds:.0f} s; {state}")
+    return summary
+
+
+# ----------------------------------------------------------------------------- reading results
+
+
+def load_part(part: str, quick: bool = False, results_dir=None) -> dict[str, dict]:
+    """{run name: record} for the part's runs that have a record (possibly unfinished)."""
+    results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
+    out = {}
+    for run in part_specs(quick)[part].runs:
+        record = load_record(results_dir, run)
+        if record is not None:
+            out[run.name] = record
+    return out
+
+
+def curve(record: dict, metric: str = "fid") -> tuple[list[int], list[float]]:
+    """The metric against training steps (curve_samples samples, no guidance)."""
+    n = record["spec"]["curve_samples"]
+    points = sorted((e["step"], e["metrics"][metric]) for e in record["evals"] if e["num_samples"] == n
+                    and e["cfg_scale"] == 1.0)  # fmt: skip
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def final_eval(record: dict, cfg_scale: float = 1.0) -> dict | None:
+    """The evaluation at the last step: final_samples without guidance, guided_samples with."""
+    spec = record["spec"]
+    n = spec["final_samples"] if cfg_scale == 1.0 else spec["guided_samples"]
+    return find_eval(record, spec["steps"], n, cfg_scale)
+
+
+def ablation_rows(records: dict[str, dict], blocks=BLOCK_ORDER) -> list[dict]:
+    """One row per block: Gflops, params, final metrics averaged over seeds, each seed's FID, the paper's numbers."""
+    rows = []
+    for block in blocks:
+        done = [r for r in records.values() if r["spec"]["block"] == block and final_eval(r) is not None]
+        if not done:
+            continue
+        finals = [final_eval(r)["metrics"] for r in done]
+        mean = {k: sum(f[k] for f in finals) / len(finals) for k in ("fid", "precision", "recall", "class_accuracy")}
+        rows.append({"block": block, "gflops": done[0]["gflops"], "params": done[0]["history"]["num_params"],
+                     **mean, "fid_seeds": [f["fid"] for f in finals], "seeds": [r["spec"]["seed"] for r in done],
+                     "paper_fid": PAPER_FIG5[block]["fid"], "paper_gflops": PAPER_FIG5[block]["gflops"]})  # fmt: skip
+    return rows
+
+
+def ablation_summary(rows: list[dict], records: dict[str, dict]) -> str:
+    """Plain sentences from the measured numbers: the ordering, the paper's, and which gaps exceed the seed spread."""
+    if len(rows) < 2:
+        return "Part B: not enough finished runs to compare blocks yet."
+    finished = [r for r in records.values() if final_eval(r) is not None]
+    spec, floor = finished[0]["spec"], final_eval(finished[0])["floor"]["fid"]
+    ranked = sorted(rows, key=lambda r: r["fid"])
+    seeds = max(len(r["fid_seeds"]) for r in rows)
+    lines = [f"After {spec['steps']:,} steps of {spec['model']} at batch {spec['batch_size']} "
+             f"(FID of {spec['final_samples']:,} samples, no guidance, real-vs-real floor {floor:.2f}), "
+             f"mean over {seeds} seed(s) [range]:"]
+    for r in ranked:
+        lines.append(f"  {r['block']:<16} FID {r['fid']:6.2f} [{min(r['fid_seeds']):.2f}-{max(r['fid_seeds']):.2f}]"
+                     f"   (paper, XL/2 at 400K steps: {r['paper_fid']:.2f})")
+    measured = [r["block"] for r in ranked]
+    paper = [b for b in BLOCK_ORDER if b in measured]
+    lines.append("Measured order: " + " < ".join(measured) + ".  Paper's order: " + " < ".join(paper) + ".")
+    if measured == paper:
+        lines.append("The paper's ordering reproduces at this scale.")
+    else:
+        lines.append("The paper's ordering does NOT reproduce at this scale.")
+    for better, worse in zip(ranked, ranked[1:]):
+        separated = max(better["fid_seeds"]) < min(worse["fid_seeds"])
+        verdict = "seed ranges do not overlap" if separated else "seed ranges overlap: within seed noise"
+        lines.append(f"  {better['block']} vs {worse['block']}: gap {worse['fid'] - better['fid']:.2f} FID; {verdict}")
+    if seeds < 2:
+        lines.append("Only one seed per block so far: no gap can be told from noise yet.")
+    return "\n".join(lines)
+
+
+def scaling_rows(records: dict[str, dict]) -> list[dict]:
+    """One row per model of part C, by Gflops: Gflops (ours and the paper's setting), params, final metrics."""
+    rows = []
+    for r in records.values():
+        f = final_eval(r)
+        if f is None:
+            continue
+        rows.append({"model": r["spec"]["model"], "gflops": r["gflops"], "params": r["history"]["num_params"],
+                     "gflops_paper_setting": r["gflops_paper_setting"],
+                     **{k: f["metrics"][k] for k in ("fid", "precision", "recall", "class_accuracy")}})
+    return sorted(rows, key=lambda row: row["gflops"])
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """rows -> a Markdown table; columns: (key, header, format spec)."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(format(row[k], f) if row.get(k) is not None else "—" for k, _, f in columns) + " |"
+            for row in rows]  # fmt: skip
+    return "\n".join([head, rule, *body])
+
+
+def goals_summary(record: dict) -> str:
+    """Issue [7]'s two goals for DiT-S/2, measured: class accuracy >= 90% of the evaluator's on real test images,
+    and FID within 3x the real-vs-real floor, at each guidance scale."""
+    lines = []
+    for scale in record["spec"]["cfg_scales"]:
+        e = final_eval(record, scale)
+        if e is None:
+            continue
+        m, f = e["metrics"], e["floor"]
+        acc_ratio, fid_ratio = m["class_accuracy"] / f["class_accuracy"], m["fid"] / max(f["fid"], 1e-12)
+        lines.append(
+            f"cfg {scale:g} ({e['num_samples']:,} samples): class accuracy {m['class_accuracy']:.1%} = "
+            f"{acc_ratio:.0%} of the evaluator's {f['class_accuracy']:.1%} on real test images (goal >= 90%: "
+            f"{'met' if acc_ratio >= 0.9 else 'not met'}); FID {m['fid']:.2f} = {fid_ratio:.1f}x the floor "
+            f"{f['fid']:.2f} (goal <= 3x: {'met' if fid_ratio <= 3 else 'not met'})")
+    return "\n".join(lines) or "Part A has no final evaluation yet."
+
+
+def write_figure(fig, results_dir, name: str) -> pathlib.Path:
+    """Save a matplotlib figure as <results>/fig_<name>.png, atomically."""
+    path = pathlib.Path(results_dir) / f"fig_{name}.png"
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))

@@ -1,0 +1,618 @@
+"""Train a class-conditional DiT on Fashion-MNIST, fast, on one GPU or many (DiT §4 "Training").
+
+The recipe is the paper's: AdamW, lr 1e-4, no weight decay, batch 256, EMA 0.9999, horizontal
+flips, the hybrid loss of Improved DDPM (L_simple + L_vlb) when sigma is learned. What makes the
+step fast (`minidit.bench` measures each piece against the official recipe):
+
+* the data is one uint8 tensor on the GPU; a batch, its timesteps, noise and label dropout are
+  drawn there from one torch.Generator -- no DataLoader, no host round trip;
+* bf16 autocast (weights and optimiser stay fp32), `scaled_dot_product_attention` in the blocks;
+* torch.compile of the model and the diffusion loss together (`compile_scope="loss"`);
+* fused AdamW and a one-call foreach EMA (`minidit.ema.update_ema`);
+* no host sync inside the loop: losses stay on the GPU and are read every `log_every` steps.
+
+    python -m minidit.train --model DiT-S/2 --steps 20000 --out-dir runs/s2
+    python -m minidit.train --preset cpu                       # a minute on a laptop CPU
+    torchrun --nproc_per_node=8 -m minidit.train --model DiT-B/2 --out-dir runs/b2
+    python -m minidit.train --out-dir runs/s2 --resume --max-minutes 9   # continue, in chunks
+
+Python API (notebook 08): `history = train(TrainConfig(...), data=None)`. Files in out_dir:
+config.json, history.json, state.pt (resumable), checkpoints/NNNNNNN.safetensors (raw + EMA
+weights, config in the metadata), samples/NNNNNNN.png (EMA sample grids, one row per class).
+
+Under torchrun (DDP): every rank draws the same global batch from the same seed and keeps its own
+slice of rows, so N processes see exactly the batches one process would; the EMA, checkpoints,
+sample grids and history are written by rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from minidit import checkpoint as _checkpoint
+from minidit import diffusion as _diffusion
+from minidit import ema as _ema
+from minidit.data import FashionMNIST, load_fashion_mnist, sample_batch
+from minidit.device import get_device
+from minidit.model import create_model, model_config
+
+PRECISIONS = ("bf16", "fp32")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA-graph modes would overwrite the logged losses
+COMPILE_SCOPES = ("loss", "model")
+# Changing one of these between a checkpoint and its resumption would not continue the same run.
+RESUME_MUST_MATCH = ("model", "block", "learn_sigma", "class_dropout_prob", "num_classes", "diffusion_steps",
+                     "noise_schedule", "global_batch_size", "lr", "weight_decay", "ema_decay", "ema_warmup",
+                     "seed", "flip")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (the CLI flags are these fields)."""
+
+    model: str = "DiT-S/2"
+    block: str = "adaLN-Zero"
+    learn_sigma: bool = True
+    class_dropout_prob: float = 0.1
+    num_classes: int = 10
+    diffusion_steps: int = 1000
+    noise_schedule: str = "linear"
+    global_batch_size: int = 256
+    steps: int = 10_000
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    ema_warmup: str = "none"
+    seed: int = 0
+    flip: bool = True
+    precision: str = "bf16"
+    compile: bool = True
+    compile_mode: str = "default"
+    compile_scope: str = "loss"
+    data_dir: str | None = None
+    out_dir: str = "runs/dit"
+    log_every: int = 100
+    ckpt_every: int = 5000
+    sample_every: int = 0
+    sample_steps: int = 50
+    sample_cfg_scale: float = 4.0
+    resume: bool = False
+    max_minutes: float | None = None
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        from minidit.blocks import BLOCKS
+        from minidit.model import DiT_models
+
+        choices = {"model": list(DiT_models), "block": list(BLOCKS), "precision": PRECISIONS,
+                   "compile_mode": COMPILE_MODES, "compile_scope": COMPILE_SCOPES, "ema_warmup": _ema.WARMUPS,
+                   "noise_schedule": ("linear", "cosine")}  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {list(allowed)}")
+        for name in ("global_batch_size", "steps", "log_every", "num_classes", "diffusion_steps", "sample_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("ckpt_every", "sample_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}")
+        if not 0.0 <= self.class_dropout_prob < 1.0:
+            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
+
+
+# Named starting points; CLI flags override them (--preset cpu --steps 100).
+PRESETS: dict[str, TrainConfig] = {
+    "cpu": TrainConfig(model="DiT-T/4", global_batch_size=64, steps=300, log_every=25, ckpt_every=0, sample_every=300,
+                       ema_warmup="ema_warmup", sample_steps=25, precision="fp32", compile=False, out_dir="runs/cpu"),
+    "s2": TrainConfig(model="DiT-S/2", steps=20_000, ckpt_every=5000, sample_every=5000, out_dir="runs/s2"),
+}
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def draw_batch(data: FashionMNIST, generator: torch.Generator, global_batch_size: int, diffusion, *,
+               flip: bool, class_dropout_prob: float, rank: int = 0, world_size: int = 1):
+    """All the randomness of one step, from one generator: (x, y, t, noise, drop) for this rank.
+
+    Every rank draws the same global batch and keeps rows [rank * n, (rank + 1) * n), n = global / world,
+    so a DDP run sees exactly the batches of a single process. Returns x: (n, C, H, W) in [-1, 1],
+    y: (n,) labels, t: (n,) timesteps, noise: (n, C, H, W), drop: (n,) 1 = use the null label
+    (classifier-free guidance training, DiT §3.1) or None when class_dropout_prob is 0.
+    """
+    x, y = sample_batch(data, global_batch_size, generator, flip)  # (B, C, H, W), (B,)
+    t = diffusion.sample_timesteps(global_batch_size, x.device, generator)  # (B,)
+    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)  # (B, C, H, W)
+    drop = None
+    if class_dropout_prob > 0:
+        u = torch.rand(global_batch_size, generator=generator, device=generator.device).to(x.device)
+        drop = (u < class_dropout_prob).long()  # (B,)
+    batch = (x, y, t, noise, drop)
+    if world_size > 1:
+        n = global_batch_size // world_size
+        batch = tuple(None if v is None else v[rank * n:(rank + 1) * n] for v in batch)  # (n, ...)
+    return batch
+
+
+class FastStep:
+    """One optimiser step of minidit's fast path: forward + hybrid loss, backward, AdamW, EMA.
+
+    model: the DiT (or its DDP wrapper); optimizer: e.g. `make_optimizer(model)`; amp_dtype:
+    torch.bfloat16 for autocast, None for fp32; ema: the EMA copy (None: no EMA, e.g. DDP ranks > 0).
+    The first call compiles; if torch.compile fails, it says why and continues without it.
+    """
+
+    def __init__(self, model, diffusion, optimizer, *, amp_dtype=None, compile: bool = False,
+                 compile_mode: str = "default", compile_scope: str = "loss", ema=None, log: Callable = print):
+        self.model, self.raw = model, _ema.unwrap_model(model)
+        self.diffusion, self.optimizer, self.ema, self.log = diffusion, optimizer, ema, log
+        self.amp_dtype, self.compile_mode, self.compile_scope = amp_dtype, compile_mode, compile_scope
+        self.device_type = next(self.raw.parameters()).device.type
+        self.compiled = compile
+        self.loss_fn = self._build(compile)
+        self._first_call = True
+
+    def _build(self, compile: bool) -> Callable:
+        model = self.model
+        if compile and self.compile_scope == "model":
+            model = torch.compile(model, mode=self.compile_mode)
+        amp_dtype, device_type = self.amp_dtype, self.device_type
+
+        def model_fn(x, t, **kwargs):
+            with autocast(device_type, amp_dtype):
+                out = model(x, t, **kwargs)
+            return out.float()  # the diffusion maths (log-likelihoods, KL) stays in fp32
+
+        def loss_fn(x, y, t, noise, drop):
+            kwargs = {"y": y} if drop is None else {"y": y, "force_drop_ids": drop}
+            return self.diffusion.training_losses(model_fn, x, t, model_kwargs=kwargs, noise=noise)["loss"]  # (N,)
+
+        if compile and self.compile_scope == "loss":
+            return torch.compile(loss_fn, mode=self.compile_mode)
+        return loss_fn
+
+    def forward_backward(self, batch) -> torch.Tensor:
+        loss = self.loss_fn(*batch)  # (N,)
+        loss.mean().backward()
+        return loss.detach()
+
+    def __call__(self, batch, ema_decay: float | None = None) -> torch.Tensor:
+        """batch: (x, y, t, noise, drop) as `draw_batch` returns -> (N,) loss per example (on the device)."""
+        if self._first_call and self.compiled:
+            try:
+                loss = self.forward_backward(batch)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as err:  # a compiler failure must not end the run
+                self.log(f"torch.compile failed ({type(err).__name__}: {str(err)[:300]}); continuing without compile")
+                self.optimizer.zero_grad(set_to_none=True)
+                torch._dynamo.reset()
+                self.compiled, self.loss_fn = False, self._build(False)
+                loss = self.forward_backward(batch)
+        else:
+            loss = self.forward_backward(batch)
+        self._first_call = False
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None and ema_decay is not None:
+            _ema.update_ema(self.ema, self.raw, ema_decay)  # a module global: the course switch can swap it
+        return loss
+
+
+def autocast(device_type: str, amp_dtype: torch.dtype | None):
+    """torch.autocast to amp_dtype (e.g. bf16: matmuls in bf16, weights stay fp32), or nothing for None."""
+    return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device_type, dtype=amp_dtype)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float = 1e-4, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW as DiT (lr 1e-4, no weight decay); the fused kernel on CUDA."""
+    params = [p for p in _ema.unwrap_model(model).parameters() if p.requires_grad]
+    fused = params[0].device.type == "cuda"
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool, str | None]:
+    """-> (autocast dtype or None, compile?, a message when the device forces a fallback)."""
+    if device.type == "cuda":
+        return (torch.bfloat16 if cfg.precision == "bf16" else None), cfg.compile, None
+    message = None
+    if cfg.precision == "bf16" or cfg.compile:
+        message = (f"running on {device.type}: bf16 autocast and torch.compile are used on CUDA only, so this run "
+                   "uses fp32 without compile (pick a tiny config, e.g. --preset cpu)")
+    return None, False, message
+
+
+# ----------------------------------------------------------------------------- helpers of the loop
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+
+def _world_from_env() -> _Dist:
+    return _Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def check_batch_split(global_batch_size: int, world_size: int) -> int:
+    """The per-rank batch; ValueError when the global batch does not split evenly."""
+    if global_batch_size % world_size:
+        raise ValueError(f"global batch size {global_batch_size} is not divisible by the {world_size} processes "
+                         f"(world size); use a multiple of {world_size}")
+    return global_batch_size // world_size
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state(), "data_device": generator.device.type}
+    if generator.device.type == "cuda":  # this process's GPU only (get_rng_state_all would wake up every GPU)
+        state["cuda"] = torch.cuda.get_rng_state(generator.device)
+    return state
+
+
+def _restore_rng(rng: dict, generator: torch.Generator, fallback_seed: int, log: Callable) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and generator.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], generator.device)
+    if rng.get("data_device") == generator.device.type:
+        generator.set_state(rng["data"])
+    else:
+        generator.manual_seed(fallback_seed)
+        log(f"the checkpoint's data generator was on {rng.get('data_device')}, this run is on "
+            f"{generator.device.type}: batches continue from a new seed (same model, not bit-for-bit)")
+
+
+def _check_resume_config(saved: dict, cfg: TrainConfig, path) -> None:
+    diffs = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}"
+             for k in RESUME_MUST_MATCH if saved.get(k) != getattr(cfg, k)]
+    if diffs:
+        raise ValueError(f"cannot resume {path}: the run was started with a different config ({'; '.join(diffs)}). "
+                         "Use a new --out-dir, or drop --resume to start afresh")
+
+
+def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, compiled: bool) -> dict:
+    return {
+        "config": dataclasses.asdict(cfg),
+        "model_config": model_config(model),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "torch_version": torch.__version__,
+        "world_size": world_size,
+        "precision": "bf16" if amp_dtype is not None else "fp32",
+        "compiled": compiled,
+        "step": [], "loss": [], "loss_per_quarter": {f"q{i}": [] for i in range(4)},
+        "img_per_s": [], "wall_time": [],
+        "checkpoints": [], "samples": [], "state": None, "final_step": 0, "stopped_by_budget": False,
+    }
+
+
+def _load_history(path: pathlib.Path, step: int) -> dict | None:
+    """history.json cut back to `step` (it may have logged past the last checkpoint before a crash)."""
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    keep = [i for i, s in enumerate(history["step"]) if s <= step]
+    for key in ("step", "loss", "img_per_s", "wall_time"):
+        history[key] = [history[key][i] for i in keep]
+    for q in history["loss_per_quarter"]:
+        history["loss_per_quarter"][q] = [history["loss_per_quarter"][q][i] for i in keep]
+    for key in ("checkpoints", "samples"):
+        history[key] = [p for p in history[key] if int(pathlib.Path(p).stem) <= step]
+    return history
+
+
+def _gather(t: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world_size)]
+    dist.all_gather(parts, t)
+    return torch.cat(parts)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(cfg: TrainConfig, data: FashionMNIST | None = None) -> dict:
+    """Train as `cfg` says; returns the history (also written to out_dir/history.json).
+
+    cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)); None loads
+    the training split from cfg.data_dir (see minidit.data.find_data_dir). Under torchrun the
+    process group is set up here (NCCL on CUDA, gloo on CPU). History keys: step, loss,
+    loss_per_quarter {q0..q3}, img_per_s, wall_time (s), checkpoints (weight files), samples
+    (PNG grids), state (resumable file), final_step, stopped_by_budget, plus device and config.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    world = _world_from_env()
+    check_batch_split(cfg.global_batch_size, world.world_size)
+    if world.world_size > 1 and not dist.is_initialized():
+        device = get_device(cfg.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(world.local_rank)  # one GPU per process, before NCCL starts
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        world.owns_group = True
+    try:
+        return _train(cfg, data, world)
+    finally:
+        if world.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
+    is_main = world.rank == 0
+    start_time = time.monotonic()
+    device = get_device(cfg.device)
+    if device.type == "cuda":
+        index = world.local_rank if world.world_size > 1 else device.index
+        device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain use TF32, as official DiT
+        torch.backends.cudnn.allow_tf32 = True
+
+    bar = None
+
+    def log(message: str) -> None:
+        if is_main:
+            (bar.write if bar is not None else print)(f"minidit.train: {message}", file=sys.stdout)
+
+    amp_dtype, use_compile, fallback = resolve_precision(cfg, device)
+    if fallback:
+        log(fallback)
+    scope = cfg.compile_scope
+    if use_compile and world.world_size > 1:
+        scope = "model"  # DDP needs the compiled graph split at its gradient buckets: compile the DDP module
+
+    # data on the device, as one uint8 tensor
+    if data is None:
+        data = load_fashion_mnist("train", root=cfg.data_dir)
+    if not isinstance(data, FashionMNIST):
+        raise TypeError(f"data must be a minidit.data.FashionMNIST, got {type(data).__name__}")
+    _, channels, height, width = data.images.shape
+    if height != width:
+        raise ValueError(f"images must be square, got {height}x{width}")
+    if len(data) and int(data.labels.max()) >= cfg.num_classes:
+        raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
+    data = data.to(device)
+
+    # model, EMA, diffusion, optimiser
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, input_size=height, in_channels=channels, num_classes=cfg.num_classes,
+                         learn_sigma=cfg.learn_sigma, class_dropout_prob=cfg.class_dropout_prob,
+                         block=cfg.block).to(device)
+    model.train()
+    ema = copy.deepcopy(model).requires_grad_(False).eval() if is_main else None
+    diffusion = _diffusion.create_diffusion(None, cfg.noise_schedule, cfg.learn_sigma, cfg.diffusion_steps,
+                                            device=device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    out_dir = pathlib.Path(cfg.out_dir)
+    state_path, history_path = out_dir / "state.pt", out_dir / "history.json"
+    step, pending_loss, pending_t = 0, [], []
+    history = _new_history(cfg, model, device, world.world_size, amp_dtype, use_compile)
+    if cfg.resume and state_path.is_file():
+        state = _checkpoint.load_state(state_path, model=model, ema=ema, optimizer=optimizer, map_location="cpu")
+        _check_resume_config(state["config"], cfg, state_path)
+        step = state["step"]
+        _restore_rng(state["rng"], generator, cfg.seed + step, log)
+        pending_loss = [state["extra"]["pending_loss"].to(device)] if len(state["extra"]["pending_loss"]) else []
+        pending_t = [state["extra"]["pending_t"].to(device)] if pending_loss else []
+        history = _load_history(history_path, step) or history
+        history.update(device=str(device), world_size=world.world_size, compiled=use_compile,
+                       precision="bf16" if amp_dtype is not None else "fp32", config=dataclasses.asdict(cfg))
+        log(f"resumed {state_path} at step {step}")
+    elif cfg.resume:
+        log(f"--resume: no {state_path} yet, starting a new run")
+    elif state_path.is_file():
+        log(f"{out_dir} holds an earlier run; starting afresh and overwriting it (--resume would continue it)")
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _checkpoint.atomic_write_json(out_dir / "config.json", dataclasses.asdict(cfg))
+    if is_main and cfg.ema_warmup == "none" and 0 < cfg.ema_decay < 1 and cfg.steps < 5 / (1 - cfg.ema_decay):
+        share = cfg.ema_decay ** cfg.steps
+        log(f"note: after {cfg.steps} steps an EMA with decay {cfg.ema_decay} still holds {share:.0%} of the random "
+            "initial weights; for short runs pass --ema-warmup ema_warmup")
+
+    train_model = model
+    if world.world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    stepper = FastStep(train_model, diffusion, optimizer, amp_dtype=amp_dtype, compile=use_compile,
+                       compile_mode=cfg.compile_mode, compile_scope=scope, ema=ema, log=log)
+
+    def save() -> None:
+        if not is_main:
+            return
+        weights = out_dir / "checkpoints" / f"{step:07d}.safetensors"
+        meta = {"train": dataclasses.asdict(cfg), "step": step}
+        _checkpoint.save_weights(weights, model, ema, meta)
+        if str(weights) not in history["checkpoints"]:
+            history["checkpoints"].append(str(weights))
+        extra = {"pending_loss": torch.cat(pending_loss).cpu() if pending_loss else torch.zeros(0),
+                 "pending_t": torch.cat(pending_t).cpu() if pending_t else torch.zeros(0, dtype=torch.long)}
+        _checkpoint.save_state(state_path, model=model, ema=ema, optimizer=optimizer, step=step,
+                               rng=_rng_state(generator), config=dataclasses.asdict(cfg), extra=extra)
+        history.update(state=str(state_path), final_step=step)
+        _checkpoint.atomic_write_json(history_path, history)
+
+    def sample_grid() -> None:
+        if not is_main:
+            return
+        from minidit.sample import sample, save_image_grid
+
+        per_class = 8
+        labels = torch.arange(cfg.num_classes, device=device).repeat_interleave(per_class)  # (10 * 8,)
+        g = torch.Generator(device=device).manual_seed(cfg.seed)  # the same noise for every grid
+        scale = cfg.sample_cfg_scale if cfg.class_dropout_prob > 0 else 1.0
+        images = sample(ema, diffusion, labels, cfg_scale=scale, sampler="ddim", steps=cfg.sample_steps,
+                        generator=g)
+        path = save_image_grid(images, out_dir / "samples" / f"{step:07d}.png", nrow=per_class)
+        history["samples"].append(str(path))
+
+    wall_offset = history["wall_time"][-1] if history["wall_time"] else 0.0
+    deadline = None if cfg.max_minutes is None else start_time + 60 * cfg.max_minutes
+    last_log_time, last_log_step = time.monotonic(), step
+    bar = _progress_bar(cfg, step, enabled=cfg.progress and is_main)
+    stop = False
+    try:
+        while step < cfg.steps and not stop:
+            batch = draw_batch(data, generator, cfg.global_batch_size, diffusion, flip=cfg.flip,
+                               class_dropout_prob=cfg.class_dropout_prob, rank=world.rank,
+                               world_size=world.world_size)
+            decay = _ema.ema_decay_with_warmup(step, cfg.ema_decay, cfg.ema_warmup)
+            loss = stepper(batch, decay)  # (n,) on the device: no host sync here
+            pending_loss.append(loss)
+            pending_t.append(batch[2])
+            step += 1
+            bar.update(1)
+            if deadline is not None:
+                stop = _out_of_time(deadline, step, cfg.log_every, world.world_size, device)
+            if step % cfg.log_every == 0 or step == cfg.steps or stop:
+                losses = _gather(torch.cat(pending_loss), world.world_size)  # (k * B,)
+                ts = _gather(torch.cat(pending_t), world.world_size)
+                quarters = _diffusion.loss_per_quarter(losses, ts, diffusion.num_timesteps)
+                now = time.monotonic()
+                img_per_s = (step - last_log_step) * cfg.global_batch_size / max(now - last_log_time, 1e-9)
+                history["step"].append(step)
+                history["loss"].append(losses.mean().item())
+                for q, value in quarters.items():
+                    history["loss_per_quarter"][q].append(value)
+                history["img_per_s"].append(img_per_s)
+                history["wall_time"].append(wall_offset + now - start_time)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", img_s=f"{img_per_s:,.0f}")
+                pending_loss, pending_t = [], []
+                last_log_time, last_log_step = now, step
+            if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+                sample_grid()
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps and not stop:
+                save()
+    finally:
+        bar.close()
+    history["stopped_by_budget"] = stop and step < cfg.steps
+    if stop and step < cfg.steps:
+        log(f"stopped at step {step} of {cfg.steps}: the {cfg.max_minutes}-minute budget is spent "
+            "(run again with --resume to continue)")
+    save()
+    if world.world_size > 1:
+        dist.barrier()
+    return history
+
+
+def _out_of_time(deadline: float, step: int, log_every: int, world_size: int, device) -> bool:
+    """Past the wall-clock budget? Under DDP all ranks agree, at logging steps only (one all-reduce)."""
+    if world_size == 1:
+        return time.monotonic() >= deadline
+    if step % log_every:
+        return False
+    flag = torch.tensor([float(time.monotonic() >= deadline)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _progress_bar(cfg: TrainConfig, step: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=step, disable=not enabled, unit="step", dynamic_ncols=True,
+                desc=f"{cfg.model} {cfg.block}")
+
+
+# ----------------------------------------------------------------------------- command line
+
+_HELP = {
+    "model": "DiT config, e.g. DiT-S/2 (DiT-T/2, DiT-T/4 are tiny CPU configs)",
+    "block": "conditioning block (DiT §3.2)",
+    "global_batch_size": "images per step, summed over all processes",
+    "ema_warmup": "'ema_warmup' ramps the EMA decay as min(decay, (1+step)/(10+step)) for short runs",
+    "precision": "bf16 autocast or fp32 (CUDA only; CPU/MPS always use fp32)",
+    "compile_scope": "what torch.compile wraps: the model and the loss ('loss') or the model only",
+    "out_dir": "where config.json, history.json, state.pt, checkpoints/ and samples/ go",
+    "ckpt_every": "save weights + resumable state every k steps (0: only at the end)",
+    "sample_every": "write an EMA sample grid every k steps (0: never)",
+    "sample_steps": "DDIM steps for the sample grids",
+    "resume": "continue from out_dir/state.pt when it exists",
+    "max_minutes": "wall-clock budget: stop, save and exit after this many minutes",
+    "data_dir": "folder with the Fashion-MNIST .gz files (default: see minidit.data.find_data_dir)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per TrainConfig field (--global-batch-size, --no-flip, ...), plus --preset."""
+    parser = argparse.ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config; flags override it")
+    defaults = TrainConfig.__dataclass_fields__
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = defaults[field.name].default
+        text = f"{_HELP[field.name]} " if field.name in _HELP else ""
+        kwargs = dict(dest=field.name, default=argparse.SUPPRESS, help=f"{text}(default: {default})")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if field.name in ("max_minutes",):
+            kind = float
+        elif field.name in ("data_dir", "device", "out_dir"):
+            kind = str
+        else:
+            kind = type(default)
+        parser.add_argument(flag, type=kind, **kwargs)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset (or the defaults) with the flags that were given on top."""
+    flags = {k: v for k, v in vars(args).items() if k != "preset"}
+    return dataclasses.replace(PRESETS[args.preset], **flags) if args.preset else TrainConfig(**flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m minidit.train ...; errors in the flags exit with status 2 and a message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from minidit import course
+
+    source = course.apply_env()
+    try:
+        cfg = config_from_args(args)
+        check_batch_split(cfg.global_batch_size, _world_from_env().world_size)
+        from minidit.data import find_data_dir
+
+        find_data_dir(cfg.data_dir)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    if source != "minidit" and _world_from_env().rank == 0:
+        print(f"minidit.train: running the {source!r} implementation of the exercises (MINIDIT_IMPL)")
+    history = train(cfg)
+    if _world_from_env().rank == 0:
+        last = history["loss"][-1] if history["loss"] else math.nan
+        print(f"minidit.train: step {history['final_step']}, loss {last:.4f}, weights {history['checkpoints'][-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""python -m minidit.evaluate: reading samples (npy, npz, PNG folders), scoring a checkpoint, the JSON it writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minidit import evaluate
+
+
+def _pixels(n=12, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 32, 32), dtype=np.uint8)
+
+
+def test_to_images_accepts_the_usual_layouts():
+    px = _pixels()
+    expected = torch.from_numpy(px).float()[:, None] / 127.5 - 1
+    for array in (px, px[:, None], px[..., None]):
+        torch.testing.assert_close(evaluate.to_images(array), expected)
+    floats = expected.numpy()
+    torch.testing.assert_close(evaluate.to_images(floats), expected)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate.to_images(np.zeros((4, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        evaluate.to_images(px.astype(np.int32))
+
+
+def test_load_samples_from_npy_npz_and_png_folders(tmp_path):
+    from minidit.sample import png_bytes
+
+    px, labels = _pixels(), np.arange(12) % 10
+    expected = torch.from_numpy(px).float()[:, None] / 127.5 - 1
+    np.save(tmp_path / "s.npy", px)
+    images, got_labels = evaluate.load_samples(tmp_path / "s.npy")
+    torch.testing.assert_close(images, expected)
+    assert got_labels is None
+    np.savez(tmp_path / "s.npz", images=px[:, None], labels=labels)  # the layout minidit.sample --npz writes
+    images, got_labels = evaluate.load_samples(tmp_path / "s.npz")
+    torch.testing.assert_close(images, expected)
+    assert got_labels.tolist() == labels.tolist()
+    for i, (p, y) in enumerate(zip(px, labels)):  # ImageFolder layout: the sub-folder is the class
+        (tmp_path / "png" / str(y)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "png" / str(y) / f"{i:03d}.png").write_bytes(png_bytes(p))
+    images, got_labels = evaluate.load_samples(tmp_path / "png")
+    order = sorted(range(12), key=lambda i: (str(labels[i]), f"{i:03d}"))  # rglob + sort: by folder, then file
+    torch.testing.assert_close(images, expected[order])
+    assert got_labels.tolist() == labels[order].tolist()
+    np.savez(tmp_path / "bad.npz", pictures=px)
+    with pytest.raises(ValueError, match="no array named"):
+        evaluate.load_samples(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="expected a .npy"):
+        evaluate.load_samples(tmp_path / "s.txt")
+
+
+def test_cli_scores_real_images_and_writes_json(fashion_mnist_dir, tmp_path):
+    from minidit.data import load_fashion_mnist
+
+    test = load_fashion_mnist("test", fashion_mnist_dir)
+    np.savez(tmp_path / "real.npz", images=test.images[-300:].numpy(), labels=test.labels[-300:].numpy())
+    out = tmp_path / "scores.json"
+    assert evaluate.main(["--samples", str(tmp_path / "real.npz"), "--out", str(out), "--kid-subsets", "3",
+                          "--device", "cpu", "--data-dir", str(fashion_mnist_dir)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_samples"] == report["num_reference"] == report["num_floor"] == 300
+    for part in ("samples", "real_floor"):
+        assert set(report[part]) >= {"fid", "sfid", "inception_score", "kid", "precision", "recall", "density",
+                                     "coverage", "class_accuracy", "per_class_fid"}
+    # real test images are as good as the floor (which is other real test images)
+    assert report["samples"]["fid"] < 3 * report["real_floor"]["fid"] + 2
+    assert report["samples"]["class_accuracy"] > 0.8
+    assert report["evaluator"]["sha256"] and report["device"] == "cpu"
+    assert not list(tmp_path.glob(".*.tmp")), "the JSON is written through a temporary file"
+
+
+def test_cli_samples_a_checkpoint(fashion_mnist_dir, tmp_path):
+    from minidit import checkpoint
+    from minidit.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model("DiT-T/4", input_size=32, in_channels=1, num_classes=10)
+    ckpt = checkpoint.save_weights(tmp_path / "tiny.safetensors", model, model)
+    out = tmp_path / "scores.json"
+    assert evaluate.main(["--ckpt", str(ckpt), "--num-samples", "20", "--sampler", "ddim", "--steps", "2",
+                          "--cfg-scale", "1.5", "--kid-subsets", "2", "--device", "cpu", "--out", str(out),
+                          "--save-samples", str(tmp_path / "s.npz"), "--data-dir", str(fashion_mnist_dir)]) == 0
+    report = json.loads(out.read_text())
+    assert report["ckpt"] == str(ckpt) and report["cfg_scale"] == 1.5 and report["num_samples"] == 20
+    assert report["samples"]["fid"] > report["real_floor"]["fid"], "an untrained model is worse than real data"
+    images, labels = evaluate.load_samples(tmp_path / "s.npz")
+    assert images.shape == (20, 1, 32, 32) and labels.tolist() == [i % 10 for i in range(20)]

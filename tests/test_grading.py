@@ -1,0 +1,155 @@
+"""minidit.grading: grading a folder with correct, wrong, crashing and looping answers; the student release."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from minidit import course, grading
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _solution(ex_id: str) -> str:
+    return (ROOT / "solutions" / f"{course.get(ex_id).stem}.py").read_text()
+
+
+def _stub(ex_id: str) -> str:
+    return (ROOT / "exercises" / f"{course.get(ex_id).stem}.py").read_text()
+
+
+def _write(folder: pathlib.Path, ex_id: str, text: str) -> None:
+    (folder / f"{course.get(ex_id).stem}.py").write_text(text)
+
+
+@pytest.fixture(scope="module")
+def mixed_submission(tmp_path_factory) -> pathlib.Path:
+    """alice/exercises: one answer of each kind; ex04, ex08, ... are simply missing."""
+    folder = tmp_path_factory.mktemp("submissions") / "alice" / "exercises"
+    folder.mkdir(parents=True)
+    _write(folder, "ex01", _solution("ex01"))  # correct
+    _write(folder, "ex02", _solution("ex02").replace("return abar.sqrt() * x_start", "return abar * x_start"))  # wrong
+    _write(folder, "ex05", "raise RuntimeError('my file does not even import')\n" + _solution("ex05"))  # crash on import
+    loop = _solution("ex03").replace('    x_t = diffusion.q_sample(', '    while True:\n        time.sleep(0.05)\n    x_t = diffusion.q_sample(')
+    _write(folder, "ex03", loop.replace("import torch\n", "import time\n\nimport torch\n", 1))  # half right, half loops
+    _write(folder, "ex07", _solution("ex07").replace("    half = dim // 2\n", "    half = dim // 2\n    os._exit(3)\n", 1)
+           .replace("import math\n", "import math\nimport os\n", 1))  # kills the test process
+    _write(folder, "ex13", _stub("ex13"))  # not started
+    return folder
+
+
+@pytest.fixture(scope="module")
+def graded(mixed_submission, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("grades")
+    env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
+    proc = subprocess.run([sys.executable, "-m", "minidit.grading", "grade", str(mixed_submission), "--out", str(out),
+                           "--only", "ex01", "ex02", "ex03", "ex04", "ex05", "ex07", "ex13",
+                           "--test-timeout", "10", "--timeout", "300"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"json": json.loads((out / "grades.json").read_text()), "csv": rows, "stdout": proc.stdout}
+
+
+def test_each_kind_of_answer_gets_its_score(graded):
+    (student,) = graded["json"]["students"]
+    assert student["student"] == "alice"
+    ex = student["exercises"]
+    assert ex["ex01"]["status"] == "passed" and ex["ex01"]["points"] == 10.0, ex["ex01"]
+    assert ex["ex02"]["status"] in ("partial", "failed") and ex["ex02"]["points"] < 10.0, ex["ex02"]
+    assert ex["ex02"]["failed"] >= 2, ex["ex02"]
+    # The loop costs only the tests that reach it: epsilon_mse_loss's tests still pass.
+    assert ex["ex03"]["status"] == "timeout" and 0 < ex["ex03"]["points"] < 10.0, ex["ex03"]
+    assert ex["ex04"]["status"] == "missing" and ex["ex04"]["points"] == 0.0
+    assert ex["ex05"]["status"] == "failed" and ex["ex05"]["points"] == 0.0, ex["ex05"]
+    assert ex["ex07"]["status"] == "crashed" and ex["ex07"]["points"] == 0.0, ex["ex07"]
+    assert ex["ex13"]["status"] == "not started" and ex["ex13"]["points"] == 0.0, ex["ex13"]
+    expected_total = sum(r["points"] for r in ex.values())
+    assert student["total"] == pytest.approx(expected_total)
+
+
+def test_csv_has_one_row_per_student_with_points(graded):
+    (row,) = graded["csv"]
+    student = graded["json"]["students"][0]
+    assert row["student"] == "alice"
+    for ex_id, result in student["exercises"].items():
+        assert float(row[ex_id]) == result["points"] and row[f"{ex_id}_status"] == result["status"]
+    assert float(row["total"]) == student["total"]
+
+
+def test_a_hung_exercise_is_killed(tmp_path):
+    # The hard limit: a file that hangs while importing, with no per-test limit, is killed with its process group.
+    _write(tmp_path, "ex16", "import time\nwhile True:\n    time.sleep(0.05)\n")
+    test_file = ROOT / "exercises" / f"test_{course.get('ex16').stem}.py"
+    status, outcomes, log = grading._run_pytest(test_file, tmp_path, timeout=5)
+    assert status == "timeout" and outcomes == [] and "killed" in log
+
+
+def test_exercise_status_rules():
+    assert grading.exercise_status(["passed", "passed"]) == ("done", 2, 2)
+    assert grading.exercise_status(["not started", "not started"])[0] == "not started"
+    assert grading.exercise_status(["passed", "not started"])[0] == "in progress"
+    assert grading.exercise_status(["passed", "failed"])[0] == "failing"
+    assert grading.exercise_status(["passed", "timeout"])[0] == "failing"
+
+
+def test_make_stub_keeps_signatures_and_docstrings():
+    source = '''"""Module."""
+
+import torch
+
+
+def f(x: int, y=2) -> int:
+    """Doc of f."""
+    # a comment in the body
+    z = x + y
+    return z
+
+
+class Block(torch.nn.Module):
+    """One line."""
+
+    kind = "vector"
+
+    def forward(self, x):
+        """Doc of forward."""
+        return x
+'''
+    stub = grading.make_stub(source, "ex99")
+    assert 'def f(x: int, y=2) -> int:\n    """Doc of f."""\n    raise NotImplementedError("ex99: f")\n' in stub
+    assert '    kind = "vector"' in stub and 'raise NotImplementedError("ex99: Block.forward")' in stub
+    assert "a comment in the body" not in stub and "return z" not in stub
+
+
+def test_release_has_no_solutions(tmp_path):
+    out = tmp_path / "release"
+    files = grading.release(out)
+    assert files and (out / "exercises" / "conftest.py").is_file() and (out / "minidit" / "course.py").is_file()
+    assert not (out / "solutions").exists() and not any(f.startswith("solutions/") for f in files)
+    for excluded in grading.RELEASE_EXCLUDE:
+        assert not (out / excluded).exists(), f"{excluded} should not ship to students"
+    assert not (out / ".git").exists()
+    with pytest.raises(ValueError, match="exists"):
+        grading.release(out)
+    grading.release(out, force=True)
+    # The stubs in the release are the repository's stubs.
+    for ex in course.EXERCISES.values():
+        assert (out / "exercises" / f"{ex.stem}.py").read_text() == (ROOT / "exercises" / f"{ex.stem}.py").read_text()
+
+
+def test_release_refuses_implemented_exercises(tmp_path, monkeypatch):
+    fake_root = tmp_path / "repo"
+    (fake_root / "exercises").mkdir(parents=True)
+    for ex in course.EXERCISES.values():
+        (fake_root / "exercises" / f"{ex.stem}.py").write_text(_stub(ex.id))
+    _write(fake_root / "exercises", "ex02", _solution("ex02"))
+    monkeypatch.setattr(course, "repo_root", lambda: fake_root)
+    with pytest.raises(ValueError, match="ex02_q_sample.py: q_sample is implemented"):
+        grading.release(tmp_path / "out")

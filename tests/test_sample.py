@@ -1,0 +1,121 @@
+"""minidit.sample: respacing, DDIM's closed form at init, guidance wiring, PNG/NPZ files and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from minidit import checkpoint
+from minidit.diffusion import create_diffusion
+from minidit.model import create_model
+from minidit.sample import main, make_grid, png_bytes, respace, sample, save_image_grid, save_npz
+
+
+def _model(perturb: bool = True, seed: int = 0):
+    """DiT-T/4 on 16x16 images; perturbed so its output depends on x, t and y (at init adaLN-Zero outputs 0)."""
+    torch.manual_seed(seed)
+    model = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_respace():
+    base = create_diffusion()
+    ddpm = respace(base, "ddpm", 10)
+    assert ddpm.num_timesteps == 10 and ddpm.timestep_map.tolist() == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+    assert respace(base, "ddim", 10).timestep_map.tolist() == list(range(0, 1000, 100))
+    torch.testing.assert_close(ddpm.alphas_cumprod, base.alphas_cumprod[ddpm.timestep_map], rtol=1e-5, atol=0)
+    assert respace(base, "ddpm", None) is base and respace(base, "ddpm", 1000) is base
+    with pytest.raises(ValueError, match="already respaced"):
+        respace(ddpm, "ddpm", 5)
+    with pytest.raises(ValueError, match="sampler"):
+        respace(base, "euler", 10)
+
+
+def test_ddim_from_a_model_that_predicts_zero_noise():
+    """adaLN-Zero at init predicts eps = 0, so DDIM (eta 0) returns clamp(x_T / sqrt(abar of its first step))."""
+    model, diffusion = _model(perturb=False), create_diffusion()
+    noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = sample(model, diffusion, [0, 1, 2], sampler="ddim", steps=5, noise=noise)
+    first_abar = respace(diffusion, "ddim", 5).alphas_cumprod[-1]
+    torch.testing.assert_close(out, (noise / first_abar.sqrt()).clamp(-1, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_shapes_determinism_and_mode():
+    model, diffusion = _model(), create_diffusion()
+    model.train()
+    runs = [sample(model, diffusion, torch.tensor([0, 3, 9, 9]), steps=4, generator=torch.Generator().manual_seed(1))
+            for _ in range(2)]
+    assert runs[0].shape == (4, 1, 16, 16) and runs[0].dtype == torch.float32
+    assert runs[0].min() >= -1 and runs[0].max() <= 1
+    assert torch.equal(runs[0], runs[1]), "the same generator seed must give the same images"
+    assert model.training, "sample() must restore the model's training mode"
+    with pytest.raises(ValueError, match="eta"):
+        sample(model, diffusion, [0], eta=0.5)
+
+
+def test_guidance_goes_through_forward_with_cfg(monkeypatch):
+    model, diffusion = _model(), create_diffusion()
+    noise = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    seen = []
+    real = model.forward_with_cfg
+
+    def spy(x, t, y, cfg_scale, guided_channels=None):
+        seen.append((cfg_scale, guided_channels, x.shape[0]))
+        return real(x, t, y, cfg_scale, guided_channels)
+
+    monkeypatch.setattr(model, "forward_with_cfg", spy)
+    sample(model, diffusion, [1, 2], cfg_scale=1.0, sampler="ddim", steps=3, noise=noise)
+    assert seen == [], "cfg_scale 1 is plain conditional sampling"
+    guided_zero = sample(model, diffusion, [1, 2], cfg_scale=0.0, sampler="ddim", steps=3, noise=noise)
+    assert seen == [(0.0, None, 2)] * 3
+    # scale 0 is the unconditional model: the same as sampling with the null label (index num_classes)
+    unconditional = sample(model, diffusion, [10, 10], sampler="ddim", steps=3, noise=noise)
+    torch.testing.assert_close(guided_zero, unconditional, rtol=1e-4, atol=1e-5)
+    conditional = sample(model, diffusion, [1, 2], sampler="ddim", steps=3, noise=noise)
+    assert (conditional - unconditional).abs().max() > 1e-3, "the label should matter for a perturbed model"
+
+
+def test_png_and_npz(tmp_path):
+    import matplotlib.image
+
+    images = torch.linspace(-1, 1, 5 * 3 * 4).reshape(5, 1, 3, 4)
+    grid = make_grid(images, nrow=2, padding=1)
+    assert grid.shape == (3 * (3 + 1) + 1, 2 * (4 + 1) + 1) and grid.dtype == np.uint8
+    path = save_image_grid(images, tmp_path / "g.png", nrow=2)
+    decoded = matplotlib.image.imread(path)  # an independent PNG decoder
+    np.testing.assert_array_equal(np.round(decoded * 255).astype(np.uint8), make_grid(images, nrow=2))
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    (tmp_path / "rgb.png").write_bytes(png_bytes(rgb))
+    np.testing.assert_array_equal(np.round(matplotlib.image.imread(tmp_path / "rgb.png") * 255).astype(np.uint8), rgb)
+    labels = torch.arange(5)
+    with np.load(save_npz(images, labels, tmp_path / "s.npz")) as f:
+        assert f["images"].dtype == np.uint8 and f["images"].shape == (5, 1, 3, 4)
+        np.testing.assert_array_equal(f["labels"], labels.numpy())
+        assert f["images"][0, 0, 0, 0] == 0 and f["images"][-1, 0, -1, -1] == 255
+
+
+def test_cli(tmp_path, capsys):
+    model = _model()
+    ckpt = checkpoint.save_weights(tmp_path / "run" / "checkpoints" / "0000010.safetensors", model, model,
+                                   {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}})
+    code = main(["--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "grid.png"), "--npz", str(tmp_path / "s.npz"),
+                 "--per-class", "1", "--sampler", "ddim", "--steps", "3", "--cfg-scale", "2", "--batch-size", "4"])
+    assert code == 0
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["images"].shape == (10, 1, 16, 16)
+        np.testing.assert_array_equal(f["labels"], np.arange(10))
+    assert "wrote" in capsys.readouterr().out
+    raw_only = checkpoint.save_weights(tmp_path / "raw.safetensors", model)
+    for argv, message in (([str(tmp_path / "nothing.safetensors")], "does not exist"),
+                          ([str(raw_only)], "no EMA weights")):
+        with pytest.raises(SystemExit) as info:
+            main(["--ckpt", *argv, "--out", str(tmp_path / "x.png")])
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert ckpt.exists()
