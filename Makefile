@@ -55,7 +55,7 @@ exercises:
 
 # notebooks/NN_x.py (jupytext percent format) is the source; the .ipynb is generated from it.
 notebooks-sync:
-	$(BIN)/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
+	$(BIN)/jupytext --update --to ipynb notebooks/[0-9][0-9]_*.py
 
 release:
 	$(BIN)/python -m minidit.grading release --out release

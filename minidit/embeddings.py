@@ -1,4 +1,4 @@
-"""Turning images, timesteps and labels into D-dimensional vectors (DiT §3.1, Figure 4).
+"""Turning images, timesteps and labels into D-dimensional vectors (DiT §3.2, Figure 4).
 
 * ``patchify`` / ``unpatchify``: an (N, C, H, W) image <-> a sequence of T = (H/p)(W/p) tokens of
   p*p*C numbers each. ``PatchEmbed`` is "patchify, then one linear layer" -- stored as the p x p,
@@ -30,7 +30,7 @@ from torch import nn
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Cut images into non-overlapping p x p patches, one token per patch (DiT §3.1, Figure 4).
+    """Cut images into non-overlapping p x p patches, one token per patch (DiT §3.2 "Patchify", Figure 4).
 
     x: (N, C, H, W) images, H and W divisible by p.
     Returns (N, T, p*p*C) with T = (H/p)(W/p) tokens in row-major (raster) order; inside a token the
@@ -99,7 +99,7 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim: int, pos: np.ndarray) -> np.nda
 
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
-    """Fixed 2D position embedding of a grid_size x grid_size grid of tokens (DiT §3.1, from MAE).
+    """Fixed 2D position embedding of a grid_size x grid_size grid of tokens (DiT §3.2, from MAE).
 
     Returns (grid_size**2, embed_dim), tokens in raster order (token k = row * grid_size + col).
     The first embed_dim/2 numbers embed the token's column, the last embed_dim/2 its row -- the
@@ -120,7 +120,7 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps (DDPM/ADM; DiT §3.1).
+    """Sinusoidal embedding of (possibly fractional) timesteps (DDPM/ADM; DiT §3.2).
 
     t: (N,) timesteps. Returns (N, dim) float32: first half cos(t * f_k), second half sin(t * f_k),
     f_k = max_period^(-k / (dim/2)), k = 0 .. dim/2 - 1 (the official [cos, sin] order); one zero
@@ -136,7 +136,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> 
 
 
 class TimestepEmbedder(nn.Module):
-    """t -> 256 sinusoidal frequencies -> Linear -> SiLU -> Linear -> (N, D) (DiT §3.1)."""
+    """t -> 256 sinusoidal frequencies -> Linear -> SiLU -> Linear -> (N, D) (DiT §3.2)."""
 
     def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
         super().__init__()

@@ -37,8 +37,9 @@
 # %% [markdown]
 # ## Parameters
 #
-# The full run trains for a few minutes on a laptop CPU; `MINIDIT_QUICK=1` (CI) trains for a few
-# seconds, so its samples are still noise: the code path is what is being tested.
+# The full run trains for `TRAIN_STEPS` steps or `MAX_MINUTES` minutes, whichever comes first
+# (minutes on a laptop CPU, about one on a GPU); `MINIDIT_QUICK=1` (CI) trains for a few seconds,
+# so its samples are still noise: the code path is what is being tested.
 
 # %%
 import os
@@ -48,6 +49,7 @@ from minidit.device import get_device
 QUICK = os.environ.get("MINIDIT_QUICK", "0") == "1"
 MODEL = "DiT-T/4"  # depth 4, D = 128, p = 4: 64 tokens, 1.3M parameters
 TRAIN_STEPS = 40 if QUICK else 3000
+MAX_MINUTES = 15  # stop training earlier on a slow machine (a GPU does 3000 steps in about a minute)
 BATCH = 32 if QUICK else 128
 LR = 1e-3  # DiT uses 1e-4 for much larger models; a tiny model trains faster with a larger step
 SAMPLE_STEPS = 20 if QUICK else 250  # DDPM steps for the sample grid (DiT samples with 250)
@@ -58,6 +60,7 @@ DEVICE = get_device()  # cuda > mps > cpu (CI: cpu); get_device("cpu") forces th
 # %%
 import copy
 import math
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -252,7 +255,11 @@ print(f"{MODEL}: {sum(p.numel() for p in model.parameters()):,} parameters, {TRA
 
 history = {"step": [], "mse": [], "vb": [], "t": []}
 model.train()
+deadline = time.monotonic() + 60 * MAX_MINUTES
 for step in tqdm(range(TRAIN_STEPS), desc="training", mininterval=2):
+    if time.monotonic() > deadline:
+        print(f"stopping at step {step}: the {MAX_MINUTES}-minute budget is spent")
+        break
     x_start, y = sample_batch(data, BATCH, generator=generator, flip=True)  # (B, 1, 32, 32) in [-1, 1], (B,)
     t = diffusion.sample_timesteps(BATCH, generator=generator)  # (B,) uniform in [0, 1000)
     losses = diffusion.training_losses(model, x_start, t, model_kwargs={"y": y})  # dict of (B,) tensors
@@ -265,7 +272,8 @@ for step in tqdm(range(TRAIN_STEPS), desc="training", mininterval=2):
     history["mse"].append(losses["mse"].detach())
     history["vb"].append(losses["vb"].detach())
     history["t"].append(t)
-print(f"last loss: mse {losses['mse'].mean():.4f}, vb {losses['vb'].mean():.4f}")
+steps_done = len(history["step"])
+print(f"{steps_done} steps; last loss: mse {losses['mse'].mean():.4f}, vb {losses['vb'].mean():.4f}")
 
 # %% [markdown]
 # The loss curve (left, smoothed) and the loss by timestep (right, over the last quarter of
@@ -276,9 +284,9 @@ print(f"last loss: mse {losses['mse'].mean():.4f}, vb {losses['vb'].mean():.4f}"
 # %%
 mse = torch.stack(history["mse"]).cpu()  # (steps, B)
 ts = torch.stack(history["t"]).cpu()  # (steps, B)
-window = max(1, TRAIN_STEPS // 50)
+window = max(1, steps_done // 50)
 smooth = np.convolve(mse.mean(1).numpy(), np.ones(window) / window, mode="valid")
-last = slice(3 * TRAIN_STEPS // 4, None)
+last = slice(3 * steps_done // 4, None)
 bins = torch.linspace(0, 1000, 11)
 which = torch.bucketize(ts[last].flatten(), bins[1:-1])
 per_bin = [mse[last].flatten()[which == b].mean().item() for b in range(10)]
@@ -331,15 +339,15 @@ plt.show()
 
 # %% [markdown]
 # Now a grid, one row per class, with `minidit.sample.sample` (the sampler notebooks 06 and 08 use
-# too) and DiT's 250 respaced DDPM steps. After a few minutes of CPU training most classes are
-# recognisable (in quick mode the model has barely started: expect noise); DiT-S/2 trained for
-# longer on a GPU (notebook 08) does much better.
+# too) and DiT's 250 respaced DDPM steps, without guidance. After the full run the shapes of most
+# classes can be told apart (in quick mode the model has barely started: expect noise); DiT-S/2,
+# trained for longer on a GPU (notebook 08), does much better.
 
 # %%
 labels = torch.arange(10).repeat_interleave(PER_CLASS)
 images = sample(ema, diffusion, labels, sampler="ddpm", steps=SAMPLE_STEPS, generator=torch.Generator().manual_seed(2),
                 progress=True)
-show_images(images, PER_CLASS, f"{MODEL} after {TRAIN_STEPS} steps: DDPM, {SAMPLE_STEPS} steps (EMA weights)",
+show_images(images, PER_CLASS, f"{MODEL} after {steps_done} steps: DDPM, {SAMPLE_STEPS} steps (EMA weights)",
             row_labels=list(CLASS_NAMES))
 
 # %% [markdown]

@@ -40,6 +40,7 @@ import os
 QUICK = os.environ.get("MINIDIT_QUICK", "0") == "1"
 MODEL = "DiT-T/2"  # on 16x16x4 "latents" (section 4): 64 tokens, as DiT-T/4 on 32x32 images
 TRAIN_STEPS = 40 if QUICK else 3000
+MAX_MINUTES = 15  # stop training earlier on a slow machine (a GPU does 3000 steps in about a minute)
 BATCH = 32 if QUICK else 128
 LR = 1e-3
 SCALES = [1.0, 4.0] if QUICK else [0.0, 1.0, 1.5, 4.0, 8.0]  # 0: unconditional, 1: no guidance
@@ -52,6 +53,7 @@ SEED = 0
 import json
 import pathlib
 import re
+import shutil
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -222,15 +224,18 @@ print("latent data:", tuple(latent_data.images.shape), latent_data.images.dtype)
 # We train with `minidit.train.train`, the trainer notebook 08 runs on a GPU: DiT's recipe (AdamW,
 # hybrid loss, EMA, label dropout 0.1), here in fp32 without `torch.compile`, a short EMA
 # warm-up, a larger learning rate for the tiny model, and no horizontal flips (a flip of the
-# latent grid would not be a flip of the image). Files go to a temporary folder.
+# latent grid would not be a flip of the image). Files go to a temporary folder. The full run
+# stops after `TRAIN_STEPS` steps or `MAX_MINUTES` minutes, whichever comes first.
 
 # %%
 run_dir = tempfile.mkdtemp(prefix="minidit_06_")
 cfg = TrainConfig(model=MODEL, steps=TRAIN_STEPS, global_batch_size=BATCH, lr=LR, ema_decay=0.999,
                   ema_warmup="ema_warmup", flip=False, precision="fp32", compile=False, out_dir=run_dir,
-                  log_every=max(1, TRAIN_STEPS // 20), ckpt_every=0, sample_every=0, seed=SEED)
+                  log_every=max(1, TRAIN_STEPS // 20), ckpt_every=0, sample_every=0, seed=SEED,
+                  max_minutes=MAX_MINUTES)
 history = train(cfg, data=latent_data)
 ema, diffusion = load_model_for_sampling(history["checkpoints"][-1])  # EMA weights, in eval mode
+shutil.rmtree(run_dir)  # the weights are in memory now
 print(f"trained {history['final_step']} steps in {history['wall_time'][-1]:.0f} s on {history['device']}; "
       f"last loss {history['loss'][-1]:.4f}")
 
@@ -257,7 +262,7 @@ for i, s in enumerate(SCALES):
         if i == 0:
             ax.set_title(CLASS_NAMES[j], fontsize=8)
     axes[i, 0].set_ylabel(f"s = {s:g}" + (" (uncond.)" if s == 0 else " (no guid.)" if s == 1 else ""), fontsize=8)
-fig.suptitle(f"{MODEL}, {TRAIN_STEPS} steps: DDIM {SAMPLE_STEPS} steps, same noise in every row")
+fig.suptitle(f"{MODEL}, {history['final_step']} steps: DDIM {SAMPLE_STEPS} steps, same noise in every row")
 plt.tight_layout()
 plt.show()
 
@@ -362,19 +367,33 @@ plt.show()
 # %%
 results_root = next((p for p in (pathlib.Path("results"), pathlib.Path("notebooks/results")) if p.is_dir()), None)
 folders = sorted(results_root.glob("08_*")) if results_root else []
-grids = [p for folder in folders for p in sorted(folder.rglob("*.png")) if re.search(r"cfg|guid", p.name, re.I)]
 checkpoints = [p for folder in folders for p in sorted(folder.rglob("*.safetensors"))]
-print(f"GPU result folders: {[str(f) for f in folders] or 'none yet'}")
-for path in grids[:4]:
-    fig, ax = plt.subplots(figsize=(8, 8))
-    ax.imshow(plt.imread(path), cmap="gray")
-    ax.axis("off")
-    meta = sorted(path.parent.glob("*.json"))
-    device_note = ""
-    if meta:
-        info = json.loads(meta[0].read_text())
-        device_note = f" ({info.get('device', '?')})" if isinstance(info, dict) else ""
-    ax.set_title(f"{path.relative_to(results_root)}{device_note}", fontsize=9)
+grids = [p for folder in folders for p in sorted(folder.rglob("*.png")) if re.search(r"cfg([0-9.]+)$", p.stem)]
+print(f"GPU result folders: {[str(f) for f in folders] or 'none yet'}; guidance grids: {len(grids)}")
+
+
+def run_of(png):
+    """grid_<run>_final_cfg4.png -> <run>; the run's record is run_<run>.json beside it."""
+    match = re.match(r"grid_(.+?)_(?:final|train)", png.stem)
+    return match.group(1) if match else png.parent.name
+
+
+if grids:
+    by_run = {}
+    for path in grids:
+        by_run.setdefault((path.parent, run_of(path)), []).append(path)
+    (folder, run), paths = max(by_run.items(), key=lambda item: len(item[1]))  # the run with most scales
+    paths.sort(key=lambda p: float(re.search(r"cfg([0-9.]+)$", p.stem).group(1).rstrip(".")))
+    record_path = folder / f"run_{run}.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    gpu = record.get("history", {})
+    fig, axes = plt.subplots(1, len(paths), figsize=(4.5 * len(paths), 5.8), squeeze=False, layout="constrained")
+    for ax, path in zip(axes[0], paths):
+        ax.imshow(plt.imread(path), cmap="gray")
+        ax.axis("off")
+        ax.set_title(f"guidance scale {re.search(r'cfg([0-9.]+)$', path.stem).group(1)}")
+    fig.suptitle(f"{run}: {record.get('trained_steps', '?')} steps on {gpu.get('device_name', '?')} "
+                 f"(torch {gpu.get('torch_version', '?')})\none row per class, files in {folder}")
     plt.show()
 if checkpoints and not QUICK:
     gpu_model, gpu_diffusion = load_model_for_sampling(checkpoints[-1], device="cpu")

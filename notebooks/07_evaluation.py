@@ -424,6 +424,17 @@ if gpu_file is not None and gpu_file.is_file():
     print(f"GPU sweep: {gpu['command']}")
 else:
     print("no GPU sweep yet (notebooks/results/07_evaluation/guidance_sweep.json)")
+# Notebook 08's Part A already scored its final DiT-S/2 at guidance 1, 1.5 and 4 on an H100: draw those
+# three points too (different sample counts per scale: see notebook 08's table A.5).
+part_a = results_root / "08_train_dit_and_ablation" / "run_S2_adaLN-Zero_seed0_4000steps.json" if results_root else None
+if part_a is not None and part_a.is_file():
+    record = json.loads(part_a.read_text())
+    final = [e for e in record["evals"] if e["step"] == record["trained_steps"] and (e["cfg_scale"] != 1.0 or
+                                                                                     e["num_samples"] >= 5000)]
+    final.sort(key=lambda e: e["cfg_scale"])
+    reports = [{"samples": e["metrics"], "real_floor": e["floor"]} for e in final]
+    trade_off_plots(axes, reports, [e["cfg_scale"] for e in final],
+                    f"DiT-S/2, {record['trained_steps']:,} steps (H100, notebook 08)")
 axes[0].set_xlabel("Inception Score (higher: confident, all classes)")
 axes[0].set_ylabel("FID (lower is better)")
 axes[1].set_xlabel("recall (diversity)")

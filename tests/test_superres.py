@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -267,6 +268,50 @@ def test_time_budget_stops_training(tinier_models):
     assert run["history"]["stopped_by_budget"] and run["history"]["final_step"] < 10_000
 
 
+COMPILE_SECONDS = 1.0  # a stand-in for torch.compile's first step (63 s for DiT-S/2 on the H100)
+
+
+@pytest.fixture
+def slow_first_step(monkeypatch):
+    """Every SRStep's first call sleeps COMPILE_SECONDS, as a compiling step does on a GPU."""
+    call = sr.SRStep.__call__
+
+    def compiling_call(self, batch, ema_decay=None):
+        if self._first_call:
+            time.sleep(COMPILE_SECONDS)
+        return call(self, batch, ema_decay)
+
+    monkeypatch.setattr(sr.SRStep, "__call__", compiling_call)
+
+
+def test_compile_time_is_not_charged_to_the_training_budget(tinier_models, slow_first_step):
+    run = sr.train_sr(_tiny_cfg(steps=10_000), "regression", _synthetic_data(), max_seconds=0.4, log=lambda m: None)
+    history = run["history"]
+    assert history["warmup_seconds"] >= COMPILE_SECONDS and history["budget_seconds"] == 0.4
+    assert history["final_step"] >= 5, (
+        f"a {COMPILE_SECONDS} s first step and a 0.4 s budget gave {history['final_step']} step(s): is the "
+        "compile warm-up charged to max_seconds? (the first GPU run's regression baseline trained 1 step)")
+    assert history["train_seconds"] >= COMPILE_SECONDS + 0.4
+
+
+def test_each_model_trains_under_a_small_budget_and_results_record_it(tinier_models, slow_first_step, monkeypatch,
+                                                                      tmp_path):
+    """The first GPU run: compile took 63 s of the regression model's 0.9-minute budget, which then trained 1 step."""
+    monkeypatch.setattr(sr, "load_fashion_mnist", lambda split: _synthetic_data(64 if split == "train" else 24))
+    monkeypatch.setattr(sr, "_perceptual_metrics", lambda *args, **kwargs: {})  # no FID: this test is about training
+    minutes = 0.04  # training 2 s: diffusion 1.5 s, regression 0.5 s (less than the simulated compile)
+    summary = sr.run_experiment(_tiny_cfg(steps=100_000), tmp_path, minutes, num_eval=8, num_samples=2,
+                                sampler="ddim", sample_steps=2, log=lambda m: None)
+    results = json.loads((tmp_path / "results.json").read_text())
+    steps, warmup = results["steps_trained"], results["warmup_seconds"]
+    assert set(steps) == set(warmup) == {"diffusion", "regression"}
+    for objective in steps:
+        assert steps[objective] == results["train"][objective]["final_step"] == summary["steps_trained"][objective]
+        assert warmup[objective] >= COMPILE_SECONDS, f"{objective}: the first step's time is not recorded"
+        assert steps[objective] >= 5, f"{objective} trained {steps[objective]} step(s) under the budget: {steps}"
+    assert steps["regression"] >= 0.1 * steps["diffusion"], f"the regression baseline got too few steps: {steps}"
+
+
 def test_sample_sr_and_evaluate_sr_shapes():
     from minidit.diffusion import create_diffusion
 
@@ -294,5 +339,7 @@ def test_command_line_quick_run_writes_results(tmp_path, fashion_mnist_dir):
     assert results["device"] == "cpu" and results["torch_version"] == torch.__version__
     assert results["command"].startswith("python -m minidit.superres --quick")
     assert set(results["wall_seconds"]) >= {"train_diffusion", "train_regression", "evaluate", "total"}
+    assert set(results["steps_trained"]) == set(results["warmup_seconds"]) == {"diffusion", "regression"}
+    assert min(results["steps_trained"].values()) > 1, f"a model trained one step: {results['steps_trained']}"
     assert (out / "before_after.png").stat().st_size > 1000 and (out / "perception_distortion.png").is_file()
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporary files
