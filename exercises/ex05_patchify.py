@@ -7,7 +7,7 @@ checkpoints and its unpatchify agree with ours: tokens in raster order (row by r
 token the numbers ordered (row in patch, column in patch, channel).
 
 Write the two functions, then check them:   pytest exercises -k ex05
-Notebook: 03_patchify_embeddings.   minidit's version: minidit/embeddings.py
+Notebook: 03_patchify_and_embeddings.   minidit's version: minidit/embeddings.py
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Attention is blind to order, so each token gets a fixed vector that says where i
 It returns numpy, as the official code; the model copies it into its pos_embed buffer.
 
 Write the two functions, then check them:   pytest exercises -k ex06
-Notebook: 03_patchify_embeddings.   minidit's version: minidit/embeddings.py
+Notebook: 03_patchify_and_embeddings.   minidit's version: minidit/embeddings.py
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ TimestepEmbedder). t may be fractional (respaced samplers feed the original, non
 Note the order: the official DiT puts the cosines first, unlike the position embedding (ex06).
 
 Write timestep_embedding, then check it:   pytest exercises -k ex07
-Notebook: 03_patchify_embeddings.   minidit's version: minidit/embeddings.py
+Notebook: 03_patchify_and_embeddings.   minidit's version: minidit/embeddings.py
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The average has no gradient and changes in place: the EMA model's tensors stay t
 minidit's version does the same arithmetic in one multi-tensor call (torch._foreach_lerp_).
 
 Write update_ema, then check it:   pytest exercises -k ex14
-Notebook: 08_train.   minidit's version: minidit/ema.py
+Notebook: 08_train_dit_and_ablation.   minidit's version: minidit/ema.py
 """
 
 from __future__ import annotations

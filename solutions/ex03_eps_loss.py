@@ -6,7 +6,7 @@ the variational bound only to learn the variance (DiT §3.1, Improved DDPM §3.1
 model returns 2C channels and only the first C of them are the eps prediction.
 
 Write the two functions, then check them:   pytest exercises -k ex03
-Notebook: 02_loss_and_reverse.   minidit's version: minidit/diffusion.py (epsilon_mse_loss, training_losses)
+Notebook: 02_loss_and_reverse_process.   minidit's version: minidit/diffusion.py (epsilon_mse_loss, training_losses)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ step 0). Sampling plugs the model's x_0 estimate into this mean and takes one Ga
 (DDPM Algorithm 2), without noise at the very last step.
 
 Write the two functions, then check them:   pytest exercises -k ex04
-Notebook: 02_loss_and_reverse.   minidit's version: minidit/diffusion.py
+Notebook: 02_loss_and_reverse_process.   minidit's version: minidit/diffusion.py
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ with abar = alphas_cumprod. eta = 0 is deterministic (DDIM); eta = 1 with t_prev
 DDPM's ancestral step. t_prev = -1 means "all the way to x_0": abar_prev = 1.
 
 Write ddim_step, then check it:   pytest exercises -k ex13
-Notebook: 02_loss_and_reverse.   minidit's version: minidit/diffusion.py
+Notebook: 02_loss_and_reverse_process.   minidit's version: minidit/diffusion.py
 """
 
 from __future__ import annotations
