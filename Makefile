@@ -44,7 +44,7 @@ venv: $(BIN)/python
 
 course:
 	$(MAKE) setup EXTRAS=notebooks,dev
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -m jupyterlab notebooks/
 
 test: setup
 	$(BIN)/python -m pytest tests exercises $(PYTEST_ARGS)
@@ -55,7 +55,7 @@ exercises:
 
 # notebooks/NN_x.py (jupytext percent format) is the source; the .ipynb is generated from it.
 notebooks-sync:
-	$(BIN)/jupytext --update --to ipynb notebooks/[0-9][0-9]_*.py
+	$(BIN)/python -m jupytext --update --to ipynb notebooks/[0-9][0-9]_*.py
 
 release:
 	$(BIN)/python -m minidit.grading release --out release
