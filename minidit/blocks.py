@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # --------------------------------------------------------------------------------------------------
 # helpers and layers
@@ -45,7 +46,16 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Mlp(nn.Module):
-    """The transformer's feed-forward layer: Linear -> GELU (tanh approximation) -> Linear (timm's Mlp)."""
+    """The transformer's feed-forward layer: Linear -> GELU (tanh approximation) -> Linear (timm's Mlp).
+
+    recompute_act (off by default; `set_recompute_gelu` switches it for a whole model): wrap the GELU in
+    `torch.utils.checkpoint`, which tells torch.compile's partitioner to recompute GELU(h) in the backward
+    pass from h instead of keeping both h and GELU(h) (each N x T x 4D) until then. For DiT-S/2 at batch
+    256 that is 12 x 256 x 256 x 1536 bf16 values = 2.4 GB less activation memory, for one extra pointwise
+    pass. The maths is unchanged. In eager mode it saves nothing (fc2 still keeps its input, GELU(h)).
+    """
+
+    recompute_act = False
 
     def __init__(self, in_features: int, hidden_features: int):
         super().__init__()
@@ -55,7 +65,18 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, T, D) -> (N, T, D)."""
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)  # (N, T, 4D)
+        if self.recompute_act and torch.is_grad_enabled():
+            return self.fc2(checkpoint(self.act, h, use_reentrant=False))
+        return self.fc2(self.act(h))
+
+
+def set_recompute_gelu(model: nn.Module, enabled: bool = True) -> int:
+    """Switch `Mlp.recompute_act` on every Mlp of `model`; returns how many were switched."""
+    mlps = [m for m in model.modules() if isinstance(m, Mlp)]
+    for m in mlps:
+        m.recompute_act = enabled
+    return len(mlps)
 
 
 def _check_heads(dim: int, num_heads: int) -> None:

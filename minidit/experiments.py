@@ -18,6 +18,7 @@ Samples are scored by `evaluate_samples` (minidit.metrics, with the real-vs-real
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -26,7 +27,7 @@ import pathlib
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -412,12 +413,24 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
 
 def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, budget_minutes: float | None = None,
              device=None, data=None, compile: bool | None = None, evaluate: Callable = evaluate_samples,
-             log: Callable = print, progress: bool = True) -> dict:
-    """Run (or continue) every run of a part within the budget; writes <results>/part_<X>.json and returns it."""
+             log: Callable = print, progress: bool = True, only: Sequence[str] | None = None) -> dict:
+    """Run (or continue) every run of a part within the budget; writes <results>/part_<X>.json and returns it.
+
+    only: run names (`RunSpec.name`) to run now, the others untouched -- so several processes (one per GPU,
+    or several small eager runs sharing one GPU) can work on one part at once. The part's summary file is
+    updated under a lock and counts every finished run of the part, whoever ran it.
+    """
     specs = part_specs(quick)
     if part not in specs:
         raise ValueError(f"unknown part {part!r}; expected one of {sorted(specs)}")
     spec = specs[part]
+    runs = list(spec.runs)
+    if only:
+        names = [r.name for r in spec.runs]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ValueError(f"part {part} has no run(s) {unknown}; its runs are {names}")
+        runs = [r for r in spec.runs if r.name in only]
     started, wall_start = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
     budget = spec.budget_minutes if budget_minutes is None else budget_minutes
     deadline = started + 60 * budget
@@ -431,31 +444,52 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
     data = data.to(device)
     log(plan(part, quick, results_dir))
     records = []
-    for run in spec.runs:
+    for run in runs:
         if compile is not None:
             run = dataclasses.replace(run, compile=compile)
         records.append(run_one(run, results_dir, runs_dir, data, deadline, device, evaluate, log, progress))
         if records[-1]["status"] != "done":
             break
     summary_path = results_dir / f"part_{part}.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"part": part, "sessions": []}
-    done = [r["name"] for r in records if r["status"] == "done"]
-    summary.update(title=spec.title, quick=quick, runs=[r.name for r in spec.runs], done=done,
-                   complete=len(done) == len(spec.runs))
-    summary["sessions"].append({
-        "started": wall_start.isoformat(timespec="seconds"), "wall_time_s": round(time.monotonic() - started, 1),
-        "budget_minutes": budget, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-        "torch_version": torch.__version__, "python": sys.version.split()[0],
-        "command": f"MINIDIT_QUICK={int(quick)} MINIDIT_PART={part} python notebooks/{EXPERIMENT}.py",
-        "env": {k: v for k, v in os.environ.items() if k.startswith("MINIDIT_")},
-    })  # fmt: skip
-    summary["wall_time_s"] = round(sum(s["wall_time_s"] for s in summary["sessions"]), 1)
-    atomic_write_json(summary_path, summary)
+    with _locked(results_dir / f".part_{part}.lock"):
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"part": part, "sessions": []}
+        done = [r.name for r in spec.runs if (load_record(results_dir, r) or {}).get("status") == "done"]
+        summary.update(title=spec.title, quick=quick, runs=[r.name for r in spec.runs], done=done,
+                       complete=len(done) == len(spec.runs))
+        command = f"MINIDIT_QUICK={int(quick)} MINIDIT_PART={part} python notebooks/{EXPERIMENT}.py"
+        if only:
+            command = f"python -m minidit.experiments {part} --only {' '.join(only)}" + (" --quick" if quick else "")
+        summary["sessions"].append({
+            "started": wall_start.isoformat(timespec="seconds"), "wall_time_s": round(time.monotonic() - started, 1),
+            "budget_minutes": budget, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+            "torch_version": torch.__version__, "python": sys.version.split()[0], "command": command,
+            "runs": [r["name"] for r in records],
+            "env": {k: v for k, v in os.environ.items() if k.startswith("MINIDIT_") or k == "CUDA_VISIBLE_DEVICES"},
+        })  # fmt: skip
+        summary["wall_time_s"] = round(sum(s["wall_time_s"] for s in summary["sessions"]), 1)
+        atomic_write_json(summary_path, summary)
     state = "complete" if summary["complete"] else "NOT complete: run the same command again to continue"
     seconds = summary["sessions"][-1]["wall_time_s"]
-    log(f"part {part}: {len(done)}/{len(spec.runs)} runs done in {seconds:.0f} s; {state}")
+    log(f"part {part}: {len(done)}/{len(spec.runs)} runs done ({len(records)} worked on in {seconds:.0f} s); {state}")
     return summary
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+    """An exclusive lock on `path` (POSIX flock) for a read-modify-write by one of several processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: one process at a time is the user's job
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------- reading results
@@ -576,3 +610,45 @@ def write_figure(fig, results_dir, name: str) -> pathlib.Path:
     """Save a matplotlib figure as <results>/fig_<name>.png, atomically."""
     path = pathlib.Path(results_dir) / f"fig_{name}.png"
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m minidit.experiments PART [--only NAME ...] [--budget MIN] [--quick] [--plan]
+
+    Runs (or continues) a part without the notebook; --only lets several processes share a part.
+    Notebook 08 draws the figures from the records afterwards (MINIDIT_SAVE_FIGURES=1 also saves them).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m minidit.experiments", description=main.__doc__.split("\n")[0])
+    parser.add_argument("part", choices=("A", "B", "C"))
+    parser.add_argument("--only", nargs="+", default=None, help="run names to work on (default: all of the part)")
+    parser.add_argument("--budget", type=float, default=None, help="minutes for this call (default: the part's)")
+    parser.add_argument("--quick", action="store_true", help="tiny CPU sizes (tests)")
+    parser.add_argument("--plan", action="store_true", help="print the runs, their state and estimates; train nothing")
+    parser.add_argument("--pending", action="store_true", help="print the names of the runs not done, one a line")
+    parser.add_argument("--results-dir", default=None)
+    parser.add_argument("--runs-dir", default=None)
+    args = parser.parse_args(argv)
+    if args.plan:
+        print(plan(args.part, args.quick, args.results_dir))
+        return 0
+    if args.pending:
+        records = load_part(args.part, args.quick, args.results_dir)
+        for run in part_specs(args.quick)[args.part].runs:
+            if records.get(run.name, {}).get("status") != "done":
+                print(run.name)
+        return 0
+    try:
+        summary = run_part(args.part, quick=args.quick, results_dir=args.results_dir, runs_dir=args.runs_dir,
+                           budget_minutes=args.budget, only=args.only, progress=False)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    return 0 if all(n in summary["done"] for n in (args.only or summary["runs"])) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

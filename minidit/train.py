@@ -46,6 +46,7 @@ import torch.distributed as dist
 from minidit import checkpoint as _checkpoint
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
+from minidit.blocks import set_recompute_gelu
 from minidit.data import FashionMNIST, load_fashion_mnist, sample_batch
 from minidit.device import get_device
 from minidit.model import create_model, model_config
@@ -82,6 +83,7 @@ class TrainConfig:
     compile: bool = True
     compile_mode: str = "default"
     compile_scope: str = "loss"
+    recompute_gelu: bool = False
     data_dir: str | None = None
     out_dir: str = "runs/dit"
     log_every: int = 100
@@ -404,6 +406,8 @@ def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
     model = create_model(cfg.model, input_size=height, in_channels=channels, num_classes=cfg.num_classes,
                          learn_sigma=cfg.learn_sigma, class_dropout_prob=cfg.class_dropout_prob,
                          block=cfg.block).to(device)
+    if cfg.recompute_gelu:
+        set_recompute_gelu(model, True)
     model.train()
     ema = copy.deepcopy(model).requires_grad_(False).eval() if is_main else None
     diffusion = _diffusion.create_diffusion(None, cfg.noise_schedule, cfg.learn_sigma, cfg.diffusion_steps,
@@ -550,6 +554,8 @@ _HELP = {
     "ema_warmup": "'ema_warmup' ramps the EMA decay as min(decay, (1+step)/(10+step)) for short runs",
     "precision": "bf16 autocast or fp32 (CUDA only; CPU/MPS always use fp32)",
     "compile_scope": "what torch.compile wraps: the model and the loss ('loss') or the model only",
+    "recompute_gelu": "recompute the MLP's GELU in the backward pass instead of keeping its output (less "
+                      "activation memory under torch.compile, same maths; minidit.blocks.Mlp)",
     "out_dir": "where config.json, history.json, state.pt, checkpoints/ and samples/ go",
     "ckpt_every": "save weights + resumable state every k steps (0: only at the end)",
     "sample_every": "write an EMA sample grid every k steps (0: never)",

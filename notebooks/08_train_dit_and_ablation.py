@@ -42,6 +42,7 @@
 # | read (default) | open it in Jupyter, or `python notebooks/08_train_dit_and_ablation.py` | every figure and table is drawn from the committed files in `notebooks/results/08_train_dit_and_ablation/`; nothing is trained |
 # | train a part (GPU) | `MINIDIT_QUICK=0 MINIDIT_PART=A python notebooks/08_train_dit_and_ablation.py` | trains and evaluates part A (or B, C), writes its records and figures, then draws everything |
 # | quick (CI, any CPU) | `MINIDIT_QUICK=1 python notebooks/08_train_dit_and_ablation.py` | the same code with tiny models and a few steps, into a temporary folder (the committed results are never touched) |
+# | several runs at once (GPU) | `python -m minidit.experiments B --only <run name> ...`, one process per run, then `MINIDIT_SAVE_FIGURES=1 python notebooks/08_train_dit_and_ablation.py` | each process trains and evaluates its runs; the notebook then redraws and saves the figures from the records |
 #
 # Every part is **resumable**: a run's record (`results/.../run_<name>.json`) is rewritten after
 # training and after each evaluation, and training continues from its last checkpoint. Each call
@@ -86,7 +87,9 @@ if PART and not (QUICK or DRY_RUN or torch.cuda.is_available()):
           "notebook only reads the saved results (MINIDIT_QUICK=1 runs the tiny CPU version).")
     PART = ""
 HOW_TO_RUN = "MINIDIT_QUICK=0 MINIDIT_PART={part} python notebooks/08_train_dit_and_ablation.py"
-SAVE_FIGURES = bool(PART) and not DRY_RUN  # figures are written only by a run that also wrote the results
+# figures are written by a run that also wrote the results, or on request after runs made outside the notebook
+# (`python -m minidit.experiments B --only ...` on several GPUs at once): MINIDIT_SAVE_FIGURES=1
+SAVE_FIGURES = (bool(PART) and not DRY_RUN) or os.environ.get("MINIDIT_SAVE_FIGURES") == "1"
 print(f"quick mode: {QUICK}; training parts: {PART or 'none (reading saved results)'}; results: {RESULTS_DIR}")
 
 

@@ -212,6 +212,32 @@ def test_run_part_writes_its_summary(tmp_path, data, monkeypatch):
         ex.run_part("D", results_dir=tmp_path)
 
 
+def test_run_part_only_runs_the_named_runs_and_counts_every_finished_one(tmp_path, data, monkeypatch):
+    first, second = ex.RunSpec(**TINY), ex.RunSpec(**{**TINY, "block": "in-context"})
+    tiny = ex.PartSpec("B", "tiny", (first, second), 5.0)
+    monkeypatch.setattr(ex, "part_specs", lambda quick=False: {"B": tiny})
+    kwargs = dict(quick=True, results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu", data=data,
+                  evaluate=FakeEvaluate(), log=lambda *a: None, progress=False)
+    one = ex.run_part("B", only=[second.name], **kwargs)  # as a second process would
+    assert one["done"] == [second.name] and not one["complete"]
+    assert ex.load_record(tmp_path / "res", first) is None  # untouched
+    assert one["sessions"][-1]["runs"] == [second.name] and "--only" in one["sessions"][-1]["command"]
+    both = ex.run_part("B", only=[first.name], **kwargs)
+    assert both["done"] == [first.name, second.name] and both["complete"] and len(both["sessions"]) == 2
+    with pytest.raises(ValueError, match="has no run"):
+        ex.run_part("B", only=["S4_nonsense"], **kwargs)
+
+
+def test_cli_plan_pending_and_bad_part(tmp_path, capsys):
+    assert ex.main(["B", "--plan"]) == 0
+    assert "Part B" in capsys.readouterr().out
+    assert ex.main(["B", "--pending", "--quick", "--results-dir", str(tmp_path)]) == 0  # nothing done there yet
+    assert capsys.readouterr().out.split() == [r.name for r in ex.part_specs(True)["B"].runs]
+    with pytest.raises(SystemExit) as err:
+        ex.main(["D"])
+    assert err.value.code == 2
+
+
 @pytest.mark.data
 def test_evaluate_samples_on_real_images(fashion_mnist_dir):
     """Real test images score near the floor; the floor is cached per sample count."""

@@ -3,7 +3,13 @@
 #
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
-# PART: env | evaluator | bench | 08A | 08B | 08C | 09
+# PART: env | evaluator | bench | bench-autotune | 08A | 08B | 08C | 08-parallel | 09 | scaling
+#
+# 08-parallel: every unfinished run of parts B and C as its own process, spread over the visible GPUs
+# (the eager DiT-S/4 runs are bound by kernel launches, so three share a GPU well); then the figures.
+# scaling: minidit.scaling on all visible GPUs (issue [9]); needs 2 or more.
+# GPU_DEADLINE (epoch seconds), when set, stops every step of a part there (timeout), so a lane of a
+# call with a time limit ends before it and still copies what it has to $OUT.
 # Fashion-MNIST is read from $MINIDIT_DATA_DIR (default: .device_data/ beside this checkout, where the
 # .gz files were copied because the GPU machine has no network). Missing pure-Python packages are
 # installed from wheels in .whl/ when present. Results land in notebooks/results/<experiment>/ and,
@@ -21,8 +27,18 @@ $PY -c "import einops" 2>/dev/null || missing+=(.whl/einops-*.whl)
 $PY -c "import tqdm" 2>/dev/null || missing+=(.whl/tqdm-*.whl)
 $PY -c "import matplotlib" 2>/dev/null || missing+=(.whl/mpl/*.whl)
 if [ ${#missing[@]} -gt 0 ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${missing[@]}" && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  $PY -m pip install -q --no-index --no-deps --no-compile --target "/tmp/site.$$" "${missing[@]}" && export PYTHONPATH="$PYTHONPATH:/tmp/site.$$"
 fi
+
+run_py() {  # run_py ARGS...: $PY ARGS, stopped at GPU_DEADLINE when that is set
+  if [ -n "${GPU_DEADLINE:-}" ]; then
+    left=$(( GPU_DEADLINE - $(date +%s) ))
+    [ "$left" -gt 5 ] || { echo "no time left before GPU_DEADLINE for: $*"; return 124; }
+    timeout "$left" "$PY" "$@"
+  else
+    "$PY" "$@"
+  fi
+}
 
 pack_out() {  # pack_out DIR NAME -> $OUT/NAME.tar.gz (the GPU machine returns at most 8 files a call)
   [ -n "${OUT:-}" ] && [ -d "$1" ] && tar -czf "$OUT/$2.tar.gz" -C "$(dirname "$1")" "$(basename "$1")"
@@ -47,15 +63,40 @@ for part in "$@"; do
       $PY -m minidit.evaluator train --out minidit/assets/evaluator.safetensors
       copy_out minidit/assets/evaluator.safetensors minidit/assets/evaluator.json ;;
     bench)
-      $PY -m minidit.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast \
-        --out notebooks/results/bench/bench_h100.json
+      run_py -m minidit.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast,fast-recompute \
+        --profile --out notebooks/results/bench/bench_h100.json
       copy_out notebooks/results/bench/bench_h100.json ;;
+    bench-autotune)  # max-autotune tries Triton matmul templates: minutes of compiling, so its own JSON
+      run_py -m minidit.bench --variants baseline,fast-autotune-recompute,fast-autotune --no-sample \
+        --out notebooks/results/bench/bench_h100_autotune.json
+      copy_out notebooks/results/bench/bench_h100_autotune.json ;;
     08A|08B|08C)
-      MINIDIT_QUICK=0 MINIDIT_PART="${part#08}" $PY notebooks/08_train_dit_and_ablation.py
+      MINIDIT_QUICK=0 MINIDIT_PART="${part#08}" run_py notebooks/08_train_dit_and_ablation.py
       pack_out notebooks/results/08_train_dit_and_ablation "results_$part" ;;
+    08-parallel)
+      gpus=$(nvidia-smi -L | wc -l); i=0; mkdir -p runs/logs
+      export MINIDIT_NOTE="08-parallel: the unfinished runs of parts B and C ran as concurrent processes, $gpus GPU(s) shared; img/s of a run is lower than alone"
+      for p in B C; do
+        for name in $($PY -m minidit.experiments $p --pending); do
+          CUDA_VISIBLE_DEVICES=$(( i % gpus )) run_py -m minidit.experiments $p --only "$name" --budget 9 \
+            > "runs/logs/08${p}_$name.log" 2>&1 &
+          echo "part $p run $name on GPU $(( i % gpus ))"; i=$(( i + 1 ))
+        done
+      done
+      wait
+      tail -n 3 runs/logs/08*.log
+      MINIDIT_SAVE_FIGURES=1 run_py notebooks/08_train_dit_and_ablation.py > runs/logs/08_figures.log 2>&1 || tail -20 runs/logs/08_figures.log
+      cp runs/logs/08*.log notebooks/results/08_train_dit_and_ablation/ 2>/dev/null
+      pack_out notebooks/results/08_train_dit_and_ablation results_08 ;;
     09)
-      $PY -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
+      run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
       pack_out notebooks/results/09_super_resolution results_09 ;;
+    scaling)  # NVLink multicast stays off on shared hosts
+      export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+      run_py -m minidit.scaling --gpus "$(nvidia-smi -L | wc -l)" --parallel-single ${SCALING_ARGS:-} \
+        --out notebooks/results/multi_gpu/scaling.json
+      cp runs/scaling/*.log notebooks/results/multi_gpu/ 2>/dev/null
+      pack_out notebooks/results/multi_gpu results_scaling ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
   echo "=== part $part took $(( $(date +%s) - t0 )) s"
