@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device), "device_name": device_name(device), "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "command": " ".join(["python -m minidit.bench", *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": _git_commit(), "note": os.environ.get("MINIDIT_NOTE"), "peak_tflops": peak, "peak_source": peak_source,
+        "git_commit": _git_commit(), "note": os.environ.get("MINIDIT_NOTE"),  # e.g. what else the machine ran
+        "peak_tflops": peak, "peak_source": peak_source,
         "mfu_definition": "img/s x 6 x forward MACs per image / peak (forward + backward = 3 forward passes)",
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
         "training": [], "sampling": [],
