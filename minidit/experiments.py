@@ -47,8 +47,8 @@ PAPER_FIG5 = {
     "cross-attention": {"fid": 26.14, "gflops": 137.6},
     "in-context": {"fid": 35.24, "gflops": 119.4},
 }
-# H100 rates behind `estimate_seconds`, from notebooks/results/bench/bench_h100.json (DiT-S/2, 6.05 GMAC, batch
-# 256, bf16): minidit.train compiled 6,599 img/s, eager 3,155 img/s, compile ~45 s. Eager sampling was not
+# H100 rates behind `estimate_seconds`, from notebooks/results/bench/bench_h100_ladder.json (DiT-S/2, 6.05 GMAC,
+# batch 256, bf16): minidit.train compiled 6,599 img/s, eager 3,155 img/s, compile ~45 s. Eager sampling was not
 # measured: assumed 12,000 forward passes/s for DiT-S/2 (the bench's compiled sampler did 24,000).
 _TRAIN_MACS_PER_S = {True: 6_600 * 3 * 6.05e9, False: 3_150 * 3 * 6.05e9}  # keyed by compile
 # Floor of one training step of a depth-12 model, set by kernel launches and host syncs rather than
@@ -493,6 +493,25 @@ def _locked(path: pathlib.Path):
 
 
 # ----------------------------------------------------------------------------- reading results
+
+
+def elapsed_seconds(summary: dict) -> float:
+    """Wall-clock time a part took: the union of its sessions' [start, start + wall time] intervals.
+
+    summary["wall_time_s"] adds the sessions up, which counts twice the time of processes that ran at
+    the same time (`run_part(..., only=...)` on several GPUs); this counts it once.
+    """
+    spans = []
+    for session in summary["sessions"]:
+        start = datetime.datetime.fromisoformat(session["started"]).timestamp()
+        spans.append((start, start + session["wall_time_s"]))
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
 
 
 def load_part(part: str, quick: bool = False, results_dir=None) -> dict[str, dict]:

@@ -9,6 +9,8 @@ step fast (`minidit.bench` measures each piece against the official recipe):
 * bf16 autocast (weights and optimiser stay fp32), `scaled_dot_product_attention` in the blocks;
 * torch.compile of the model and the diffusion loss together (`compile_scope="loss"`);
 * fused AdamW and a one-call foreach EMA (`minidit.ema.update_ema`);
+* the MLP's GELU recomputed in the backward pass (`recompute_gelu`, on by default): for DiT-S/2 at
+  batch 256 on an H100, 10.1 instead of 12.2 GiB peak memory for about 2% of the speed;
 * no host sync inside the loop: losses stay on the GPU and are read every `log_every` steps.
 
     python -m minidit.train --model DiT-S/2 --steps 20000 --out-dir runs/s2
@@ -83,7 +85,7 @@ class TrainConfig:
     compile: bool = True
     compile_mode: str = "default"
     compile_scope: str = "loss"
-    recompute_gelu: bool = False
+    recompute_gelu: bool = True
     data_dir: str | None = None
     out_dir: str = "runs/dit"
     log_every: int = 100

@@ -36,7 +36,7 @@ def test_cpu_smoke_run(tmp_path, capsys):
         assert key in report
     assert report["command"].startswith("python -m minidit.bench --model DiT-T/4")
     rows = {r["variant"]: r for r in report["training"]}
-    assert set(rows) == {"baseline", "fast"}
+    assert set(rows) == {"baseline", bench.default_variant()} and bench.default_variant() == "fast-recompute"
     for row in rows.values():
         assert row["img_per_s"] > 0 and row["step_ms_median"] > 0
         assert row["gflop_per_train_image"] == pytest.approx(6 * row["gmacs_forward"])
@@ -44,7 +44,7 @@ def test_cpu_smoke_run(tmp_path, capsys):
     assert [r["sampler"] for r in report["sampling"]] == ["ddpm-2", "ddpm-2", "ddim-2"]
     assert [r["cfg_scale"] for r in report["sampling"]] == [1.0, 1.5, 1.0]
     assert all(r["img_per_s"] > 0 for r in report["sampling"])
-    assert "DiT-T/4 fast / baseline" in report["speedups"]
+    assert f"DiT-T/4 {bench.default_variant()} / baseline" in report["speedups"]
     assert "img/s" in capsys.readouterr().out
 
 

@@ -249,3 +249,14 @@ def test_evaluate_samples_on_real_images(fashion_mnist_dir):
     assert set(report) == {"samples", "real_floor"}
     assert report["samples"]["class_accuracy"] > 0.7
     assert ex.evaluate_samples(images, labels, kid_subsets=2)["real_floor"] is report["real_floor"]
+
+
+def test_elapsed_seconds_counts_overlapping_sessions_once():
+    summary = {"sessions": [
+        {"started": "2026-11-25T10:00:00+00:00", "wall_time_s": 100.0},  # alone
+        {"started": "2026-11-25T11:00:00+00:00", "wall_time_s": 60.0},  # three processes at once: 11:00-11:02
+        {"started": "2026-11-25T11:00:30+00:00", "wall_time_s": 90.0},
+        {"started": "2026-11-25T11:01:00+00:00", "wall_time_s": 30.0},
+    ], "wall_time_s": 280.0}
+    assert ex.elapsed_seconds(summary) == pytest.approx(100.0 + 120.0)
+    assert ex.elapsed_seconds({"sessions": []}) == 0.0
