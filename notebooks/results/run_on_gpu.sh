@@ -95,7 +95,7 @@ for part in "$@"; do
       export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
       run_py -m minidit.scaling --gpus "$(nvidia-smi -L | wc -l)" --parallel-single ${SCALING_ARGS:-} \
         --out notebooks/results/multi_gpu/scaling.json
-      cp runs/scaling/*.log notebooks/results/multi_gpu/ 2>/dev/null
+      for f in runs/scaling/*.log; do [ -f "$f" ] && cp "$f" "notebooks/results/multi_gpu/log_$(basename "$f" .log).txt"; done
       pack_out notebooks/results/multi_gpu results_scaling ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac

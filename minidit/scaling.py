@@ -1,0 +1,790 @@
+"""How DiT training scales over GPUs: images per second on 1 and N GPUs, and the same loss curve.
+
+Data parallelism (DDP) splits every global batch over N processes, one per GPU, and averages the
+gradients, so the model sees the same data and takes the same optimiser steps as on one GPU -- only
+each step's work is shared. This tool measures the two things that follow, with `minidit.train`
+launched by `torch.distributed.run` (torchrun), for each model in --models:
+
+    1x<model>                      1 process,   batch b,   --speed-steps  the 1-GPU images/s
+    Nx<model>                      N processes, batch N*b, --curve-steps  the N-GPU images/s and a loss curve
+    1x<model>-sameglobal           1 process,   batch N*b, --curve-steps  the reference loss curve
+    1x<model>-ddpscope             1 process,   batch b,   --speed-steps  control: 1-GPU images/s, DDP's compile scope
+    1x<model>-sameglobal-ddpscope  1 process,   batch N*b, --curve-steps  control: the reference with other kernels
+
+b is the per-GPU batch (--per-gpu-batch). The speed of a run is the median images/s over its logging
+intervals, leaving out the first (which holds torch.compile's compilation).
+
+The compile scope. On one process minidit.train compiles the model and the diffusion loss together
+(`--compile-scope loss`, its default); under DDP it must compile the DDP-wrapped model only
+("model"), so the N-process runs also run other kernels than 1x<model>, at another speed. The two
+-ddpscope controls are 1-process runs with DDP's scope; they are made for the curve models
+(--no-controls skips them; without --compile they would repeat the plain runs and are skipped too):
+
+* scaling efficiency = img/s(N) / (N * img/s(1)): 1.0 is N GPUs doing N times the work of one.
+  Against 1x<model> it is what a single-GPU user gains; against 1x<model>-ddpscope (same compile
+  scope) what is left is the cost of N processes: the gradient all-reduce that the backward pass does
+  not hide, the processes waiting for each other, DDP's bookkeeping. The first is the product of the
+  second and of img/s(1, ddpscope) / img/s(1), the price of the compile scope.
+* the loss curves of Nx<model> and 1x<model>-sameglobal see the same images, timesteps and noise by
+  construction: every rank draws the same global batch from the same seed and keeps its slice
+  (`minidit.train.draw_batch`). What differs is where rounding falls (other kernels, other sums); in
+  bf16 such differences grow along a trajectory. 1x<model>-sameglobal-ddpscope measures how much
+  changing the kernels alone moves the curve -- the floor -- and the verdict in the JSON compares the
+  N-process difference with that measured floor. The reference runs are the expensive ones (N times
+  the work on one GPU), so they are made for the first model only unless --curve-models says otherwise.
+
+On a machine with 2 GPUs (a few minutes per model with the defaults):
+
+    python -m minidit.scaling --gpus 2 --parallel-single
+    python -m minidit.scaling --gpus 2 --only 2xDiT-B/2     # one run, e.g. within a time limit
+
+--parallel-single starts the 1-process runs at the same time, each pinned to its own GPU with
+CUDA_VISIBLE_DEVICES (they share the CPU and the host, not a GPU); the N-process runs then run one
+at a time, alone on the machine. A run already recorded as successful with the same settings is
+skipped, so the command can be repeated until every run is done. Results go to --out (JSON) and a
+figure to scaling.png beside it; every run's output to <runs-dir>/<run>.log. On a machine without
+CUDA (or with --device cpu) the N processes are CPU processes talking through gloo: too slow to say
+anything about speed, but the loss curves must agree all the same, which tests/test_scaling.py
+checks with DiT-T/4 in seconds.
+
+Results of several calls (or machines) are put together without running anything:
+
+    python -m minidit.scaling --merge a.json b.json --out scaling.json      # by run name, newest file wins
+    python -m minidit.scaling --merge a.json --import-history 1xDiT-S/2-ddpscope=runs/x/history.json \\
+        --import-command "1xDiT-S/2-ddpscope=python -m minidit.train ..." --out scaling.json
+
+--import-history turns the history.json of a run made by hand into the record of the named run, its
+images/s computed as for a launched run, after checking that its settings are those the tool would
+have used; the record keeps the command it was made with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from minidit.checkpoint import atomic_write, atomic_write_json
+from minidit.model import DiT_models
+
+DEFAULT_OUT = pathlib.Path("notebooks") / "results" / "multi_gpu" / "scaling.json"
+DEFAULT_RUNS_DIR = pathlib.Path("runs") / "scaling"
+# NVLink multicast (NVLS) stays off: the lent multi-GPU machines do not support it.
+NO_MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+# minidit.train flags that every run of the tool passes and that are not settings of a study.
+FIXED_TRAIN_FLAGS = {"ckpt_every": 0, "sample_every": 0, "progress": False, "ema_warmup": "ema_warmup"}
+# Without a measured floor, an fp32 run without TF32 (the CPU) must match one process to rounding:
+# tests/test_scaling.py's run of 2 gloo processes against 1 (DiT-T/4, 6 steps) gave 1.2e-7 relative,
+# about one float32 rounding; 1e-4 (what that test asserts) leaves room for longer runs and other CPUs.
+FP32_CURVE_TOLERANCE = 1e-4
+ORDER_OF_MAGNITUDE = 10  # "same order as the floor": less than 10 times it
+LOG_TAIL_LINES = 20
+SAMEGLOBAL, DDPSCOPE = "-sameglobal", "-ddpscope"
+_NAME = re.compile(rf"^(\d+)x(.+?)({SAMEGLOBAL})?({DDPSCOPE})?$")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One torchrun launch of minidit.train."""
+
+    name: str  # "1xDiT-S/2", "2xDiT-S/2", "1xDiT-S/2-sameglobal", "1xDiT-S/2-ddpscope", ...
+    model: str
+    processes: int
+    global_batch: int
+    steps: int
+    role: str  # "speed", "curve", "reference", "speed-ddpscope" or "reference-ddpscope"
+    compile_scope: str = "loss"  # what torch.compile wraps; DDP forces "model"
+
+    @property
+    def slug(self) -> str:
+        """The name as a file name: '/' -> '_'."""
+        return self.name.replace("/", "_")
+
+
+def plan_runs(models: list[str], curve_models: list[str], gpus: int, per_gpu_batch: int, speed_steps: int,
+              curve_steps: int, controls: bool = True) -> list[Run]:
+    """The runs of a scaling study, in the order a one-at-a-time study makes them."""
+    runs, b = [], per_gpu_batch
+    for model in models:
+        control = controls and model in curve_models
+        runs.append(Run(f"1x{model}", model, 1, b, speed_steps, "speed"))
+        if control:
+            runs.append(Run(f"1x{model}{DDPSCOPE}", model, 1, b, speed_steps, "speed-ddpscope", "model"))
+        runs.append(Run(f"{gpus}x{model}", model, gpus, gpus * b, curve_steps, "curve", "model"))
+        if model in curve_models:
+            runs.append(Run(f"1x{model}{SAMEGLOBAL}", model, 1, gpus * b, curve_steps, "reference"))
+        if control:
+            runs.append(Run(f"1x{model}{SAMEGLOBAL}{DDPSCOPE}", model, 1, gpus * b, curve_steps,
+                            "reference-ddpscope", "model"))
+    return runs
+
+
+def run_settings(run: Run, args: argparse.Namespace) -> dict:
+    """What must be equal for an earlier result of this run to count (paths and the machine excluded)."""
+    return {"model": run.model, "processes": run.processes, "global_batch": run.global_batch, "steps": run.steps,
+            "log_every": args.log_every, "seed": args.seed, "precision": args.precision, "compile": args.compile,
+            "device": args.device, "compile_scope": run.compile_scope}  # fmt: skip
+
+
+def recorded_settings(record: dict) -> dict:
+    """A record's settings; those written before compile_scope was one get the scope they ran with:
+    minidit.train's default "loss" on 1 process, "model" (forced under DDP) on N."""
+    settings = dict(record.get("settings") or {})
+    if "compile_scope" not in settings and "processes" in settings:
+        settings["compile_scope"] = "loss" if settings["processes"] == 1 else "model"
+    return settings
+
+
+def settings_match(record: dict | None, run: Run, args: argparse.Namespace) -> bool:
+    return record is not None and recorded_settings(record) == run_settings(run, args)
+
+
+# ----------------------------------------------------------------------------- launching
+
+
+def train_command(run: Run, args: argparse.Namespace) -> list[str]:
+    """torchrun ... -m minidit.train ... for one run."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.processes}",
+               "-m", "minidit.train", "--model", run.model, "--global-batch-size", str(run.global_batch),
+               "--steps", str(run.steps), "--log-every", str(args.log_every), "--seed", str(args.seed),
+               "--out-dir", str(pathlib.Path(args.runs_dir) / run.slug)]  # fmt: skip
+    for field, value in FIXED_TRAIN_FLAGS.items():
+        flag = "--" + field.replace("_", "-")
+        command += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    command += ["--precision", args.precision, "--compile" if args.compile else "--no-compile",
+                "--compile-scope", run.compile_scope, "--device", args.device]  # fmt: skip
+    if args.data_dir is not None:
+        command += ["--data-dir", str(args.data_dir)]
+    return command
+
+
+def child_env(threads: int, gpu: int | None = None) -> dict[str, str]:
+    """os.environ with NVLink multicast off, a thread count, and (gpu given) one visible GPU."""
+    env = dict(os.environ)
+    for key, value in NO_MULTICAST_ENV.items():
+        env.setdefault(key, value)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    env["PYTHONUNBUFFERED"] = "1"  # the log file fills as the run goes
+    root = str(pathlib.Path(__file__).resolve().parent.parent)  # the workers import this very minidit
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return env
+
+
+def median_img_per_s(img_per_s: list[float]) -> float | None:
+    """Median over the logging intervals after the first (the first one includes compilation)."""
+    timed = img_per_s[1:]
+    return statistics.median(timed) if timed else None
+
+
+def _log_tail(path: pathlib.Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def history_fields(history: dict, processes: int) -> dict:
+    """The fields a record takes from a run's history.json: speed, loss curve, machine."""
+    img_per_s = median_img_per_s(history["img_per_s"])
+    return dict(
+        img_per_s=img_per_s, img_per_s_per_gpu=None if img_per_s is None else img_per_s / processes,
+        train_time_s=history["wall_time"][-1] if history["wall_time"] else None,
+        world_size=history["world_size"], compiled=history["compiled"], precision=history["precision"],
+        device_name=history["device_name"], torch_version=history["torch_version"],
+        num_params=history["num_params"], step=history["step"], loss=history["loss"],
+        img_per_s_intervals=history["img_per_s"],
+    )
+
+
+def run_record(run: Run, args: argparse.Namespace, exit_code: int, wall_s: float, log_path: pathlib.Path,
+               gpu: int | None) -> dict:
+    """The results entry of a finished run, from its exit code and out_dir/history.json."""
+    record = {"name": run.name, "model": run.model, "role": run.role, "processes": run.processes,
+              "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
+              "steps": run.steps, "settings": run_settings(run, args), "exit_code": exit_code,
+              "wall_time_s": wall_s, "log": str(log_path), "pinned_gpu": gpu}  # fmt: skip
+    history_path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
+    if exit_code == 0 and not history_path.is_file():
+        record["exit_code"], record["error"] = -1, f"the run exited with 0 but wrote no {history_path}"
+    if record["exit_code"] != 0:
+        record["log_tail"] = _log_tail(log_path)
+        return record
+    record.update(history_fields(json.loads(history_path.read_text()), run.processes))
+    return record
+
+
+def launch(run: Run, args: argparse.Namespace, threads: int, gpu: int | None) -> tuple[subprocess.Popen, pathlib.Path]:
+    """Start one run in the background, its output going to <runs_dir>/<run>.log."""
+    (pathlib.Path(args.runs_dir) / run.slug / "history.json").unlink(missing_ok=True)  # no stale history
+    log_path = pathlib.Path(args.runs_dir) / f"{run.slug}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    where = "" if gpu is None else f" on GPU {gpu}"
+    print(f"minidit.scaling: start {run.name}: {run.processes} process(es), global batch {run.global_batch}, "
+          f"{run.steps} steps, compile scope {run.compile_scope}{where} (log {log_path})", flush=True)
+    with open(log_path, "w") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(train_command(run, args), stdout=log, stderr=subprocess.STDOUT,
+                                env=child_env(threads, gpu))
+    return proc, log_path
+
+
+def execute(runs: list[Run], args: argparse.Namespace, slots: int, on_done: Callable[[dict], None]) -> None:
+    """Make `runs`, at most `slots` at a time (on CUDA, slots > 1: each pinned to a free GPU).
+
+    on_done(record) is called as each run ends, e.g. to rewrite the results file.
+    """
+    pending, active, free = list(runs), [], list(range(slots))
+    threads = max(1, (os.cpu_count() or 1) // args.gpus)  # never more processes at once than --gpus
+    try:
+        while pending or active:
+            while pending and free:
+                run, slot = pending.pop(0), free.pop(0)
+                gpu = slot if slots > 1 and args.device == "cuda" else None
+                active.append((run, slot, gpu, time.monotonic(), *launch(run, args, threads, gpu)))
+            time.sleep(0.2)
+            for item in [a for a in active if a[4].poll() is not None]:
+                active.remove(item)
+                run, slot, gpu, start, proc, log_path = item
+                free.append(slot)
+                record = run_record(run, args, proc.returncode, time.monotonic() - start, log_path, gpu)
+                if record["exit_code"] == 0:
+                    speed = "-" if record["img_per_s"] is None else f"{record['img_per_s']:,.0f} img/s"
+                    print(f"minidit.scaling: done  {run.name} in {record['wall_time_s']:.0f} s: {speed}, "
+                          f"last loss {record['loss'][-1]:.4f}", flush=True)
+                else:
+                    print(f"minidit.scaling: FAILED {run.name} (exit code {record['exit_code']}); last lines of "
+                          f"{log_path}:\n{record.get('error') or record['log_tail']}", flush=True)
+                on_done(record)
+    finally:  # interrupted (Ctrl-C, an error in on_done): no torchrun outlives the tool
+        for *_, proc, _ in active:
+            proc.terminate()
+            proc.wait()
+
+
+# ----------------------------------------------------------------------------- merging and importing
+
+
+def expected_runs(models: list[str], gpus: int, per_gpu_batch: int) -> dict[str, Run]:
+    """Every run name a study of these models could hold, with its processes, batch, role and scope
+    (the steps are left at 0: they are not checked)."""
+    return {r.name: r for r in plan_runs(models, models, gpus, per_gpu_batch, 0, 0, controls=True)}
+
+
+def model_of(name: str) -> str | None:
+    """'1xDiT-S/2-sameglobal-ddpscope' -> 'DiT-S/2'; None for a name this tool does not make."""
+    match = _NAME.match(name)
+    return match.group(2) if match and match.group(2) in DiT_models else None
+
+
+def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int, per_gpu_batch: int) -> dict:
+    """The record of run `name` from the history.json of a run made by hand with `command`.
+
+    Raises ValueError when the history is not what the tool's run `name` would have been.
+    """
+    from minidit.train import TrainConfig
+
+    model = model_of(name)
+    run = expected_runs([model], gpus, per_gpu_batch).get(name) if model else None
+    if run is None:
+        raise ValueError(f"{name!r} is not a run of a {gpus}-GPU study (e.g. 1xDiT-S/2{DDPSCOPE})")
+    history = json.loads(pathlib.Path(history_path).read_text())
+    cfg = history["config"]
+    scope = cfg["compile_scope"] if history["world_size"] == 1 else "model"  # minidit.train forces it under DDP
+    found = {"model": cfg["model"], "processes": history["world_size"], "global_batch": cfg["global_batch_size"],
+             "compile_scope": scope if cfg["compile"] else run.compile_scope}  # fmt: skip
+    for key, value in found.items():
+        if value != getattr(run, key):
+            raise ValueError(f"{history_path}: {key} is {value!r}, but run {name} has {getattr(run, key)!r}")
+    fixed = {f.name: FIXED_TRAIN_FLAGS.get(f.name, f.default) for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("out_dir", "data_dir", "model", "global_batch_size", "steps", "log_every", "seed",
+                               "precision", "compile", "compile_scope", "device")}  # fmt: skip
+    for key, value in fixed.items():
+        if cfg.get(key) != value:
+            raise ValueError(f"{history_path}: {key} is {cfg.get(key)!r}; the tool's runs use {value!r}")
+    if history["final_step"] != cfg["steps"] or history.get("stopped_by_budget"):
+        raise ValueError(f"{history_path}: the run stopped at step {history['final_step']} of {cfg['steps']}")
+    run = dataclasses.replace(run, steps=cfg["steps"])
+    flags = argparse.Namespace(log_every=cfg["log_every"], seed=cfg["seed"], precision=cfg["precision"],
+                               compile=cfg["compile"], device=cfg["device"])
+    record = {"name": name, "model": run.model, "role": run.role, "processes": run.processes,
+              "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
+              "steps": run.steps, "settings": run_settings(run, flags), "exit_code": 0, "wall_time_s": None,
+              "log": None, "pinned_gpu": None, "imported_from": str(history_path),
+              "import_command": command}  # fmt: skip
+    record.update(history_fields(history, run.processes))
+    return record
+
+
+def by_date(sources: list[dict]) -> list[dict]:
+    """Results files, oldest first (by the date each was written; ties keep their order)."""
+    return sorted(sources, key=lambda r: datetime.datetime.fromisoformat(r["date"]))
+
+
+def merge_records(sources: list[dict]) -> dict[str, dict]:
+    """The runs of several results files by name; of two records of one run, the newer file's wins."""
+    records = {}
+    for results in by_date(sources):
+        records.update({r["name"]: r for r in results["runs"]})
+    return records
+
+
+def check_study(records: dict[str, dict], gpus: int, per_gpu_batch: int) -> list[str]:
+    """What keeps these records from being one study: a name, batch or scope that is not the tool's,
+    settings that differ within a model, or runs on different devices. [] when they fit."""
+    problems, shared = [], {}
+    models = [m for m in dict.fromkeys(model_of(n) for n in records) if m]
+    expected = expected_runs(models, gpus, per_gpu_batch)
+    for name, record in records.items():
+        run = expected.get(name)
+        if run is None:
+            problems.append(f"{name}: not a run name of a {gpus}-GPU study")
+            continue
+        settings = recorded_settings(record)
+        for key in ("model", "processes", "global_batch", "compile_scope"):
+            if settings.get(key) != getattr(run, key):
+                problems.append(f"{name}: {key} {settings.get(key)!r}, expected {getattr(run, key)!r}")
+        if record.get("exit_code") == 0:
+            same = {k: settings.get(k) for k in ("log_every", "seed", "precision", "compile", "device")}
+            shared.setdefault(run.model, {}).setdefault(json.dumps(same, sort_keys=True), []).append(name)
+            shared.setdefault("device_name", {}).setdefault(record.get("device_name"), []).append(name)
+    for group, values in shared.items():
+        if len(values) > 1:
+            differ = "; ".join(f"{value} ({', '.join(names)})" for value, names in values.items())
+            problems.append(f"{group}: the runs differ: {differ}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def compare_curves(steps_a: list[int], loss_a: list[float], steps_b: list[int], loss_b: list[float]) -> dict:
+    """Loss curve a against reference b at their common logged steps: max / mean |a - b|, max |a - b| / |b|,
+    and at how many of them a < b."""
+    b_at = dict(zip(steps_b, loss_b))
+    common = [(s, a, b_at[s]) for s, a in zip(steps_a, loss_a) if s in b_at]
+    if not common:
+        return {"steps": [], "max_abs_diff": None, "mean_abs_diff": None, "max_rel_diff": None, "n_below": None}
+    diffs = [abs(a - b) for _, a, b in common]
+    return {"steps": [s for s, _, _ in common], "max_abs_diff": max(diffs),
+            "mean_abs_diff": sum(diffs) / len(diffs),
+            "max_rel_diff": max(d / abs(b) if b else math.inf for d, (_, _, b) in zip(diffs, common)),
+            "n_below": sum(a < b for _, a, b in common)}
+
+
+def curve_verdict(model: str, gpus: int, global_batch: int, cmp: dict, precision: str, floor: dict | None = None,
+                  same_scope: dict | None = None) -> str:
+    """Sentences, from the measured numbers, on how the N-process curve compares with the 1-process one:
+    against the floor (the 1-process curve with DDP's compile scope vs the default) where it was measured."""
+    if not cmp["steps"]:
+        return f"{model}: the two loss curves share no logged step, so they cannot be compared."
+    n = len(cmp["steps"])
+    numbers = (f"{model}, global batch {global_batch}, {precision}, {n} logged steps up to step {cmp['steps'][-1]}: "
+               f"the {gpus}-process loss curve differs from the 1-process curve by at most {cmp['max_rel_diff']:.2e} "
+               f"relative ({cmp['max_abs_diff']:.2e} absolute, mean absolute {cmp['mean_abs_diff']:.2e}) and is "
+               f"below it at {cmp['n_below']} of {n} steps")
+    checked = "The arithmetic of DDP itself is checked in fp32 on the CPU by tests/test_scaling.py."
+    if floor and floor["steps"] and floor["max_rel_diff"]:
+        ratio = cmp["max_rel_diff"] / floor["max_rel_diff"]
+        numbers += (f". Changing only the compiled kernels on 1 process (compile scope 'model', as under DDP, "
+                    f"instead of 'loss') moves that curve by at most {floor['max_rel_diff']:.2e} (mean absolute "
+                    f"{floor['mean_abs_diff']:.2e}, below it at {floor['n_below']} of {len(floor['steps'])} steps): "
+                    "the floor, measured, of what other kernels alone do to this trajectory")
+        if same_scope and same_scope["steps"]:
+            numbers += (f"; against that same-scope run the {gpus}-process curve differs by at most "
+                        f"{same_scope['max_rel_diff']:.2e}")
+        if ratio <= 1:
+            return (f"Within the floor: {numbers}. The {gpus}-process run is as close to the 1-process run as a "
+                    f"change of kernels alone makes two runs: the same training, rounded differently. This does not "
+                    f"show that the curves are equal in {precision}. {checked}")
+        if ratio < ORDER_OF_MAGNITUDE:
+            return (f"Same order as the floor: {numbers}. The {gpus}-process difference is {ratio:.1f} times the "
+                    f"floor. A difference of this order is what rounding alone does to this curve, and the "
+                    f"{gpus}-process run changes more kernels ({global_batch // gpus} images per GPU instead of "
+                    f"{global_batch}, gradients summed over processes); but one floor run of one seed cannot show "
+                    f"whether the factor {ratio:.1f} is rounding too or a small real difference. {checked}")
+        return (f"Above the floor: {numbers}. The {gpus}-process difference is {ratio:.0f} times what other kernels "
+                f"alone do: more than rounding explains here; look for a difference between the runs (seed, data, "
+                f"flags, code) before trusting the {gpus}-process curve.")
+    if precision == "fp32" and cmp["max_rel_diff"] <= FP32_CURVE_TOLERANCE:
+        return (f"Same curve: {numbers}, within the {FP32_CURVE_TOLERANCE:g} of fp32 rounding; {gpus} data-parallel "
+                f"processes train the same model as one process does, with the work of each step split {gpus} ways.")
+    return (f"No measured floor: {numbers}. Without the 1-process control with DDP's compile scope "
+            f"(1x{model}{SAMEGLOBAL}{DDPSCOPE}: --compile, no --no-controls) nothing measured says how much rounding "
+            "alone moves this curve.")
+
+
+def scaling_reading(model: str, s: dict, unit: str = "GPU", compiled: bool = True) -> str:
+    """One sentence on a model's speed-up, and what the same-scope control says about where it goes."""
+    n, units = s["gpus"], unit + ("es" if unit.endswith("s") else "s")
+    text = (f"{model}: {s['img_per_s_n']:,.0f} img/s on {n} {units}, {s['speedup']:.2f}x the "
+            f"{s['img_per_s_1']:,.0f} of one {unit} (scaling efficiency {s['scaling_efficiency']:.0%})")
+    if s["img_per_s_1_same_scope"] is None:
+        return text + ("; no 1-process run with DDP's compile scope was measured, so the cost of the compile scope "
+                       "and that of N processes are not told apart." if compiled else ".")
+    factor, rest = s["compile_scope_factor"], s["scaling_efficiency_same_scope"]
+    larger = "the compile scope costs more than the rest" if factor < rest else "the rest costs more than the scope"
+    return text + (f". One {unit} with DDP's compile scope (the model only) runs {s['img_per_s_1_same_scope']:,.0f} "
+                   f"img/s, {factor:.0%} of that; against it the efficiency is {rest:.0%}. So "
+                   f"{s['scaling_efficiency']:.2f} = {factor:.2f} (compile scope) x {rest:.2f} (communication, "
+                   f"waiting, DDP's bookkeeping): {larger}.")
+
+
+def summarise(records: dict[str, dict], models: list[str], gpus: int, unit: str = "GPU") -> dict:
+    """Speed-up and scaling efficiency per model; loss-curve agreement per curve model."""
+    ok = {name: r for name, r in records.items() if r.get("exit_code") == 0}
+    scaling, curves = {}, {}
+    for model in models:
+        one, many = ok.get(f"1x{model}"), ok.get(f"{gpus}x{model}")
+        same = ok.get(f"1x{model}{DDPSCOPE}")
+        if one and many and one.get("img_per_s") and many.get("img_per_s"):
+            s = {"gpus": gpus, "per_gpu_batch": one["per_gpu_batch"],
+                 "img_per_s_1": one["img_per_s"], "img_per_s_n": many["img_per_s"],
+                 "speedup": many["img_per_s"] / one["img_per_s"],
+                 "scaling_efficiency": many["img_per_s"] / (gpus * one["img_per_s"]),
+                 "img_per_s_1_same_scope": None, "speedup_same_scope": None,
+                 "scaling_efficiency_same_scope": None, "compile_scope_factor": None}  # fmt: skip
+            if same and same.get("img_per_s"):
+                s.update(img_per_s_1_same_scope=same["img_per_s"],
+                         speedup_same_scope=many["img_per_s"] / same["img_per_s"],
+                         scaling_efficiency_same_scope=many["img_per_s"] / (gpus * same["img_per_s"]),
+                         compile_scope_factor=same["img_per_s"] / one["img_per_s"])
+            s["reading"] = scaling_reading(model, s, unit, bool(many.get("compiled")))
+            scaling[model] = s
+        ref, control = ok.get(f"1x{model}{SAMEGLOBAL}"), ok.get(f"1x{model}{SAMEGLOBAL}{DDPSCOPE}")
+        if many and ref:
+            cmp = compare_curves(many["step"], many["loss"], ref["step"], ref["loss"])
+            cmp["precision"] = many["precision"]
+            cmp["floor"], cmp["vs_same_scope"] = (
+                compare_curves(control["step"], control["loss"], ref["step"], ref["loss"]),
+                compare_curves(many["step"], many["loss"], control["step"], control["loss"]),
+            ) if control else (None, None)  # fmt: skip
+            cmp["verdict"] = curve_verdict(model, gpus, many["global_batch"], cmp, many["precision"], cmp["floor"],
+                                           cmp["vs_same_scope"])
+            curves[model] = cmp
+    return {"scaling": scaling, "loss_curves": curves}
+
+
+DEFINITIONS = {
+    "img_per_s_definition": "median images/s (global batch) over the logging intervals after the first",
+    "scaling_efficiency_definition": "img/s on N GPUs / (N x img/s on 1 GPU); _same_scope: against the 1-GPU run "
+                                     "with DDP's compile scope (model only); compile_scope_factor: that run's img/s "
+                                     "/ the default 1-GPU run's, so scaling_efficiency = factor x _same_scope",
+    "loss_curves_definition": "N-process curve vs 1-process curve, same global batch; floor: 1-process curve with "
+                              "DDP's compile scope vs the default; vs_same_scope: N-process curve vs that run",
+}  # fmt: skip
+
+
+def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
+    """Loss curves and their differences (left), images/s per model (right); written atomically."""
+    from matplotlib.figure import Figure  # no pyplot: works under any backend, draws with Agg
+
+    gpus, records = results["gpus"], {r["name"]: r for r in results["runs"]}
+    unit, units = ("GPU", "GPUs") if results["device"] == "cuda" else ("CPU process", "CPU processes")
+    fig = Figure(figsize=(13, 7.5))
+    axes = fig.subplot_mosaic([["loss", "speed"], ["diff", "speed"]])
+    ax_loss, ax_diff, ax_speed = axes["loss"], axes["diff"], axes["speed"]
+    for model in results["loss_curves"]:
+        ref, many = records[f"1x{model}{SAMEGLOBAL}"], records[f"{gpus}x{model}"]
+        control = records.get(f"1x{model}{SAMEGLOBAL}{DDPSCOPE}")
+        scope = {k: f", compile scope '{k}'" if many.get("compiled") else "" for k in ("loss", "model")}
+        curves = [(ref, dict(lw=3, alpha=0.45, color="tab:blue"), f"1 process{scope['loss']} (reference)")]
+        if results["loss_curves"][model].get("floor"):
+            curves.append((control, dict(ls=":", lw=2, color="tab:green"), f"1 process{scope['model']} (floor)"))
+        curves.append((many, dict(ls="--", marker=".", color="tab:orange"), f"{gpus} processes{scope['model']}"))
+        at = dict(zip(ref["step"], ref["loss"]))
+        for record, style, label in curves:
+            ax_loss.plot(record["step"], record["loss"], **style, label=f"{model}, {label}")
+            if record is not ref:
+                steps = [s for s in record["step"] if s in at]
+                rel = [100 * (a - at[s]) / at[s] for s, a in zip(record["step"], record["loss"]) if s in at]
+                ax_diff.plot(steps, rel, **{k: v for k, v in style.items() if k != "alpha"}, label=f"{model}, {label}")
+    batch = ", ".join([f"global batch {gpus * results['per_gpu_batch']}",
+                       *dict.fromkeys(c["precision"] for c in results["loss_curves"].values())])
+    ax_loss.set(ylabel="training loss (log scale)", yscale="log", title=f"Loss curves, {batch}")
+    ax_diff.axhline(0, color="tab:blue", lw=3, alpha=0.45, label="reference")
+    ax_diff.set(xlabel="step", ylabel="difference from reference (%)",
+                title="Relative difference from the 1-process reference")
+    for ax in (ax_loss, ax_diff):
+        if results["loss_curves"]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no loss curves yet", ha="center", transform=ax.transAxes)
+    models = list(results["scaling"])
+    with_control = any(results["scaling"][m].get("img_per_s_1_same_scope") for m in models)
+    width = 0.27 if with_control else 0.4
+    for i, model in enumerate(models):
+        s, first = results["scaling"][model], i == 0
+        left, right = (i - width, i + width) if with_control else (i - width / 2, i + width / 2)
+        bars = [(left, s["img_per_s_1"], "tab:blue", f"1 {unit}, scope 'loss'")]
+        if s.get("img_per_s_1_same_scope"):
+            bars.append((i, s["img_per_s_1_same_scope"], "tab:green", f"1 {unit}, scope 'model' (as DDP)"))
+        elif with_control:
+            ax_speed.text(i, 0, f" 1 {unit}, scope 'model': not measured", rotation=90, ha="center", va="bottom",
+                          fontsize=8, color="gray")
+        bars.append((right, s["img_per_s_n"], "tab:orange", f"{gpus} {units}"))
+        for x, value, color, label in bars:
+            ax_speed.bar(x, value, width, color=color, label=label if first else None)
+            ax_speed.text(x, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)
+        ax_speed.bar(right, gpus * s["img_per_s_1"], width, fill=False, ls=":", edgecolor="gray",
+                     label=f"ideal: {gpus} x 1 {unit} (scope 'loss')" if first else None)
+        text = f"{s['speedup']:.2f}x, {s['scaling_efficiency']:.0%} eff."
+        if s.get("scaling_efficiency_same_scope"):
+            text += f"\n{s['scaling_efficiency_same_scope']:.0%} eff. vs\n1 {unit}, scope 'model'"
+        top = max(s["img_per_s_n"], gpus * s["img_per_s_1"])
+        ax_speed.annotate(text, (right, top), ha="center", va="bottom", fontsize=9)
+    ax_speed.set_xticks(range(len(models)), models)
+    ax_speed.set_xlim(-0.7, len(models) - 0.3)
+    ax_speed.set(ylabel="training images / s", title=f"Throughput, {results['per_gpu_batch']} images per {unit}")
+    if models:
+        ax_speed.legend(fontsize=8, loc="upper right")
+        ax_speed.margins(y=0.3)
+    else:
+        ax_speed.text(0.5, 0.5, "no speed measurements yet", ha="center", transform=ax_speed.transAxes)
+    fig.suptitle(f"DiT data-parallel scaling on {results['device_name']} (torch {results['torch_version']})")
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def write_results(results: dict, records: dict[str, dict], models: list[str], out: pathlib.Path) -> pathlib.Path:
+    """Fill in device_name and the summaries of `records`, write results to `out` and the figure beside it."""
+    names = [rec["device_name"] for rec in records.values() if rec.get("device_name")]
+    unit = "GPU" if results["device"] == "cuda" else "CPU process"
+    results.update(device_name=names[0] if names else results["device"], **DEFINITIONS,
+                   **summarise(records, models, results["gpus"], unit))
+    atomic_write_json(out, results)
+    return plot(results, out.parent / "scaling.png")
+
+
+def _report(results: dict) -> None:
+    for s in results["scaling"].values():
+        print(f"minidit.scaling: {s['reading']}")
+    for cmp in results["loss_curves"].values():
+        print(f"minidit.scaling: {cmp['verdict']}")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m minidit.scaling", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--models", default="DiT-S/2,DiT-B/2", help="comma-separated DiT configs")
+    parser.add_argument("--curve-models", default=None, help="models that get the 1-process reference loss "
+                        "curve at the N-GPU global batch (default: the first model)")
+    parser.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True, help="for the curve "
+                        "models, the 1-process runs with DDP's compile scope (1x<model>-ddpscope, "
+                        "1x<model>-sameglobal-ddpscope); skipped without --compile")
+    parser.add_argument("--gpus", type=int, default=None, help="N, the processes of the data-parallel runs "
+                        "(default: every visible GPU; on CPU: processes)")
+    parser.add_argument("--per-gpu-batch", type=int, default=256, help="images per process and step")
+    parser.add_argument("--speed-steps", type=int, default=300, help="steps of the 1-process speed runs")
+    parser.add_argument("--curve-steps", type=int, default=600, help="steps of the N-process and reference runs")
+    parser.add_argument("--log-every", type=int, default=50, help="steps per logging (and timing) interval")
+    parser.add_argument("--parallel-single", action="store_true", help="run the 1-process runs at the same "
+                        "time, one per GPU, before the N-process runs")
+    parser.add_argument("--only", default=None, help="comma-separated run names to make now (e.g. 2xDiT-S/2)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="cuda (NCCL) or cpu (gloo) (default: cuda when available)")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: minidit.data.find_data_dir)")
+    parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="out_dirs and logs of the runs")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON; scaling.png goes beside it")
+    parser.add_argument("--merge", nargs="+", metavar="FILE", default=None, help="run nothing: merge these "
+                        "results files (by run name, the newest file's record wins) into --out, re-summarise, re-plot")
+    parser.add_argument("--import-history", action="append", default=[], metavar="NAME=PATH", help="run nothing: "
+                        "add the history.json of a run made by hand as run NAME (with --merge, or into --out)")
+    parser.add_argument("--import-command", action="append", default=[], metavar="NAME=TEXT",
+                        help="the command that made the imported run NAME, kept in its record (required)")
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Validate the flags (parser.error exits with status 2); fills in --device and --gpus."""
+    models = [m for m in args.models.split(",") if m]
+    curve_models = models[:1] if args.curve_models is None else [m for m in args.curve_models.split(",") if m]
+    unknown = [m for m in models + curve_models if m not in DiT_models]
+    if unknown or not models:
+        parser.error(f"unknown model(s) {unknown or [args.models]}; expected some of {list(DiT_models)}")
+    if not set(curve_models) <= set(models):
+        parser.error(f"--curve-models {curve_models} must be among --models {models}")
+    for flag in ("per_gpu_batch", "speed_steps", "curve_steps", "log_every"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("speed_steps", "curve_steps"):
+        if getattr(args, flag) <= args.log_every:
+            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} gives no timed interval after the first "
+                         f"(compilation) one; use more than --log-every {args.log_every} steps")
+    # device_count() does not create a CUDA context: the parent leaves the GPUs to the runs
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if args.device is None:
+        args.device = "cuda" if visible else "cpu"
+    if args.device == "cuda" and not visible:
+        parser.error("--device cuda was asked for, but torch sees no CUDA GPU (on a CPU: --device cpu --gpus 2)")
+    if args.gpus is None:
+        if args.device == "cpu":
+            parser.error("on the CPU, say how many gloo processes with --gpus N (N >= 2)")
+        args.gpus = visible
+    if args.gpus < 2:
+        parser.error(f"a scaling study needs --gpus >= 2 (got {args.gpus}); torch sees {visible} GPU(s) here")
+    if args.device == "cuda" and args.gpus > visible:
+        parser.error(f"--gpus {args.gpus} asks for more GPUs than the {visible} torch sees here")
+    return models, curve_models
+
+
+def _read_results(parser: argparse.ArgumentParser, path: pathlib.Path) -> dict:
+    try:
+        results = json.loads(path.read_text())
+        missing = [k for k in ("runs", "gpus", "per_gpu_batch", "device", "date", "command") if k not in results]
+    except (ValueError, TypeError) as err:
+        missing = [str(err)]
+    if missing:
+        parser.error(f"{path} exists but is not a results file of this tool (no {missing}); move it away or pass --out")
+    return results
+
+
+def _pairs(parser: argparse.ArgumentParser, flag: str, values: list[str]) -> dict[str, str]:
+    """['NAME=VALUE', ...] -> {NAME: VALUE}; the value may hold '=' (a command with VAR=1)."""
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest or name in pairs:
+            parser.error(f"{flag} {value!r}: expected NAME=VALUE, once per NAME")
+        pairs[name] = rest
+    return pairs
+
+
+def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str) -> int:
+    """--merge / --import-history: put results files and hand-made runs together; runs nothing."""
+    out = pathlib.Path(args.out)
+    files = [pathlib.Path(f) for f in args.merge] if args.merge else ([out] if out.is_file() else [])
+    if not files:
+        parser.error(f"--import-history adds to results: pass --merge FILE ... or an existing --out ({out} is none)")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        parser.error(f"--merge: no file {', '.join(missing)}")
+    sources = [_read_results(parser, f) for f in files]
+    for key in ("gpus", "per_gpu_batch", "device"):
+        if len({s[key] for s in sources}) > 1:
+            values = ", ".join(f"{f}: {s[key]}" for f, s in zip(files, sources))
+            parser.error(f"--merge: the files differ in {key}: {values}")
+    histories = _pairs(parser, "--import-history", args.import_history)
+    commands = _pairs(parser, "--import-command", args.import_command)
+    if set(histories) != set(commands):
+        parser.error(f"each --import-history NAME needs one --import-command NAME=TEXT and back: histories for "
+                     f"{sorted(histories)}, commands for {sorted(commands)}")
+    gpus, per_gpu_batch = sources[0]["gpus"], sources[0]["per_gpu_batch"]
+    records = merge_records(sources)
+    for name, path in histories.items():
+        try:
+            records[name] = import_record(name, pathlib.Path(path), commands[name], gpus, per_gpu_batch)
+        except (OSError, ValueError, KeyError) as err:
+            parser.error(f"--import-history {name}={path}: {err}")
+    problems = check_study(records, gpus, per_gpu_batch)
+    if problems:
+        parser.error("these runs are not one study:\n  " + "\n  ".join(problems))
+    models = [m for m in dict.fromkeys(model_of(n) for n in records) if m]
+    order = {name: i for i, name in enumerate(expected_runs(models, gpus, per_gpu_batch))}
+    newest = by_date(sources)[-1]
+    flat = [c for s in by_date(sources) for c in (s["command"] if isinstance(s["command"], list) else [s["command"]])]
+    results = {
+        "device": newest["device"], "gpus": gpus, "gpu_count": newest.get("gpu_count"),
+        "torch_version": newest.get("torch_version"), "cuda_version": newest.get("cuda_version"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # the calls that wrote the merged files (oldest first), the commands of the imported runs, this one
+        "command": flat + [commands[name] for name in histories] + [command],
+        "per_gpu_batch": per_gpu_batch,
+        "this_call": {"ran": [], "merged": [{"file": str(f), "date": s["date"], "runs": [r["name"] for r in s["runs"]]}
+                                            for f, s in zip(files, sources)], "imported": list(histories)},
+        "runs": sorted(records.values(), key=lambda r: order[r["name"]]),
+    }  # fmt: skip
+    figure = write_results(results, records, models, out)
+    _report(results)
+    print(f"minidit.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m minidit.scaling ...; 0 when every selected run succeeded, 1 otherwise, 2 for bad flags."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = "python -m minidit.scaling " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.merge or args.import_history or args.import_command:
+        return merge_main(parser, args, command)
+    models, curve_models = _check_args(parser, args)
+    controls = args.controls and args.compile
+    if args.controls and not args.compile:
+        print("minidit.scaling: no -ddpscope controls: without --compile the compile scope changes nothing")
+    runs = plan_runs(models, curve_models, args.gpus, args.per_gpu_batch, args.speed_steps, args.curve_steps,
+                     controls)
+    only = None if args.only is None else [n for n in args.only.split(",") if n]
+    if only is not None:
+        unplanned = [n for n in only if n not in {r.name for r in runs}]
+        if unplanned or not only:
+            parser.error(f"--only: {unplanned or [args.only]} not among the planned runs {[r.name for r in runs]}")
+    try:  # here rather than in N failed runs
+        from minidit.data import find_data_dir
+
+        find_data_dir(args.data_dir)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    out = pathlib.Path(args.out)
+    records = {r["name"]: r for r in _read_results(parser, out)["runs"]} if out.is_file() else {}  # earlier calls
+
+    done = [r for r in runs if settings_match(records.get(r.name), r, args) and records[r.name]["exit_code"] == 0]
+    todo = [r for r in runs if r not in done and (only is None or r.name in only)]
+    this_call = {"ran": [r.name for r in todo], "skipped_done": [r.name for r in done],
+                 "not_selected": [r.name for r in runs if r not in done and r not in todo]}
+    for r in done:
+        print(f"minidit.scaling: skip {r.name} (done in an earlier call with the same settings)")
+    results = {
+        "device": args.device, "gpus": args.gpus,
+        "gpu_count": torch.cuda.device_count() if args.device == "cuda" else 0,
+        "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "per_gpu_batch": args.per_gpu_batch, "this_call": this_call,
+    }  # fmt: skip
+    figure = out.parent / "scaling.png"
+
+    def save(record: dict | None = None) -> None:
+        if record is not None:
+            records[record["name"]] = record
+        planned = [records[r.name] for r in runs if r.name in records]
+        extra = [rec for name, rec in records.items() if name not in {r.name for r in runs}]  # other plans' runs
+        # a record made with other settings waits to be redone
+        current = {r.name: records[r.name] for r in runs if settings_match(records.get(r.name), r, args)}
+        results["runs"] = planned + extra
+        write_results(results, current, models, out)
+
+    save()
+    single = [r for r in todo if r.processes == 1]
+    if args.parallel_single and single:
+        execute(single, args, slots=args.gpus, on_done=save)
+        execute([r for r in todo if r.processes > 1], args, slots=1, on_done=save)
+    else:
+        execute(todo, args, slots=1, on_done=save)
+
+    _report(results)
+    failed = [name for name in this_call["ran"] if records[name]["exit_code"] != 0]
+    print(f"minidit.scaling: wrote {out} and {figure}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

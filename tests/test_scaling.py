@@ -1,0 +1,435 @@
+"""python -m minidit.scaling on the CPU: torchrun with 2 gloo processes, DiT-T/4, a few steps.
+
+The N-process run and the 1-process run with the same global batch see the same batches, so in fp32
+their loss curves must agree to rounding; the efficiency must be the arithmetic the JSON says it is.
+The -ddpscope controls, --merge and --import-history are checked on hand-written records and
+histories whose numbers are chosen so that every efficiency and difference can be worked by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import pytest
+import torch.distributed as dist
+
+from minidit import scaling
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+RUNS = ("1xDiT-T/4", "2xDiT-T/4", "1xDiT-T/4-sameglobal")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _argv(tmp: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
+    return ["--device", "cpu", "--gpus", "2", "--models", "DiT-T/4", "--per-gpu-batch", "4", "--speed-steps", "4",
+            "--curve-steps", "6", "--log-every", "2", "--no-compile", "--precision", "fp32", "--parallel-single",
+            "--runs-dir", str(tmp / "runs"), "--out", str(tmp / "results" / "scaling.json"),
+            "--data-dir", str(data_dir)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, fashion_mnist_dir):
+    """One end-to-end call (three torchrun launches); -> (argv, results, seconds)."""
+    tmp = tmp_path_factory.mktemp("scaling")
+    argv = _argv(tmp, fashion_mnist_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # 2 processes on a 2-core CI machine
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            mp.delenv(name, raising=False)
+        start = time.monotonic()
+        code = scaling.main(argv)
+        seconds = time.monotonic() - start
+    results = json.loads((tmp / "results" / "scaling.json").read_text())
+    assert code == 0, f"minidit.scaling exited with {code}: {[r.get('log_tail') for r in results['runs']]}"
+    return argv, results, seconds
+
+
+def _runs(results: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in results["runs"]}
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_three_runs_succeed_with_the_planned_batches(study):
+    _, results, _ = study
+    runs = _runs(results)
+    assert sorted(runs) == sorted(RUNS)
+    for name, run in runs.items():
+        assert run["exit_code"] == 0, f"{name} failed:\n{run.get('log_tail')}"
+    assert (runs["1xDiT-T/4"]["world_size"], runs["1xDiT-T/4"]["global_batch"]) == (1, 4)
+    assert (runs["2xDiT-T/4"]["world_size"], runs["2xDiT-T/4"]["global_batch"]) == (2, 8)
+    assert (runs["1xDiT-T/4-sameglobal"]["world_size"], runs["1xDiT-T/4-sameglobal"]["global_batch"]) == (1, 8)
+    assert runs["2xDiT-T/4"]["step"] == runs["1xDiT-T/4-sameglobal"]["step"] == [2, 4, 6]
+    assert results["gpus"] == 2 and results["device"] == "cpu" and "hostname" not in json.dumps(results)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_n_process_loss_curve_is_the_one_process_curve(study):
+    _, results, _ = study
+    runs = _runs(results)
+    many, ref = runs["2xDiT-T/4"], runs["1xDiT-T/4-sameglobal"]
+    for step, a, b in zip(many["step"], many["loss"], ref["loss"]):
+        rel = abs(a - b) / abs(b)
+        assert rel <= 1e-4, (f"step {step}: 2 processes give loss {a:.7f}, 1 process with the same global batch "
+                             f"{b:.7f} (relative difference {rel:.2e}) -- the batches are the same by construction, "
+                             "so in fp32 only the reduction order may differ")
+    cmp = results["loss_curves"]["DiT-T/4"]
+    assert cmp["steps"] == [2, 4, 6]
+    expected = max(abs(a - b) / abs(b) for a, b in zip(many["loss"], ref["loss"]))
+    assert cmp["max_rel_diff"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert cmp["verdict"].startswith("Same curve") and f"{cmp['max_rel_diff']:.2e}" in cmp["verdict"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_efficiency_is_the_ratio_of_the_stored_speeds(study):
+    _, results, _ = study
+    runs = _runs(results)
+    for run in runs.values():  # the speed is the median over the intervals after the first (compilation)
+        assert run["img_per_s"] == pytest.approx(statistics.median(run["img_per_s_intervals"][1:]))
+        assert run["img_per_s_per_gpu"] == pytest.approx(run["img_per_s"] / run["processes"])
+    one, two = runs["1xDiT-T/4"]["img_per_s"], runs["2xDiT-T/4"]["img_per_s"]
+    s = results["scaling"]["DiT-T/4"]
+    assert s["scaling_efficiency"] == pytest.approx(two / (2 * one))
+    assert s["speedup"] == pytest.approx(two / one)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_figure_is_a_png(study):
+    argv, _, _ = study
+    figure = pathlib.Path(argv[argv.index("--out") + 1]).parent / "scaling.png"
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_second_call_skips_the_finished_runs(study, capsys):
+    argv, first, seconds = study
+    start = time.monotonic()
+    assert scaling.main(argv) == 0
+    again = time.monotonic() - start
+    out = pathlib.Path(argv[argv.index("--out") + 1])
+    results = json.loads(out.read_text())
+    assert results["this_call"] == {"ran": [], "skipped_done": list(RUNS), "not_selected": []}
+    assert _runs(results) == _runs(first), "a skipped run's record must stay as it was"
+    assert again < seconds / 2, f"the second call took {again:.1f} s, the first {seconds:.1f} s: nothing was skipped?"
+    assert "skip 2xDiT-T/4" in capsys.readouterr().out
+
+
+def test_a_failed_run_is_recorded_and_the_next_runs_still_run(tmp_path, fashion_mnist_dir, monkeypatch):
+    def failing(run, args):
+        return [sys.executable, "-c", f"print('boom in {run.name}'); raise SystemExit(3)"]
+
+    monkeypatch.setattr(scaling, "train_command", failing)
+    argv = _argv(tmp_path, fashion_mnist_dir)
+    assert scaling.main([a for a in argv if a != "--parallel-single"]) == 1
+    results = json.loads((tmp_path / "results" / "scaling.json").read_text())
+    runs = _runs(results)
+    assert sorted(runs) == sorted(RUNS) and results["this_call"]["ran"] == list(RUNS)
+    for name, run in runs.items():
+        assert run["exit_code"] == 3 and f"boom in {name}" in run["log_tail"]
+    assert results["scaling"] == {} and results["loss_curves"] == {}
+
+
+def test_compare_curves_against_hand_computed_numbers():
+    cmp = scaling.compare_curves([1, 2, 3], [1.0, 2.2, 0.5], [2, 3, 4], [2.0, 0.4, 9.0])
+    assert cmp["steps"] == [2, 3]  # only the common steps count
+    assert cmp["max_abs_diff"] == pytest.approx(0.2)
+    assert cmp["mean_abs_diff"] == pytest.approx(0.15)
+    assert cmp["max_rel_diff"] == pytest.approx(0.25)  # |0.5 - 0.4| / 0.4
+    assert cmp["n_below"] == 0  # 2.2 > 2.0 and 0.5 > 0.4
+    assert scaling.compare_curves([1, 2], [0.9, 2.0], [1, 2], [1.0, 1.5])["n_below"] == 1
+    assert scaling.median_img_per_s([1.0, 5.0, 3.0, 4.0]) == 4.0  # the first interval (compilation) is left out
+    assert scaling.median_img_per_s([7.0]) is None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--models", "DiT-Q/2"], "unknown model"),
+    (["--gpus", "1"], "--gpus >= 2"),
+    (["--per-gpu-batch", "0"], "--per-gpu-batch must be >= 1"),
+    (["--curve-steps", "2"], "--curve-steps 2 gives no timed interval"),
+    (["--curve-models", "DiT-S/2"], "must be among --models"),
+    (["--only", "2xDiT-T/4,3xDiT-T/4"], "['3xDiT-T/4'] not among the planned runs"),
+    ([], "which lacks"),  # the --data-dir given (tmp_path) holds no Fashion-MNIST
+])  # fmt: skip
+def test_bad_flags_exit_with_status_2_and_say_why(flags, message, capsys, tmp_path):
+    argv = _argv(tmp_path, data_dir=tmp_path) + flags  # argparse: the last occurrence of a flag wins
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists(), "a bad flag must stop the tool before it writes anything"
+
+
+def test_unknown_model_message_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main(["--device", "cpu", "--gpus", "2", "--models", "DiT-Q/2"])
+    assert exit_info.value.code == 2
+    assert "DiT-S/2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("visible, flags, message", [
+    (1, ["--gpus", "2"], "asks for more GPUs than the 1"),
+    (1, [], "needs --gpus >= 2 (got 1)"),
+    (0, ["--device", "cuda", "--gpus", "2"], "torch sees no CUDA GPU"),
+])  # fmt: skip
+def test_gpu_count_is_checked(visible, flags, message, capsys, monkeypatch):
+    monkeypatch.setattr(scaling.torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(scaling.torch.cuda, "device_count", lambda: visible)
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main(["--models", "DiT-T/4", *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- controls, merge, import
+
+CONTROLS = ("1xDiT-T/4-ddpscope", "1xDiT-T/4-sameglobal-ddpscope")
+
+
+def _flags(**overrides) -> argparse.Namespace:
+    flags = dict(log_every=2, seed=0, precision="fp32", compile=True, device="cpu", runs_dir="runs", data_dir=None)
+    return argparse.Namespace(**{**flags, **overrides})
+
+
+def test_controls_are_planned_for_curve_models_with_the_ddp_compile_scope():
+    runs = scaling.plan_runs(["DiT-S/2", "DiT-B/2"], ["DiT-S/2"], gpus=2, per_gpu_batch=256, speed_steps=200,
+                             curve_steps=400)  # fmt: skip
+    table = {r.name: (r.processes, r.global_batch, r.steps, r.role, r.compile_scope) for r in runs}
+    assert table == {
+        "1xDiT-S/2": (1, 256, 200, "speed", "loss"),
+        "1xDiT-S/2-ddpscope": (1, 256, 200, "speed-ddpscope", "model"),
+        "2xDiT-S/2": (2, 512, 400, "curve", "model"),
+        "1xDiT-S/2-sameglobal": (1, 512, 400, "reference", "loss"),
+        "1xDiT-S/2-sameglobal-ddpscope": (1, 512, 400, "reference-ddpscope", "model"),
+        "1xDiT-B/2": (1, 256, 200, "speed", "loss"),  # not a curve model: no reference, no controls
+        "2xDiT-B/2": (2, 512, 400, "curve", "model"),
+    }, "controls belong to the curve models only, with the per-GPU batch (speed) or the global one (curve)"
+    without = scaling.plan_runs(["DiT-S/2"], ["DiT-S/2"], 2, 256, 200, 400, controls=False)
+    assert [r.name for r in without] == ["1xDiT-S/2", "2xDiT-S/2", "1xDiT-S/2-sameglobal"]
+    for run in runs:  # the scope is a setting, and the run is launched with it
+        assert scaling.run_settings(run, _flags())["compile_scope"] == run.compile_scope
+        command = scaling.train_command(run, _flags())
+        assert command[command.index("--compile-scope") + 1] == run.compile_scope
+        assert command[command.index("--global-batch-size") + 1] == str(run.global_batch)
+
+
+def test_records_written_before_compile_scope_was_a_setting_still_count():
+    runs = {r.name: r for r in scaling.plan_runs(["DiT-T/4"], ["DiT-T/4"], 2, 4, 4, 6)}
+    old = {"model": "DiT-T/4", "log_every": 2, "seed": 0, "precision": "fp32", "compile": True, "device": "cpu"}
+    one = {"settings": {**old, "processes": 1, "global_batch": 4, "steps": 4}}
+    two = {"settings": {**old, "processes": 2, "global_batch": 8, "steps": 6}}
+    assert scaling.settings_match(one, runs["1xDiT-T/4"], _flags()), "1 process ran with the default scope 'loss'"
+    assert scaling.settings_match(two, runs["2xDiT-T/4"], _flags()), "N processes ran with 'model' (forced by DDP)"
+    assert not scaling.settings_match(one, runs["1xDiT-T/4-ddpscope"], _flags()), "'loss' is not the control's scope"
+    assert not scaling.settings_match(one, runs["1xDiT-T/4"], _flags(seed=1))
+    assert not scaling.settings_match(None, runs["1xDiT-T/4"], _flags())
+
+
+def _record(name: str, processes: int, global_batch: int, steps: int, img_per_s: list[float], loss: list[float],
+            scope: str | None = None, log_every: int = 2) -> dict:
+    """A results entry as the tool writes it; scope None: an old record, without compile_scope."""
+    settings = {"model": "DiT-T/4", "processes": processes, "global_batch": global_batch, "steps": steps,
+                "log_every": log_every, "seed": 0, "precision": "fp32", "compile": True, "device": "cpu"}
+    if scope is not None:
+        settings["compile_scope"] = scope
+    timed = sorted(img_per_s[1:])
+    return {"name": name, "model": "DiT-T/4", "role": "?", "processes": processes,
+            "per_gpu_batch": global_batch // processes, "global_batch": global_batch, "steps": steps,
+            "settings": settings, "exit_code": 0, "wall_time_s": 1.0, "log": None, "pinned_gpu": None,
+            "img_per_s": timed[len(timed) // 2], "img_per_s_per_gpu": timed[len(timed) // 2] / processes,
+            "train_time_s": 1.0, "world_size": processes, "compiled": True, "precision": "fp32",
+            "device_name": "cpu", "torch_version": "x", "num_params": 1, "step": list(range(2, 2 * len(loss) + 1, 2)),
+            "loss": loss, "img_per_s_intervals": img_per_s}  # fmt: skip
+
+
+def _results(runs: list[dict], date: str, command: str) -> dict:
+    return {"device": "cpu", "gpus": 2, "gpu_count": 0, "torch_version": "x", "cuda_version": None, "date": date,
+            "command": command, "per_gpu_batch": 4, "this_call": {}, "runs": runs}  # fmt: skip
+
+
+# Hand-picked numbers: img/s 100 on 1 process (scope loss), 70 with scope model, 160 on 2 processes;
+# loss curves at steps 2, 4, 6 -- reference [1.0, 0.5, 0.2], control [0.99, 0.51, 0.2], 2 processes [1.0, 0.52, 0.21].
+REF_LOSS, CONTROL_LOSS, MANY_LOSS = [1.0, 0.5, 0.2], [0.99, 0.51, 0.2], [1.0, 0.52, 0.21]
+
+
+def _old_study() -> list[dict]:
+    return [_record("1xDiT-T/4", 1, 4, 4, [1.0, 90.0, 100.0, 120.0], [1.0, 0.6]),
+            _record("2xDiT-T/4", 2, 8, 6, [1.0, 150.0, 160.0, 170.0], MANY_LOSS),
+            _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS)]  # fmt: skip
+
+
+def _check_summaries(results: dict) -> None:
+    s = results["scaling"]["DiT-T/4"]
+    assert s["scaling_efficiency"] == pytest.approx(160 / (2 * 100)), "against the default 1-process run"
+    assert s["scaling_efficiency_same_scope"] == pytest.approx(160 / (2 * 70)), "against the same-scope run"
+    assert s["speedup_same_scope"] == pytest.approx(160 / 70)
+    assert s["compile_scope_factor"] == pytest.approx(70 / 100)
+    assert s["scaling_efficiency"] == pytest.approx(s["compile_scope_factor"] * s["scaling_efficiency_same_scope"])
+    cmp = results["loss_curves"]["DiT-T/4"]
+    assert cmp["max_rel_diff"] == pytest.approx(0.05)  # |0.21 - 0.2| / 0.2
+    assert cmp["floor"]["max_rel_diff"] == pytest.approx(0.02)  # |0.51 - 0.5| / 0.5
+    assert cmp["floor"]["mean_abs_diff"] == pytest.approx(0.02 / 3)
+    assert cmp["vs_same_scope"]["max_rel_diff"] == pytest.approx(0.05)  # |0.21 - 0.2| / 0.2
+    assert cmp["verdict"].startswith("Same order as the floor"), cmp["verdict"]
+    for number in ("5.00e-02", "2.00e-02", "2.5 times the floor"):
+        assert number in cmp["verdict"], f"the verdict should state {number!r}: {cmp['verdict']}"
+
+
+def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_path, fashion_mnist_dir, monkeypatch,
+                                                                           capsys):
+    histories = {"1xDiT-T/4-ddpscope": ([1.0, 60.0, 70.0, 80.0], [1.0, 0.6]),
+                 "1xDiT-T/4-sameglobal-ddpscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS)}  # fmt: skip
+    launched, real_command = [], scaling.train_command
+
+    def fake_train(run, args):  # "trains" by writing the history.json minidit.train would write
+        launched.append(real_command(run, args))
+        img_per_s, loss = histories[run.name]
+        history = {"img_per_s": img_per_s, "wall_time": [1.0], "world_size": 1, "compiled": True,
+                   "precision": "fp32", "device_name": "cpu", "torch_version": "x", "num_params": 1,
+                   "step": [2 * (i + 1) for i in range(len(loss))], "loss": loss}  # fmt: skip
+        path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
+        code = f"import pathlib; p = pathlib.Path({str(path)!r}); p.parent.mkdir(parents=True, exist_ok=True); " \
+               f"p.write_text({json.dumps(history)!r})"
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(scaling, "train_command", fake_train)
+    out = tmp_path / "results" / "scaling.json"
+    out.parent.mkdir()
+    out.write_text(json.dumps(_results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.scaling")))
+    argv = [a for a in _argv(tmp_path, fashion_mnist_dir) if a != "--no-compile"]
+    assert scaling.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert results["this_call"] == {"ran": ["1xDiT-T/4-ddpscope", "1xDiT-T/4-sameglobal-ddpscope"],
+                                    "skipped_done": list(RUNS), "not_selected": []}  # fmt: skip
+    assert [c[c.index("--compile-scope") + 1] for c in launched] == ["model", "model"]
+    runs = _runs(results)
+    for old in _old_study():
+        assert runs[old["name"]] == old, f"{old['name']}: an old record must stay as it was"
+    assert runs["1xDiT-T/4-ddpscope"]["settings"]["compile_scope"] == "model"
+    _check_summaries(results)
+    # without --compile the scope changes nothing: no controls are planned
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main(argv + ["--no-compile", "--only", CONTROLS[0]])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "without --compile the compile scope changes nothing" in captured.out
+    assert f"['{CONTROLS[0]}'] not among the planned runs" in captured.err
+
+
+def _history(global_batch: int, steps: int, img_per_s: list[float], loss: list[float], **config) -> dict:
+    """A history.json as minidit.train writes it, for a run made by hand with the tool's flags."""
+    from minidit.train import TrainConfig
+
+    cfg = TrainConfig(model="DiT-T/4", global_batch_size=global_batch, steps=steps, log_every=2, seed=0,
+                      ckpt_every=0, sample_every=0, progress=False, ema_warmup="ema_warmup", precision="fp32",
+                      compile=True, compile_scope="model", device="cpu", out_dir="/tmp/hand")  # fmt: skip
+    cfg = dataclasses.replace(cfg, **config)
+    return {"config": dataclasses.asdict(cfg), "num_params": 1, "device_name": "cpu", "torch_version": "x",
+            "world_size": 1, "precision": "fp32", "compiled": True, "step": [2, 4, 6][: len(loss)], "loss": loss,
+            "img_per_s": img_per_s, "wall_time": [0.5, 1.0, 1.5][: len(loss)], "final_step": steps,
+            "stopped_by_budget": False}  # fmt: skip
+
+
+def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> list[str]:
+    older = _results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.scaling --call 1")
+    newer_many = dict(_old_study()[1], img_per_s=165.0, img_per_s_intervals=[1.0, 160.0, 165.0, 170.0])
+    newer_one = dict(_old_study()[0], img_per_s=100.0)
+    newer = _results([newer_many, newer_one], "2026-01-02T00:00:00+00:00", "python -m minidit.scaling --call 2")
+    newer["runs"][0]["img_per_s"] = 160.0  # the newer file's 2-process run must win
+    for name, obj in (("newer.json", newer), ("older.json", older), ("s.json", speed_history),
+                      ("c.json", curve_history)):
+        (tmp / name).write_text(json.dumps(obj))
+    return ["--merge", str(tmp / "newer.json"), str(tmp / "older.json"),  # newest by date, not by order
+            "--import-history", f"1xDiT-T/4-ddpscope={tmp / 's.json'}",
+            "--import-command", "1xDiT-T/4-ddpscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
+            "--import-history", f"1xDiT-T/4-sameglobal-ddpscope={tmp / 'c.json'}",
+            "--import-command", "1xDiT-T/4-sameglobal-ddpscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
+            "--out", str(tmp / "out" / "scaling.json")]  # fmt: skip
+
+
+def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(scaling, "execute", lambda *a, **k: pytest.fail("--merge must not run anything"))
+    speed = _history(4, 4, [5.0, 70.0, 90.0, 60.0], [1.0, 0.6])  # median of the timed intervals: 70
+    curve = _history(8, 6, [5.0, 40.0, 40.0], CONTROL_LOSS)
+    assert scaling.main(_merge_argv(tmp_path, speed, curve)) == 0
+    results = json.loads((tmp_path / "out" / "scaling.json").read_text())
+    runs = _runs(results)
+    assert list(runs) == ["1xDiT-T/4", "1xDiT-T/4-ddpscope", "2xDiT-T/4", "1xDiT-T/4-sameglobal",
+                          "1xDiT-T/4-sameglobal-ddpscope"], "the runs in the order of a study"  # fmt: skip
+    assert runs["2xDiT-T/4"]["img_per_s"] == 160.0, "the record of the newer file wins"
+    assert runs["1xDiT-T/4-sameglobal"] == _old_study()[2], "a run only the older file has is kept as it was"
+    imported = runs["1xDiT-T/4-ddpscope"]
+    assert imported["import_command"] == "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4"
+    assert imported["imported_from"] == str(tmp_path / "s.json")
+    assert imported["img_per_s"] == 70.0 and imported["img_per_s_per_gpu"] == 70.0, "median after the first interval"
+    assert imported["img_per_s_intervals"] == [5.0, 70.0, 90.0, 60.0]
+    assert (imported["role"], imported["per_gpu_batch"], imported["global_batch"]) == ("speed-ddpscope", 4, 4)
+    assert imported["settings"] == {"model": "DiT-T/4", "processes": 1, "global_batch": 4, "steps": 4, "log_every": 2,
+                                    "seed": 0, "precision": "fp32", "compile": True, "device": "cpu",
+                                    "compile_scope": "model"}, "the settings a launched control would have"
+    control = runs["1xDiT-T/4-sameglobal-ddpscope"]
+    assert (control["role"], control["per_gpu_batch"], control["global_batch"]) == ("reference-ddpscope", 8, 8)
+    _check_summaries(results)
+    assert results["command"][:4] == ["python -m minidit.scaling --call 1", "python -m minidit.scaling --call 2",
+                                      "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
+                                      "CUDA_VISIBLE_DEVICES=0 python -m minidit.train"]  # fmt: skip
+    assert results["command"][4].startswith("python -m minidit.scaling --merge ")
+    assert results["this_call"]["imported"] == list(CONTROLS)
+    assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(compile_scope="loss"), "compile_scope is 'loss', but run 1xDiT-T/4-ddpscope has 'model'"),
+    (dict(global_batch_size=8), "global_batch is 8, but run 1xDiT-T/4-ddpscope has 4"),
+    (dict(lr=2e-4), "lr is 0.0002; the tool's runs use 0.0001"),
+    (dict(log_every=1), "DiT-T/4: the runs differ"),  # settings shared by a model's runs
+    ("no command", "needs one --import-command"),
+    ("stopped", "stopped at step 2 of 4"),
+])  # fmt: skip
+def test_an_import_that_is_not_the_named_run_is_refused(change, message, tmp_path, capsys):
+    speed = _history(4, 4, [5.0, 70.0, 90.0, 60.0], [1.0, 0.6], **(change if isinstance(change, dict) else {}))
+    if change == "stopped":
+        speed["final_step"] = 2
+    argv = _merge_argv(tmp_path, speed, _history(8, 6, [5.0, 40.0, 40.0], CONTROL_LOSS))
+    if change == "no command":
+        i = argv.index("1xDiT-T/4-ddpscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4")
+        argv = argv[: i - 1] + argv[i + 1:]
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "a refused merge must write nothing"
+
+
+def test_merge_refuses_files_of_different_studies(tmp_path, capsys):
+    a = _results(_old_study(), "2026-01-01T00:00:00+00:00", "a")
+    b = dict(_results([], "2026-01-02T00:00:00+00:00", "b"), gpus=4)
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "o.json")])
+    assert exit_info.value.code == 2
+    assert "the files differ in gpus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_diff, label", [(0.01, "Within the floor"), (0.05, "Same order as the floor"),
+                                           (0.5, "Above the floor")])  # fmt: skip
+def test_the_verdict_compares_the_n_process_difference_with_the_measured_floor(n_diff, label):
+    floor = {"steps": [2, 4], "max_abs_diff": 0.01, "mean_abs_diff": 0.005, "max_rel_diff": 0.02, "n_below": 1}
+    cmp = dict(floor, max_rel_diff=n_diff)
+    verdict = scaling.curve_verdict("DiT-T/4", 2, 8, cmp, "bf16", floor, dict(floor, max_rel_diff=0.03))
+    assert verdict.startswith(label), verdict
+    assert f"{n_diff:.2e}" in verdict and "2.00e-02" in verdict and "3.00e-02" in verdict, verdict
+    no_floor = scaling.curve_verdict("DiT-T/4", 2, 8, cmp, "bf16")
+    assert no_floor.startswith("No measured floor"), "without a floor, bf16 gets no guessed tolerance"
