@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# How the committed GPU results were made: one part per call of at most 10 minutes on one GPU.
+# How the committed GPU results were made (each call of the lent machine runs at most 10 minutes).
 #
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
-# PART: env | evaluator | bench | bench-autotune | 08A | 08B | 08C | 08-parallel | 09 | scaling
+# PART: env | evaluator | bench | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 09 | scaling
+#
+# First session, one H100: env evaluator bench(-ladder) 08A 08B 08C 09, one or two parts a call.
+# Second session, a 2-GPU H100 host (the same `export NCCL_NVLS_ENABLE=0 ...` in every call):
+#   1. CUDA_VISIBLE_DEVICES=0 ... env bench-profile bench-autotune  &  CUDA_VISIBLE_DEVICES=1 SR_MINUTES=5.5 ... 09
+#   2. 08-parallel scaling   (SCALING_ARGS="--speed-steps 200 --curve-steps 400 --log-every 50"; GPU_DEADLINE cut
+#      2xDiT-B/2 short)   3. scaling with "--only 2xDiT-B/2" added   4. CUDA_VISIBLE_DEVICES=0 ... bench (other GPU idle)
+#   5. the two compile-scope control runs by hand (their commands are in multi_gpu/scaling.json)
 #
 # 08-parallel: every unfinished run of parts B and C as its own process, spread over the visible GPUs
 # (the eager DiT-S/4 runs are bound by kernel launches, so three share a GPU well); then the figures.
@@ -62,10 +69,14 @@ for part in "$@"; do
     evaluator)
       $PY -m minidit.evaluator train --out minidit/assets/evaluator.safetensors
       copy_out minidit/assets/evaluator.safetensors minidit/assets/evaluator.json ;;
-    bench)
-      run_py -m minidit.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast,fast-recompute \
-        --profile --out notebooks/results/bench/bench_h100.json
+    bench)  # the file the README's speed table quotes
+      run_py -m minidit.bench --variants baseline,baseline-bf16-compile,fast,fast-recompute \
+        --out notebooks/results/bench/bench_h100.json
       copy_out notebooks/results/bench/bench_h100.json ;;
+    bench-profile)  # the whole ladder, and where each variant's time goes
+      run_py -m minidit.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast,fast-recompute \
+        --profile --out notebooks/results/bench/bench_h100_profile.json
+      copy_out notebooks/results/bench/bench_h100_profile.json ;;
     bench-autotune)  # max-autotune tries Triton matmul templates: minutes of compiling, so its own JSON
       run_py -m minidit.bench --variants baseline,fast-autotune-recompute,fast-autotune --no-sample \
         --out notebooks/results/bench/bench_h100_autotune.json
