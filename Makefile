@@ -42,9 +42,10 @@ venv: $(BIN)/python
 	@if [ -n "$(TORCH)" ]; then $(BIN)/python -m pip install -q "$(TORCH)"; fi
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 
+# Jupyter refuses to start as root unless told; containers (Docker, Colab-like images) often run as root.
 course:
 	$(MAKE) setup EXTRAS=notebooks,dev
-	$(BIN)/python -m jupyterlab notebooks/
+	$(BIN)/python -m jupyterlab notebooks/ $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi) $(JUPYTER_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest tests exercises $(PYTEST_ARGS)

@@ -48,11 +48,12 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class Mlp(nn.Module):
     """The transformer's feed-forward layer: Linear -> GELU (tanh approximation) -> Linear (timm's Mlp).
 
-    recompute_act (off by default; `set_recompute_gelu` switches it for a whole model): wrap the GELU in
-    `torch.utils.checkpoint`, which tells torch.compile's partitioner to recompute GELU(h) in the backward
-    pass from h instead of keeping both h and GELU(h) (each N x T x 4D) until then. For DiT-S/2 at batch
-    256 that is 12 x 256 x 256 x 1536 bf16 values = 2.4 GB less activation memory, for one extra pointwise
-    pass. The maths is unchanged. In eager mode it saves nothing (fc2 still keeps its input, GELU(h)).
+    recompute_act (off by default; `set_recompute_gelu` switches it for a whole model): while torch.compile
+    traces the model, wrap the GELU in `torch.utils.checkpoint`, which tells the compiler's partitioner to
+    recompute GELU(h) in the backward pass from h instead of keeping both h and GELU(h) (each N x T x 4D)
+    until then. For DiT-S/2 at batch 256 that is 12 x 256 x 256 x 1536 bf16 values (2.25 GiB) less; the
+    H100 bench measured 12.15 -> 10.09 GiB peak for 2% of the speed. The maths is unchanged. Eager mode
+    ignores the flag: there fc2 keeps its input, GELU(h), anyway, so recomputing would only cost time.
     """
 
     recompute_act = False
@@ -66,7 +67,7 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, T, D) -> (N, T, D)."""
         h = self.fc1(x)  # (N, T, 4D)
-        if self.recompute_act and torch.is_grad_enabled():
+        if self.recompute_act and torch.is_grad_enabled() and torch.compiler.is_compiling():
             return self.fc2(checkpoint(self.act, h, use_reentrant=False))
         return self.fc2(self.act(h))
 

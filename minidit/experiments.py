@@ -433,6 +433,8 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
         runs = [r for r in spec.runs if r.name in only]
     started, wall_start = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
     budget = spec.budget_minutes if budget_minutes is None else budget_minutes
+    if not budget > 0:
+        raise ValueError(f"budget_minutes must be > 0 (minutes for this call), got {budget}")
     deadline = started + 60 * budget
     results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
     runs_dir = pathlib.Path(runs_dir) if runs_dir else default_runs_dir()

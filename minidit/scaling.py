@@ -212,13 +212,17 @@ def history_fields(history: dict, processes: int) -> dict:
     )
 
 
+def _record(run: Run, args: argparse.Namespace, **fields) -> dict:
+    """The fields every record has (what the run was and its settings), then `fields`."""
+    return {"name": run.name, "model": run.model, "role": run.role, "processes": run.processes,
+            "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
+            "steps": run.steps, "settings": run_settings(run, args), **fields}  # fmt: skip
+
+
 def run_record(run: Run, args: argparse.Namespace, exit_code: int, wall_s: float, log_path: pathlib.Path,
                gpu: int | None) -> dict:
     """The results entry of a finished run, from its exit code and out_dir/history.json."""
-    record = {"name": run.name, "model": run.model, "role": run.role, "processes": run.processes,
-              "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
-              "steps": run.steps, "settings": run_settings(run, args), "exit_code": exit_code,
-              "wall_time_s": wall_s, "log": str(log_path), "pinned_gpu": gpu}  # fmt: skip
+    record = _record(run, args, exit_code=exit_code, wall_time_s=wall_s, log=str(log_path), pinned_gpu=gpu)
     history_path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
     if exit_code == 0 and not history_path.is_file():
         record["exit_code"], record["error"] = -1, f"the run exited with 0 but wrote no {history_path}"
@@ -321,11 +325,8 @@ def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int
     run = dataclasses.replace(run, steps=cfg["steps"])
     flags = argparse.Namespace(log_every=cfg["log_every"], seed=cfg["seed"], precision=cfg["precision"],
                                compile=cfg["compile"], device=cfg["device"])
-    record = {"name": name, "model": run.model, "role": run.role, "processes": run.processes,
-              "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
-              "steps": run.steps, "settings": run_settings(run, flags), "exit_code": 0, "wall_time_s": None,
-              "log": None, "pinned_gpu": None, "imported_from": str(history_path),
-              "import_command": command}  # fmt: skip
+    record = _record(run, flags, exit_code=0, wall_time_s=None, log=None, pinned_gpu=None,
+                     imported_from=str(history_path), import_command=command)
     record.update(history_fields(history, run.processes))
     return record
 

@@ -496,10 +496,10 @@ if C_ROWS:
 #   close: compute, not parameters, sets the quality, as the paper argues — with one seed and short
 #   training, a hint rather than a law.
 # * How it was run: the five missing runs of part B and B/4 of part C ran at the same time as six
-#   processes on a 2-GPU H100 host (`run_on_gpu.sh 08-parallel`, 3.7 minutes for all six). The eager
-#   S/4 runs are bound by kernel launches (~3,900 img/s alone, slower than the compiled S/2 with 4x the
-#   compute), so three of them share one GPU at most ~20% slower each (medians in the records). The wall times printed above
-#   count overlapping processes once.
+#   processes on a 2-GPU H100 host (`run_on_gpu.sh 08-parallel`; 3.3 minutes for all six by the records'
+#   session times). The eager S/4 runs are bound by kernel launches (~3,900 img/s alone, slower than the
+#   compiled S/2 with 4x the compute), so three of them share one GPU at most ~20% slower each (medians
+#   in the records). The wall times printed above count overlapping processes once.
 #
 # Why a small-scale ablation may disagree with the paper, to weigh against what was measured:
 # the paper's gaps are at 400K steps of a 675M-parameter model on ImageNet latents, ours after a short

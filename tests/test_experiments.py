@@ -226,6 +226,8 @@ def test_run_part_only_runs_the_named_runs_and_counts_every_finished_one(tmp_pat
     assert both["done"] == [first.name, second.name] and both["complete"] and len(both["sessions"]) == 2
     with pytest.raises(ValueError, match="has no run"):
         ex.run_part("B", only=["S4_nonsense"], **kwargs)
+    with pytest.raises(ValueError, match="budget_minutes must be > 0"):
+        ex.run_part("B", budget_minutes=0, **kwargs)
 
 
 def test_cli_plan_pending_and_bad_part(tmp_path, capsys):
@@ -236,6 +238,9 @@ def test_cli_plan_pending_and_bad_part(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         ex.main(["D"])
     assert err.value.code == 2
+    with pytest.raises(SystemExit) as err:
+        ex.main(["B", "--only", "S4_nonsense", "--quick", "--results-dir", str(tmp_path)])
+    assert err.value.code == 2 and "has no run" in capsys.readouterr().err
 
 
 @pytest.mark.data
