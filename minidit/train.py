@@ -55,6 +55,7 @@ from minidit import checkpoint as _checkpoint
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
 from minidit.blocks import set_recompute_gelu
+from minidit.cli import ArgumentParser
 from minidit.data import FashionMNIST, load_fashion_mnist, sample_batch
 from minidit.device import get_device
 from minidit.model import create_model, model_config
@@ -176,7 +177,7 @@ class FastStep:
     torch.bfloat16 for autocast, None for fp32; ema: the EMA copy (None: no EMA, e.g. DDP ranks > 0).
     The first call compiles; if torch.compile fails, it says why and continues without it.
     skip_nonfinite: a step whose loss or gradients are NaN/inf changes nothing (no optimiser or EMA
-    update); this costs one host sync per step. `skipped` counts such steps.
+    update) and returns NaN losses; this costs one host sync per step. `skipped` counts such steps.
     """
 
     def __init__(self, model, diffusion, optimizer, *, amp_dtype=None, compile: bool = False,
@@ -234,7 +235,7 @@ class FastStep:
         if self.skip_nonfinite and not self._finite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
-            return loss
+            return torch.full_like(loss, math.nan)  # a skipped step counts as non-finite wherever it is logged
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None and ema_decay is not None:
@@ -559,23 +560,29 @@ def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
                               f"{cfg.lr:g}), or pass --skip-nonfinite to skip such steps")
 
     def check_finite(losses: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Raise NonFiniteError unless the weights (and `losses`, (world * k * n,) of the last k steps) are finite.
+        """Raise NonFiniteError on NaN/inf weights, or losses unless they were skipped; one host sync.
 
-        One host sync. With skip_nonfinite, steps with a non-finite loss were skipped by the stepper:
-        they are recorded and the (k,) mask of the steps to keep is returned.
+        losses: (world * k * n,) of the last k steps, gathered (at logging steps); None: this
+        rank's pending losses, only to name the step when the weights are bad (at saves). With
+        skip_nonfinite the stepper skipped the steps whose loss is not finite: they are recorded
+        and the (k,) mask of the steps to keep is returned.
         """
-        flags = _weights_finite(model)[None]  # (1,)
-        if losses is not None:
-            flags = torch.cat([flags, torch.isfinite(losses.view(world.world_size, -1, per_rank)).all(2).all(0)])
-        flags = flags.cpu()
+        gathered = losses is not None
+        if not gathered:
+            losses = torch.cat(pending_loss) if pending_loss else torch.zeros(0, device=device)
+        ranks = world.world_size if gathered else 1
+        flags = torch.cat([_weights_finite(model)[None],  # (1 + k,)
+                           torch.isfinite(losses.view(ranks, -1, per_rank)).all(2).all(0)]).cpu()
+        k = len(flags) - 1
+        bad = [step - k + 1 + i for i in torch.nonzero(~flags[1:]).flatten().tolist()]
+        where = f"the loss turned NaN/inf at step {bad[0]}" if bad else "the weights hold NaN/inf"
         if not flags[0]:
-            raise diverged(f"the weights hold NaN/inf after step {step}")
-        if losses is None or flags[1:].all():
+            raise diverged(f"{where} (found after step {step})")
+        if not bad or not gathered:
             return None
-        bad = [step - len(flags) + 2 + i for i in torch.nonzero(~flags[1:]).flatten().tolist()]
         if not cfg.skip_nonfinite:
-            raise diverged(f"the loss is NaN/inf at step {bad[0]} (found at the logging step {step})")
-        if len(bad) == len(flags) - 1:
+            raise diverged(f"{where} (found at the logging step {step})")
+        if len(bad) == k:
             raise diverged(f"every step from {bad[0]} to {step} had a NaN/inf loss and was skipped")
         history["skipped_steps"].extend(bad)
         log(f"skipped {len(bad)} step(s) with a NaN/inf loss or gradient: {bad[:10]}")
@@ -706,9 +713,9 @@ _HELP = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """One flag per TrainConfig field (--global-batch-size, --no-flip, ...), plus --preset."""
-    parser = argparse.ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config; flags override it")
     defaults = TrainConfig.__dataclass_fields__
@@ -758,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     except (_checkpoint.CheckpointError, RunFolderError) as err:  # a damaged or different run to resume
         parser.error(str(err))
     except NonFiniteError as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
+        parser.fail(str(err))
     if _world_from_env().rank == 0:
         last = history["loss"][-1] if history["loss"] else math.nan
         print(f"minidit.train: step {history['final_step']}, loss {last:.4f}, weights {history['checkpoints'][-1]}")
