@@ -272,7 +272,8 @@ def read_weights_config(path: str | os.PathLike) -> dict:
     except Exception as err:
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {err}") from None
     if metadata.get("format") != WEIGHTS_FORMAT or "config" not in metadata:
-        raise CheckpointError(f"{path} is a safetensors file but not a minidit weights file (no {WEIGHTS_FORMAT} metadata)")
+        raise CheckpointError(f"{path} is a safetensors file but not a minidit weights file "
+                              f"(no {WEIGHTS_FORMAT} metadata)")
     return json.loads(metadata["config"])
 
 

@@ -134,7 +134,8 @@ def latest_checkpoint(path) -> pathlib.Path:
 def describe_checkpoint(path, use_ema: bool = True) -> str:
     """One line for the log: which weights file, its training step, EMA or raw weights."""
     step = read_weights_config(path).get("step")
-    return f"{path} ({'step ' + str(step) if step is not None else 'step unknown'}, {'EMA' if use_ema else 'raw'} weights)"
+    when = "step unknown" if step is None else f"step {step}"
+    return f"{path} ({when}, {'EMA' if use_ema else 'raw'} weights)"
 
 
 def check_sampling_args(args, parser: argparse.ArgumentParser) -> None:

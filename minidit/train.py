@@ -753,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything a user can get wrong, checked before any work
         cfg = config_from_args(args)
         check_batch_split(cfg.global_batch_size, _world_from_env().world_size)
+        get_device(cfg.device)
         claim_out_dir(cfg, is_main=False)  # checks only; train() clears for --overwrite
         data = load_fashion_mnist("train", root=cfg.data_dir)
         check_data(data, cfg)

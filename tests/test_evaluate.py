@@ -118,7 +118,8 @@ def test_cli_refuses_wrong_ranges_labels_and_outputs(tmp_path, capsys):
         err = _cli_error(capsys, ["--samples", str(tmp_path / name), "--out", str(tmp_path / "s.json")])
         assert name in err and __import__("re").search(message, err), err
     np.savez(tmp_path / "ok.npz", images=px)
-    assert "is an existing folder" in _cli_error(capsys, ["--samples", str(tmp_path / "ok.npz"), "--out", str(tmp_path)])
+    ok = str(tmp_path / "ok.npz")
+    assert "is an existing folder" in _cli_error(capsys, ["--samples", ok, "--out", str(tmp_path)])
     assert "does not exist" in _cli_error(capsys, ["--samples", str(tmp_path / "missing.npz")])
     assert "--num-samples must be >= 1" in _cli_error(capsys, ["--ckpt", "x", "--num-samples", "0"])
     assert "--kid-subsets" in _cli_error(capsys, ["--samples", str(tmp_path / "ok.npz"), "--kid-subsets", "0"])
