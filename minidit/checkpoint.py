@@ -96,7 +96,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):  # PermissionError: alive, someone else's; OSError: cannot tell (Windows)
+    except OSError:  # PermissionError: alive, someone else's; otherwise we cannot tell, so keep the file
         return True
     return True
 
@@ -161,8 +161,9 @@ def _load_into(module: nn.Module, state_dict: dict, path: pathlib.Path, what: st
 # ----------------------------------------------------------------------------- checksums
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw bytes of t (any dtype, incl. bf16), without a copy when t is a contiguous CPU tensor."""
+    return memoryview(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -200,12 +201,19 @@ def state_digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def _checksum_failed(path: pathlib.Path) -> ChecksumError:
+def _newest_intact_hint(path: pathlib.Path) -> str:
     good = newest_intact_weights(path)
-    hint = (f"the newest intact checkpoint beside it is {good}" if good is not None
+    return (f"the newest intact checkpoint beside it is {good}" if good is not None
             else "no intact checkpoint was found beside it")
+
+
+def _checksum_failed(path: pathlib.Path) -> ChecksumError:
     return ChecksumError(f"{path} failed its checksum: its contents changed after it was written (disk, copy or "
-                         f"transfer damage), so it cannot be trusted; {hint}")
+                         f"transfer damage), so it cannot be trusted; {_newest_intact_hint(path)}")
+
+
+def _unreadable(path: pathlib.Path, err: Exception, what: str = "could not be read") -> CheckpointError:
+    return CheckpointError(f"{path} {what} (corrupt or truncated?): {err}; {_newest_intact_hint(path)}")
 
 
 def _no_digest_warning(path: pathlib.Path) -> None:
@@ -232,7 +240,7 @@ def newest_intact_weights(path: str | os.PathLike) -> pathlib.Path | None:
     path = pathlib.Path(path)
     folders = (path.parent, path.parent / "checkpoints")
     candidates = sorted({f for d in folders if d.is_dir() for f in d.glob("*.safetensors") if f != path},
-                        key=lambda f: (f.stem.isdigit() and int(f.stem), f.stat().st_mtime), reverse=True)
+                        key=lambda f: (int(f.stem) if f.stem.isdigit() else -1, f.stat().st_mtime), reverse=True)
     return next((f for f in candidates if verify_weights(f)), None)
 
 
@@ -270,7 +278,7 @@ def read_weights_config(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {err}") from None
+        raise _unreadable(path, err, "is not a readable safetensors file") from None
     if metadata.get("format") != WEIGHTS_FORMAT or "config" not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a minidit weights file "
                               f"(no {WEIGHTS_FORMAT} metadata)")
@@ -294,7 +302,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
         with safe_open(str(path), framework="pt") as f:
             expected = (f.metadata() or {}).get(DIGEST_KEY)
     except Exception as err:
-        raise CheckpointError(f"{path} could not be read (corrupt or truncated?): {err}") from None
+        raise _unreadable(path, err) from None
     if expected is None:
         _no_digest_warning(path)
     elif tensors_digest(tensors) != expected:
@@ -358,13 +366,13 @@ def load_state(path: str | os.PathLike, *, model: nn.Module | None = None, ema: 
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found is None:
-            raise CheckpointError(f"checkpoint {path} could not be read (corrupt or truncated?): {err}") from None
+            raise _unreadable(path, err) from None
         raise CheckpointError(
             f"{path} was refused: it asks to run code or build objects ({found[1]}) that a minidit state never "
             "holds, so it is not one (or it was tampered with); nothing in it was run. Load only files you trust"
         ) from None
     except Exception as err:  # truncated zip, bad pickle, ...
-        raise CheckpointError(f"checkpoint {path} could not be read (corrupt or truncated?): {err}") from None
+        raise _unreadable(path, err) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a minidit training state (expected format {STATE_FORMAT!r})")
     if DIGEST_KEY not in state:

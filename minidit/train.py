@@ -242,9 +242,9 @@ class FastStep:
             _ema.update_ema(self.ema, self.raw, ema_decay)  # a module global: the course switch can swap it
         return loss
 
-
     def _finite(self, loss: torch.Tensor) -> bool:
-        """Are the loss and every gradient finite? (one host sync; under DDP the gradients are the all-reduced ones)"""
+        """Are the loss and every gradient finite? One host sync; under DDP the gradients are all-reduced, so
+        every rank gets the same answer."""
         grads = [p.grad for p in self.raw.parameters() if p.grad is not None]
         flags = [torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]
         return bool(torch.stack(flags).all())
@@ -382,8 +382,8 @@ def _check_resume_config(saved: dict, cfg: TrainConfig, path) -> None:
     diffs = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}"
              for k in RESUME_MUST_MATCH if saved.get(k) != getattr(cfg, k)]
     if diffs:
-        raise RunFolderError(f"cannot resume {path}: the run was started with a different config ({'; '.join(diffs)}). "
-                         "Use a new --out-dir, or drop --resume to start afresh")
+        raise RunFolderError(f"cannot resume {path}: the run was started with a different config "
+                             f"({'; '.join(diffs)}). Use a new --out-dir, or --overwrite to start afresh there")
 
 
 def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, compiled: bool) -> dict:
@@ -531,8 +531,13 @@ def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
         pending_loss = [state["extra"]["pending_loss"].to(device)] if len(state["extra"]["pending_loss"]) else []
         pending_t = [state["extra"]["pending_t"].to(device)] if pending_loss else []
         history = _load_history(history_path, step) or history
+        if pending_loss and history["world_size"] != world.world_size:  # another per-rank batch: steps unsplittable
+            pending_loss, pending_t = [], []
+            log(f"the world size changed ({history['world_size']} -> {world.world_size}): the first loss logged "
+                "after resuming averages only the steps run now")
         history.update(device=str(device), world_size=world.world_size, compiled=use_compile,
                        precision="bf16" if amp_dtype is not None else "fp32", config=dataclasses.asdict(cfg))
+        history.update(state=str(state_path), final_step=step)  # the last finite state, until the next save
         log(f"resumed {state_path} at step {step}")
     elif cfg.resume:
         log(f"--resume: no {state_path} yet, starting a new run")
@@ -716,7 +721,7 @@ _HELP = {
 def build_parser() -> ArgumentParser:
     """One flag per TrainConfig field (--global-batch-size, --no-flip, ...), plus --preset."""
     parser = ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+                            allow_abbrev=False)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config; flags override it")
     defaults = TrainConfig.__dataclass_fields__
     for field in dataclasses.fields(TrainConfig):

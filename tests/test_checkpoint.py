@@ -190,6 +190,9 @@ def test_flipped_bytes_in_weights_are_caught_and_the_newest_intact_file_named(tm
     with pytest.raises(checkpoint.ChecksumError, match=r"0000003\.safetensors failed.*newest intact.*0000001"):
         checkpoint.load_weights(paths[2])
     assert checkpoint.newest_intact_weights(paths[2]) == paths[0]
+    paths[2].write_bytes(paths[2].read_bytes()[:1000])  # a copy cut short: unreadable, and the intact one named
+    with pytest.raises(checkpoint.CheckpointError, match=r"corrupt or truncated.*newest intact.*0000001"):
+        checkpoint.load_weights(paths[2])
 
 
 def test_a_file_without_a_checksum_loads_with_a_warning(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 def paths(tmp_path):
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "a_dir").mkdir()
-    return {"file": str(tmp_path / "a_file"), "dir": str(tmp_path / "a_dir"), "under_file": str(tmp_path / "a_file" / "x")}
+    return {"file": str(tmp_path / "a_file"), "dir": str(tmp_path / "a_dir"),
+            "under_file": str(tmp_path / "a_file" / "x")}
 
 
 CASES = [
