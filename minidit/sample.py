@@ -69,7 +69,7 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     no guidance; otherwise `model.forward_with_cfg` (one doubled batch per step). sampler: "ddpm"
     (ancestral, DDPM Algorithm 2) or "ddim" (eta 0 = deterministic). generator: draws x_T and
     the per-step noise. noise: (N, C, H, W) x_T instead. amp: bf16 autocast for the model
-    (default: on CUDA). Returns (N, C, H, W) float32 in [-1, 1].
+    (default: on CUDA). Returns (N, C, H, W) float32 in [-1, 1]; ValueError if the model produced NaN/inf.
     """
     net = unwrap_model(model)
     device = next(net.parameters()).device
@@ -98,6 +98,8 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
             x = process.ddim_sample_loop(model_fn, shape, eta=eta, **kwargs)
     finally:
         net.train(was_training)
+    if not torch.isfinite(x).all():  # clamp and uint8 conversion would turn NaN into plausible black images
+        raise ValueError("sampling produced NaN/inf values: the model's weights are not finite (a diverged run?)")
     return x.clamp(-1, 1)  # (N, C, H, W)
 
 

@@ -610,6 +610,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
         _checkpoint.atomic_write_json(history_path, history)
 
     def sample_grid() -> None:
+        check_finite()  # a grid of a diverged model would be black, not an error
         if not is_main:
             return
         from minidit.sample import sample, save_image_grid

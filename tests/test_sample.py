@@ -174,3 +174,11 @@ def test_cli_refuses_a_damaged_checkpoint_and_names_the_intact_one(tmp_path, cap
     newest.write_bytes(bytes(raw))
     err = _cli_error(capsys, ["--ckpt", str(run), "--out", str(tmp_path / "g.png")])
     assert "0000020.safetensors failed its checksum" in err and "0000010.safetensors" in err
+
+
+def test_a_diverged_model_is_an_error_not_black_images():
+    model = _model()
+    with torch.no_grad():
+        model.final_layer.linear.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN/inf"):
+        sample(model, create_diffusion(), torch.tensor([0, 1]), sampler="ddim", steps=2)

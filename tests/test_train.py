@@ -296,6 +296,14 @@ def test_a_nan_step_is_named_and_nothing_after_it_is_saved(tmp_path, monkeypatch
     assert [f.stem for f in sorted((tmp_path / "checkpoints").glob("*"))] == ["0000002"]
 
 
+def test_a_sample_grid_between_logging_steps_checks_first(tmp_path, monkeypatch):
+    """A grid at step 3 (logging at 4) of weights that went NaN at step 2: an error, not a black PNG."""
+    _nan_noise_at(monkeypatch, {2})
+    with pytest.raises(train_module.NonFiniteError, match="loss turned NaN/inf at step 2"):
+        train(_cfg(tmp_path, steps=8, log_every=4, sample_every=3, sample_steps=2), data=DATA)
+    assert not (tmp_path / "samples").exists()
+
+
 def test_skip_nonfinite_skips_exactly_the_bad_steps(tmp_path, monkeypatch):
     """With --skip-nonfinite the NaN step changes nothing: the state after step 3 is the state after step 2."""
     _nan_noise_at(monkeypatch, {3})
