@@ -3,8 +3,8 @@
 Three parts, each a list of runs (DiT §4):
 
     A  DiT-S/2, adaLN-Zero, learned sigma: the paper's recipe on Fashion-MNIST, evaluated over training
-       and at the end with classifier-free guidance scales 1, 1.5 and 4 (DiT §3.1, Table 4).
-    B  the conditioning-block ablation of DiT Figure 5 (§4.1) at small scale: in-context, cross-attention,
+       and at the end with classifier-free guidance scales 1, 1.5 and 4 (DiT §3.1, Table 2).
+    B  the conditioning-block ablation of DiT Figure 5 (§5) at small scale: in-context, cross-attention,
        adaLN and adaLN-Zero, same model size, data, steps, seeds and evaluation, no guidance.
     C  a small scaling study in the spirit of DiT Figures 2 and 8: S/8, S/4, S/2, B/4, same steps.
 
@@ -40,7 +40,7 @@ BLOCK_ORDER = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")  # the pa
 EVAL_SEED = 1234  # every model is sampled from the same x_T and labels (common random numbers)
 GRID_PER_CLASS = 8
 
-# DiT §4.1 and Figure 5: DiT-XL/2 on ImageNet 256x256, FID-50K after 400K steps, no guidance; Gflops of each block.
+# DiT §5 and Figure 5: DiT-XL/2 on ImageNet 256x256, FID-50K after 400K steps, no guidance; Gflops of each block.
 PAPER_FIG5 = {
     "adaLN-Zero": {"fid": 19.47, "gflops": 118.6},
     "adaLN": {"fid": 25.21, "gflops": 118.6},

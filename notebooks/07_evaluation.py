@@ -14,7 +14,7 @@
 # # 07 · Evaluation beyond FID: what each number measures, and when it misleads
 #
 # **Paper:** DiT §4, *Evaluation metrics*: FID-50K is the headline number of every scaling plot;
-# Table 4 adds sFID, Inception Score, precision and recall, all computed with the evaluation
+# Table 2 adds sFID, Inception Score, precision and recall, all computed with the evaluation
 # suite of ADM (Dhariwal & Nichol 2021) on Inception-v3 features. Behind them: FID (Heusel et al.
 # 2017), sFID (Nash et al. 2021), IS (Salimans et al. 2016), improved precision and recall
 # (Kynkäänniemi et al. 2019); and two the paper does not use: KID (Bińkowski et al. 2018),
@@ -363,7 +363,7 @@ print({name: [round(m, 3) for m, _ in values] for name, values in bias.items()})
 # ## 7. The guidance trade-off
 #
 # Classifier-free guidance (notebook 06) pushes samples towards what the model thinks is typical
-# of their class: fidelity up, diversity down. DiT's Table 4 shows it as FID falling from 9.62 to
+# of their class: fidelity up, diversity down. DiT's Table 2 (ImageNet 256×256) shows it as FID falling from 9.62 to
 # 2.27 at scale 1.5, with precision up and recall down. Here a tiny DiT is trained with
 # `minidit.train.train` (the GPU trainer of notebook 08) and sampled at several scales from the same
 # starting noise; `minidit.evaluate.draw_samples` and `metrics.evaluation_report` are what
@@ -382,17 +382,20 @@ sweep, grids = [], []
 for scale in GUIDANCE_SCALES:
     images, labels = draw_samples(ema, diffusion, N_GUIDANCE, scale, "ddim", SAMPLE_STEPS, seed=SEED)
     sweep.append(metrics.evaluation_report(images, labels, evaluator=evaluator, kid_subsets=KID_SUBSETS))
-    grids.append(images[:10])
+    grids.append((images[:10], labels[:10]))
 show({f"scale {s:g}": r["samples"] for s, r in zip(GUIDANCE_SCALES, sweep)} | {"real floor": sweep[0]["real_floor"]})
 
 fig, axes = plt.subplots(len(GUIDANCE_SCALES), 10, figsize=(10, 1.1 * len(GUIDANCE_SCALES)))
-for row, scale, images in zip(np.atleast_2d(axes), GUIDANCE_SCALES, grids):
-    for ax, image in zip(row, images):
+for i, (row, scale, (images, classes)) in enumerate(zip(np.atleast_2d(axes), GUIDANCE_SCALES, grids)):
+    for ax, image, label in zip(row, images, classes.tolist()):
         ax.imshow(image[0], cmap="gray", vmin=-1, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
+        if i == 0:
+            ax.set_title(CLASS_NAMES[label], fontsize=8)
     row[0].set_ylabel(f"s = {scale:g}", fontsize=9)
-plt.suptitle("one sample per class at each guidance scale (same starting noise)", fontsize=10)
+plt.suptitle("one sample per class at each guidance scale (same starting noise)"
+             + ("\nquick mode: a few training steps, so these samples are noise" if QUICK else ""), fontsize=10)
 plt.show()
 
 # %% [markdown]
