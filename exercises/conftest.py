@@ -6,9 +6,9 @@
 
 A test that reaches a stub's `raise NotImplementedError("ex05: patchify")` is reported as skipped,
 "not started"; any other exception or a wrong value is a real failure, shown with a short traceback
-(pass --tb=long for the full one), and the progress table repeats the first hint of each exercise. With MINIDIT_TEST_TIMEOUT=s
-(set by `python -m minidit.grading grade`) a test that runs longer than s seconds fails with a
-TimeoutError, so an infinite loop costs only the tests that reach it.
+(pass --tb=long for the full one), and the progress table repeats the first hint of each failing
+exercise. With MINIDIT_TEST_TIMEOUT=s (set by `python -m minidit.grading grade`) a test that runs
+longer than s seconds fails with a TimeoutError, so an infinite loop costs only the tests that reach it.
 """
 
 from __future__ import annotations
