@@ -343,6 +343,9 @@ for t in [0, 100, 300, 600, 999]:
     print(f"t = {t:>3}: corr(x_t, x_0) measured {corr:.4f}, formula {formula:.4f}")
 
 # %% [markdown]
+# Measured and predicted agree to about $10^{-3}$ at every $t$ (the gap is the sampling noise of
+# one draw). The correlation is below 0.5 by $t = 300$ and about 0.1 at $t = 600$.
+#
 # ## 5. Your implementation
 #
 # Exercises **ex01** (`linear_beta_schedule`, `cosine_beta_schedule`, `compute_alphas_cumprod`)
