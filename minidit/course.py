@@ -133,15 +133,26 @@ EXERCISES: dict[str, Exercise] = {
 
 # ----------------------------------------------------------------------------- folders and loading
 
+def _is_checkout(folder: pathlib.Path) -> bool:
+    return any((folder / "exercises").glob("ex[0-9][0-9]_*.py"))
+
+
 def repo_root() -> pathlib.Path:
-    """The folder that holds exercises/ (the checkout minidit was installed from, else the working dir)."""
-    here = pathlib.Path(__file__).resolve().parent.parent
-    if (here / "exercises").is_dir():
-        return here
-    for folder in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]:
-        if (folder / "exercises").is_dir():
-            return folder
-    return here
+    """The course checkout the student works in, the folder that holds exercises/.
+
+    Looked for from where the student is first: the running notebook's folder (Jupyter sets
+    $JPY_SESSION_NAME to the notebook's path) and the working directory, each with its parents; only
+    then the checkout minidit was imported from. So two clones sharing one virtual environment each
+    see their own exercises/.
+    """
+    starts = [pathlib.Path.cwd()]
+    if os.environ.get("JPY_SESSION_NAME"):
+        starts.insert(0, (pathlib.Path.cwd() / os.environ["JPY_SESSION_NAME"]).parent)
+    for start in starts:
+        for folder in [start, *start.parents]:
+            if _is_checkout(folder):
+                return folder
+    return pathlib.Path(__file__).resolve().parent.parent
 
 
 def get(exercise_id: str) -> Exercise:

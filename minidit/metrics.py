@@ -1,6 +1,6 @@
 """Sample-quality metrics: the paper's suite and what it lacks, in a feature space that fits the data.
 
-DiT reports FID-50K, sFID, Inception Score, precision and recall (DiT §4 "Evaluation metrics", Table 4),
+DiT reports FID-50K, sFID, Inception Score, precision and recall (DiT §4 "Evaluation metrics", Table 2),
 all computed with ADM's evaluator on ImageNet Inception-v3 features. Here the same quantities are
 computed on the features of a small Fashion-MNIST classifier (`minidit.evaluator`):
 

@@ -1,7 +1,7 @@
 """Sample images from a trained DiT: DDPM with respaced steps, DDIM, classifier-free guidance.
 
 DiT samples with 250 respaced DDPM steps (IDDPM §4.1) and, for its best FID, classifier-free
-guidance at scale 1.5 (DiT §3.1, Table 4); its figures use scale 4.0. DDIM (Song et al. 2021,
+guidance at scale 1.5 (DiT §3.1, Table 2); its figures use scale 4.0. DDIM (Song et al. 2021,
 Eq. 12) with 50 steps is the fast alternative.
 
     python -m minidit.sample --ckpt runs/s2/checkpoints/0020000.safetensors --out grid.png
