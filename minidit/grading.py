@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -29,14 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 
-from minidit import course
+from minidit import course, sandbox
 
 # tests/ files that need solutions/; they do not ship in the student release.
 RELEASE_EXCLUDE = ("solutions/", "tests/test_exercises.py", "tests/test_course.py", "tests/test_grading.py",
                    "tests/_exercise_runner.py")
-TIMEOUT_MESSAGE = "test ran longer than"  # exercises/conftest.py words a timed-out test so
+TIMEOUT_MESSAGE = sandbox.TIMEOUT_MESSAGE  # exercises/conftest.py words a timed-out test so
 _NEVER_COPY = {".git", ".venv", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "release", "grades"}
 
 
@@ -57,74 +58,203 @@ def exercise_status(outcomes: list[str]) -> tuple[str, int, int]:
     return "in progress", passed, total
 
 
+# ----------------------------------------------------------------------------- honesty
+
+_DYNAMIC = {"importlib", "__import__", "exec", "eval", "compile", "runpy"}
+
+
+def exercised_names(ex: course.Exercise) -> set[str]:
+    """The names an exercise asks for and the minidit attributes they replace (DiT.forward_with_cfg -> forward_with_cfg)."""
+    names = set(ex.names)
+    for targets in ex.targets.values():
+        for target in targets:
+            path = target.partition(":")[2]
+            if not path.endswith("]"):
+                names.add(path.rsplit(".", 1)[-1])
+    return names
+
+
+def honesty_problems(ex: course.Exercise, source: str) -> list[str]:
+    """Why a submission file is not the student's own implementation (empty: nothing found), by reading it.
+
+    Not allowed: importing or reaching the exercise's own names from minidit or solutions
+    (`from minidit.diffusion import q_sample`, `diffusion.q_sample(...)`, `model.forward_with_cfg(...)`,
+    `getattr(m, "q_sample")`), importing solutions at all, and loading code dynamically (importlib,
+    exec, eval, ...). Everything else is allowed: other exercises' pieces and minidit's building blocks
+    (Attention, Mlp, modulate in ex11, diffusion.q_sample in ex03). The child process adds a runtime
+    check (minidit's own versions of the graded pieces raise there), see minidit.sandbox.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # the tests report the syntax error
+    own, problems = exercised_names(ex), []
+
+    def add(node: ast.AST, text: str) -> None:
+        problems.append(f"line {getattr(node, 'lineno', '?')}: {text}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "solutions":
+                    add(node, f"imports {alias.name}")
+                elif alias.name.split(".")[0] in _DYNAMIC:
+                    add(node, f"imports {alias.name} (loading code dynamically)")
+        elif isinstance(node, ast.ImportFrom):
+            top = (node.module or "").split(".")[0]
+            if top == "solutions":
+                add(node, f"imports from {node.module}")
+            elif top in _DYNAMIC:
+                add(node, f"imports from {node.module} (loading code dynamically)")
+            elif top == "minidit":
+                for alias in node.names:
+                    if alias.name in own or alias.name == "*":
+                        add(node, f"imports {alias.name} from {node.module}")
+        elif isinstance(node, ast.Attribute) and node.attr in own:
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                add(node, f"uses {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in _DYNAMIC:
+                add(node, f"calls {node.func.id}() (loading code dynamically)")
+            elif node.func.id in ("getattr", "hasattr") and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) \
+                    and node.args[1].value in own:
+                add(node, f"uses {ast.unparse(node)}")
+    return problems
+
+
 # ----------------------------------------------------------------------------- grading
 
-def _read_junit(path: pathlib.Path) -> list[str]:
-    outcomes = []
-    for case in ET.parse(path).getroot().iter("testcase"):
-        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
-        if problem is not None and TIMEOUT_MESSAGE in (problem.get("message") or "") + (problem.text or ""):
-            outcomes.append("timeout")
-        elif case.find("failure") is not None:
-            outcomes.append("failed")
-        elif case.find("error") is not None:
-            outcomes.append("error")
-        elif (skip := case.find("skipped")) is not None:
-            outcomes.append("not started" if "not started" in (skip.get("message") or "") else "skipped")
-        else:
-            outcomes.append("passed")
-    return outcomes
+@dataclasses.dataclass
+class Options:
+    """Limits of one grading run (see minidit.sandbox.Limits for what each means in the child)."""
+
+    timeout: float = 600.0  # seconds per exercise, all its tests together (the verdict process is killed)
+    test_timeout: float = 30.0  # seconds per test (and per call into the student's code)
+    memory_mb: int = 2048
+    max_processes: int = 32
+    output_mb: int = 16
+    user: str = "nobody"
+
+    def limits(self) -> sandbox.Limits:
+        call = self.test_timeout if self.test_timeout > 0 else self.timeout
+        return sandbox.Limits(call_seconds=call, memory_mb=self.memory_mb, cpu_seconds=int(self.timeout) + 1,
+                              output_mb=self.output_mb, max_processes=self.max_processes, user=self.user)
 
 
-def _run_pytest(test_file: pathlib.Path, folder: pathlib.Path, timeout: float,
-                test_timeout: float = 0) -> tuple[str, list[str], str]:
-    """Run one exercise's tests against `folder` in a subprocess -> (status, outcomes, short log)."""
+def _run_exercise(ex: course.Exercise, folder: pathlib.Path, options: Options) -> tuple[str, list[dict], str]:
+    """Run this checkout's tests of one exercise against `folder` -> (status, per-test records, log).
+
+    The tests run in a clean pytest process with minidit.sandbox as plugin: the student's code runs
+    only in that process's confined child. Output goes to files (never pipes); at the end every
+    process still alive below us (setsid or not) is killed, then the report is read.
+    """
     root = course.repo_root()
+    test_file = root / "exercises" / f"test_{ex.stem}.py"
+    sandbox.become_subreaper()
+    before = set(sandbox.children())
     with tempfile.TemporaryDirectory(prefix="minidit-grade-") as tmp:
-        junit = pathlib.Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider",
-               "-o", "addopts=", "--no-header", f"--junitxml={junit}", "--basetemp", str(pathlib.Path(tmp) / "t")]
-        env = dict(os.environ, **{course.ENV_EXERCISES: str(folder), "PYTHONDONTWRITEBYTECODE": "1",
-                                  "MINIDIT_TEST_TIMEOUT": str(test_timeout)})
-        env.pop(course.ENV_IMPL, None)
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        report, log_path = pathlib.Path(tmp) / "report.json", pathlib.Path(tmp) / "pytest.log"
+        cmd = [sys.executable, "-m", "pytest", str(test_file), "-p", "minidit.sandbox", "-q", "-p", "no:cacheprovider",
+               "-o", "addopts=", "--no-header", "-rN", "--basetemp", str(pathlib.Path(tmp) / "t")]
+        env = {k: v for k, v in os.environ.items() if k not in (course.ENV_IMPL, course.ENV_EXERCISES)}
+        env.update({sandbox.ENV_SUBMISSION: str(folder), sandbox.ENV_EXERCISE: ex.id, sandbox.ENV_REPORT: str(report),
+                    sandbox.ENV_LIMITS: json.dumps(dataclasses.asdict(options.limits())),
+                    "MINIDIT_TEST_TIMEOUT": str(options.test_timeout), "PYTHONDONTWRITEBYTECODE": "1"})
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
         try:
-            log, _ = proc.communicate(timeout=timeout)
+            proc.wait(options.timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: pytest and anything the student started
-            log, _ = proc.communicate()
-            return "timeout", [], f"killed after {timeout:g} s (an infinite loop?)\n" + (log or "")[-2000:]
-        if not junit.is_file():
-            return "crashed", [], f"pytest exited with code {proc.returncode} and wrote no report\n" + log[-2000:]
-        return "ran", _read_junit(junit), log[-2000:]
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            sandbox.kill_descendants(keep=before)  # whatever is left (daemons, setsid children) dies here
+        log = log_path.read_text(errors="replace")[-2000:]
+        if timed_out:
+            return "timeout", [], f"killed after {options.timeout:g} s (an infinite loop?)\n{log}"
+        if not report.is_file():
+            return "crashed", [], f"the test process exited with code {proc.returncode} and wrote no report\n{log}"
+        data = json.loads(report.read_text())
+    tests = data["tests"]
+    problems = [f"{t['name']}: {t['outcome']}: {t['message']}" for t in tests if t["outcome"] != "passed"]
+    output = data.get("child_output", "").strip()
+    text = "\n".join(problems) + (f"\n--- your code's output ---\n{output}" if output else "")
+    return "ran", tests, text[-4000:]
 
 
-def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 600.0, test_timeout: float = 30.0) -> dict:
-    """Grade one student's exercises folder -> a JSON-able dict with per-exercise points."""
+def _status(tests: list[dict]) -> str:
+    outcomes = [t["outcome"] for t in tests]
+    for special in ("rejected", "timeout", "crashed"):
+        if special in outcomes:
+            return special
+    status = exercise_status([{"crashed": "error", "rejected": "error"}.get(o, o) for o in outcomes])[0]
+    return {"done": "passed", "failing": "failed" if "passed" not in outcomes else "partial",
+            "in progress": "partial"}.get(status, status)
+
+
+def _instructor_files(root: pathlib.Path) -> dict[str, bytes]:
+    """The files a grading run trusts: the exercise tests and helpers, the package, the root conftest."""
+    files = {}
+    for pattern in ("exercises/*.py", "minidit/**/*.py", "conftest.py", "pyproject.toml"):
+        for path in sorted(root.glob(pattern)):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return {k: v for k, v in files.items() if not k.startswith("exercises/ex")}  # not the instructor's own stubs
+
+
+def _restore_checkout(root: pathlib.Path, snapshot: dict[str, bytes]) -> list[str]:
+    """Put back any trusted file a submission changed, removed or added; returns what was wrong."""
+    now = _instructor_files(root)
+    wrong = sorted(set(now) ^ set(snapshot) | {k for k in now.keys() & snapshot.keys() if now[k] != snapshot[k]})
+    for rel in wrong:
+        if rel in snapshot:
+            _atomic_write_bytes(root / rel, snapshot[rel])
+        else:
+            (root / rel).unlink(missing_ok=True)
+    return wrong
+
+
+def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 600.0, test_timeout: float = 30.0,
+                 options: Options | None = None, snapshot: dict[str, bytes] | None = None) -> dict:
+    """Grade one student's exercises folder -> a JSON-able dict with per-exercise points and per-test results."""
+    options = options or Options(timeout=timeout, test_timeout=test_timeout)
     folder = course.exercise_folder(str(folder))
+    root = course.repo_root()
+    snapshot = snapshot if snapshot is not None else _instructor_files(root)
     results = {}
     for ex in [course.get(i) for i in (exercise_ids or course.EXERCISES)]:
-        test_file = course.repo_root() / "exercises" / f"test_{ex.stem}.py"
         start = time.perf_counter()
-        if not (folder / f"{ex.stem}.py").is_file():
-            status, outcomes, log = "missing", [], f"no file {ex.stem}.py"
+        file = folder / f"{ex.stem}.py"
+        tests: list[dict] = []
+        if not file.is_file():
+            status, log = "missing", f"no file {ex.stem}.py"
+        elif problems := honesty_problems(ex, file.read_text(errors="replace")):
+            status = "rejected"
+            log = (f"{ex.id} scores 0: {ex.stem}.py does not implement the exercise itself - "
+                   + "; ".join(problems) + ". Write your own code (other exercises' pieces and building blocks "
+                   "such as Attention and Mlp may be imported).")
         else:
-            status, outcomes, log = _run_pytest(test_file, folder, timeout, test_timeout)
-        if status == "ran":
-            status = exercise_status(outcomes)[0]
-            status = {"done": "passed", "failing": "failed" if "passed" not in outcomes else "partial",
-                      "in progress": "partial"}.get(status, status)
-            if "timeout" in outcomes:
-                status = "timeout"
-        passed, total = outcomes.count("passed"), len([o for o in outcomes if o != "skipped"])
-        score = round(ex.points * passed / total, 2) if total else 0.0
+            status, tests, log = _run_exercise(ex, folder, options)
+            if status == "ran":
+                status = _status(tests)
+        tampered = _restore_checkout(root, snapshot)
+        if tampered:
+            status, log = "rejected", f"the submission changed the grader's files {tampered} (restored)\n{log}"
+        passed = sum(t["outcome"] == "passed" for t in tests)
+        total = sum(t["outcome"] != "skipped" for t in tests)
+        score = round(ex.points * passed / total, 2) if total and status != "rejected" else 0.0
         results[ex.id] = {
             "title": ex.title, "status": status, "points": score, "max_points": ex.points,
             "optional": ex.optional, "passed": passed, "tests": total,
-            "failed": outcomes.count("failed") + outcomes.count("error") + outcomes.count("timeout"),
-            "not_started": outcomes.count("not started"), "seconds": round(time.perf_counter() - start, 1),
-            "log": log if status not in ("passed", "not started", "missing") else "",
+            "failed": sum(t["outcome"] in ("failed", "error", "timeout", "crashed", "rejected") for t in tests),
+            "not_started": sum(t["outcome"] == "not started" for t in tests),
+            "seconds": round(time.perf_counter() - start, 1),
+            "log": log if status not in ("passed", "not started") else "",
+            "results": tests,
         }
     required = [r for r in results.values() if not r["optional"]]
     return {
@@ -140,9 +270,20 @@ def _student_name(folder: pathlib.Path) -> str:
 
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic_write_bytes(path, text.encode())
+
+
+def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    """Write a temp file beside `path` and rename it over: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
@@ -161,6 +302,36 @@ def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Pa
     _atomic_write(json_path, json.dumps({"students": grades}, indent=2) + "\n")
     _atomic_write(csv_path, buffer.getvalue())
     return json_path, csv_path
+
+
+def gradescope_results(grade: dict) -> dict:
+    """One student's grade as Gradescope's autograder results.json: one entry per test, hints as output."""
+    entries = []
+    for ex_id, r in grade["exercises"].items():
+        title = f"{ex_id} {r['title']}" + (" (optional bonus)" if r["optional"] else "")
+        graded = [t for t in r["results"] if t["outcome"] != "skipped"]
+        if not graded or r["status"] in ("rejected", "missing"):
+            entries.append({"name": title, "number": ex_id, "score": r["points"], "max_score": r["max_points"],
+                            "status": "passed" if r["status"] == "passed" else "failed",
+                            "output": r["log"] or r["status"]})
+            continue
+        each = r["max_points"] / len(graded)
+        for i, t in enumerate(graded, 1):
+            passed = t["outcome"] == "passed"
+            entries.append({"name": f"{title}: {t['name']}", "number": f"{ex_id}.{i}",
+                            "score": round(each if passed else 0.0, 4), "max_score": round(each, 4),
+                            "status": "passed" if passed else "failed",
+                            "output": "" if passed else f"{t['outcome']}: {t['message']}"})
+    summary = "\n".join(f"{ex_id}  {r['points']:g}/{r['max_points']:g}  {r['status']}"
+                        for ex_id, r in grade["exercises"].items())
+    return {"score": grade["total"], "output": summary, "tests": entries, "stdout_visibility": "hidden"}
+
+
+def write_gradescope(grade: dict, path: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(gradescope_results(grade), indent=2) + "\n")
+    return path
 
 
 # ----------------------------------------------------------------------------- stubs
@@ -278,6 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--timeout", type=float, default=600.0, help="seconds per exercise before it is killed (scores 0)")
     g.add_argument("--test-timeout", type=float, default=30.0, help="seconds per test before that test fails")
     g.add_argument("--only", nargs="+", metavar="EXNN", help="grade only these exercises")
+    g.add_argument("--memory-mb", type=int, default=2048, help="address space of the student's process (RLIMIT_AS)")
+    g.add_argument("--max-processes", type=int, default=32, help="processes the student's code may start")
+    g.add_argument("--output-mb", type=int, default=16, help="largest file or output the student's code may write")
+    g.add_argument("--child-user", default="nobody",
+                   help="when grading as root, run the student's code as this user ('' keeps root, capabilities dropped)")
+    g.add_argument("--gradescope", metavar="RESULTS_JSON",
+                   help="also write Gradescope's results.json (one folder only), e.g. /autograder/results/results.json")
     r = sub.add_parser("release", help="write a student release without solutions/")
     r.add_argument("--out", default="release")
     r.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -308,18 +486,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {len(files)} files to {args.out} (no solutions/)")
         return 0
+    if args.gradescope and len(args.folders) != 1:
+        print("error: --gradescope grades exactly one folder", file=sys.stderr)
+        return 2
+    options = Options(timeout=args.timeout, test_timeout=args.test_timeout, memory_mb=args.memory_mb,
+                      max_processes=args.max_processes, output_mb=args.output_mb, user=args.child_user)
+    sandbox.become_subreaper()  # what a submission leaves running (daemons, setsid) stays ours to kill
+    snapshot = _instructor_files(course.repo_root())
     grades = []
     for folder in args.folders:
         if not course.exercise_folder(folder).is_dir():
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
-        result = grade_folder(folder, args.only, args.timeout, args.test_timeout)
+        result = grade_folder(folder, args.only, options=options, snapshot=snapshot)
         grades.append(result)
         print(f"{result['student']}: {result['total']:g} / {result['max_total']:g}")
         for ex_id, r in result["exercises"].items():
             print(f"  {ex_id}  {r['points']:>5g}/{r['max_points']:<3g} {r['status']:<12} {r['passed']}/{r['tests']} tests")
+    sandbox.kill_descendants()  # nothing a submission started outlives the grader; then the reports
     json_path, csv_path = write_grades(grades, args.out)
     print(f"wrote {json_path} and {csv_path}")
+    if args.gradescope:
+        print(f"wrote {write_gradescope(grades[0], args.gradescope)}")
     return 0
 
 
