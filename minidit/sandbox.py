@@ -326,7 +326,8 @@ class _Encoder:
             cls = type(m)
             node = {"path": path, "training": bool(m.training),
                     "attrs": {k: self(v) for k, v in vars(m).items() if k not in internals and _is_plain(v)},
-                    "params": {k: None if p is None else self(p) for k, p in m._parameters.items()},
+                    "params": {k: None if p is None else {**self(p), "history": p.grad_fn is not None}
+                               for k, p in m._parameters.items()},
                     "buffers": {k: None if b is None else self(b) for k, b in m._buffers.items()},
                     "nonpersistent": sorted(m._non_persistent_buffers_set)}
             if cls.__module__.startswith("torch.nn.") and "." not in cls.__qualname__:
@@ -431,8 +432,12 @@ def _build_module(nodes: list[dict], decode: _Decoder, shadow_class=None):
             m.__dict__[k] = decode(v)
         m.training = bool(node["training"])
         for k, v in node["params"].items():
-            m._parameters[k] = None if v is None else nn.Parameter(decode.tensors[v["tensor"]],
-                                                                   requires_grad=bool(v.get("rg")))
+            if v is not None and v.get("history"):  # updated through autograd earlier: a non-leaf, as in the parent
+                m._parameters[k] = nn.Parameter(decode.tensors[v["tensor"]].clone(), requires_grad=False)
+                _give_history(m._parameters[k], decode.tensors[v["tensor"]])
+            else:
+                m._parameters[k] = None if v is None else nn.Parameter(decode.tensors[v["tensor"]],
+                                                                       requires_grad=bool(v.get("rg")))
         for k, v in node["buffers"].items():
             m._buffers[k] = None if v is None else decode.tensors[v["tensor"]]
         m._non_persistent_buffers_set.update(node.get("nonpersistent", []))
@@ -444,6 +449,14 @@ def _build_module(nodes: list[dict], decode: _Decoder, shadow_class=None):
         if not isinstance(root, nn.Module):
             raise ValueError("a module description must start with its root")
     return root
+
+
+def _give_history(tensor, value) -> None:
+    """Set a tensor (that does not require grad) to `value` through autograd, so it gets a grad_fn."""
+    import torch
+
+    with torch.enable_grad():
+        tensor.mul_(0).add_(value.detach().clone().requires_grad_(True))
 
 
 def _module_state(module) -> dict:
@@ -1311,8 +1324,7 @@ def _mirror(module, key: str, entry: dict, new) -> None:
         table[name] = nn.Parameter(new.clone(), requires_grad=entry["rg"]) if key.startswith("p:") else new.clone()
         return
     if entry["grad_fn"] and old.grad_fn is None and not old.requires_grad:
-        # the update went through autograd (no torch.no_grad()): the parent's tensor gets a history too
-        old.mul_(0).add_(new.detach().requires_grad_(True))
+        _give_history(old, new)  # the update went through autograd (no torch.no_grad()): so does the parent's
         return
     with torch.no_grad():
         if not torch.equal(old.detach(), new):
