@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -178,6 +179,11 @@ def set_remote_loader(loader: Callable[[str], Any] | None) -> None:
     _LOADED.clear()
 
 
+def graded() -> bool:
+    """True inside a grading run (the student's code runs in a child process, see minidit.sandbox)."""
+    return _REMOTE_LOADER is not None
+
+
 def load(exercise_id: str, source: str = "student") -> types.ModuleType:
     """Import an exercise file of a source as a fresh module (re-imported whenever the file changes)."""
     ex = get(exercise_id)
@@ -220,6 +226,76 @@ def is_started(obj: Any) -> bool:
     if inspect.isclass(obj):
         return not any(_is_stub(f) for f in vars(obj).values() if inspect.isfunction(f))
     return not _is_stub(obj)
+
+
+# ----------------------------------------------------------------------------- the student release
+
+RELEASE_ATTR = "__minidit_release__"  # set on minidit's pieces that a release delegates to exercises/
+
+
+def _student_piece(exercise_id: str, name: str) -> Any:
+    """The student's object for a piece (exercises/, or $MINIDIT_EXERCISES), adapted to minidit's signature."""
+    ex = get(exercise_id)
+    obj = getattr(load(ex.id, "student"), name)
+    adapt = ex.adapters.get(name)
+    return adapt(obj) if adapt else obj
+
+
+def _not_written(ex: Exercise, name: str, err: NotImplementedError) -> NotImplementedError:
+    return NotImplementedError(f"{err} - minidit runs your {name} here, and it is not written yet: write it in "
+                               f"exercises/{ex.stem}.py, then check it with `pytest exercises -k {ex.id}`")
+
+
+def release_piece(exercise_id: str, name: str) -> Callable[[Callable], Callable]:
+    """Decorator of a function or method whose body the student release removed: it runs the student's version."""
+    ex = get(exercise_id)
+
+    def decorate(stub: Callable) -> Callable:
+        @functools.wraps(stub)
+        def delegate(*args, **kwargs):
+            try:
+                return _student_piece(ex.id, name)(*args, **kwargs)
+            except NotImplementedError as err:
+                if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
+                    raise _not_written(ex, name, err) from None
+                raise
+
+        setattr(delegate, RELEASE_ATTR, ex.id)
+        return delegate
+
+    return decorate
+
+
+def release_class(exercise_id: str, name: str) -> Callable[[type], type]:
+    """Class decorator for the student release: building minidit's class builds the student's instead."""
+    ex = get(exercise_id)
+
+    def decorate(cls: type) -> type:
+        def __new__(klass, *args, **kwargs):
+            try:
+                return _student_piece(ex.id, name)(*args, **kwargs)
+            except NotImplementedError as err:
+                if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
+                    raise _not_written(ex, name, err) from None
+                raise
+
+        cls.__new__ = staticmethod(__new__)
+        setattr(cls, RELEASE_ATTR, ex.id)
+        return cls
+
+    return decorate
+
+
+def in_release(exercise_id: str) -> bool:
+    """True in the student release, where minidit's own versions of this exercise's pieces are not shipped."""
+    ex = get(exercise_id)
+    for targets in ex.targets.values():
+        try:
+            if getattr(original(targets[0]), RELEASE_ATTR, None) == ex.id:
+                return True
+        except (ImportError, AttributeError, KeyError):
+            continue
+    return False
 
 
 # ----------------------------------------------------------------------------- patching
@@ -481,6 +557,10 @@ def compare(exercise_id: str, source: str = "student") -> dict[str, float | str]
     """Print and return, for each piece of an exercise: "not started", an error, or max |yours - minidit|."""
     ex = get(exercise_id)
     result: dict[str, float | str] = {}
+    if in_release(ex.id):
+        print(f"{ex.id} {ex.title}: this student release has no minidit version to compare with; "
+              f"run its tests: pytest exercises -k {ex.id}")
+        return {name: "no reference in the student release" for name in ex.names}
     try:
         module = load(ex.id, source)
     except Exception as err:

@@ -35,8 +35,7 @@ import time
 from minidit import course, sandbox
 
 # tests/ files that need solutions/; they do not ship in the student release.
-RELEASE_EXCLUDE = ("solutions/", "tests/test_exercises.py", "tests/test_course.py", "tests/test_grading.py",
-                   "tests/_exercise_runner.py")
+RELEASE_EXCLUDE = ("solutions/", "tests/")  # tests/ checks minidit's own pieces, which the release does not ship
 TIMEOUT_MESSAGE = sandbox.TIMEOUT_MESSAGE  # exercises/conftest.py words a timed-out test so
 _NEVER_COPY = {".git", ".venv", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "release", "grades"}
 
@@ -404,6 +403,74 @@ def _release_files(root: pathlib.Path) -> list[str]:
     return sorted(f for f in files if not f.startswith(RELEASE_EXCLUDE) and not _NEVER_COPY.intersection(f.split("/")))
 
 
+def _release_targets() -> dict[str, list[tuple[str, str, str]]]:
+    """minidit file -> [(exercise id, name, qualified name in the file)] of every exercised piece."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for ex in course.EXERCISES.values():
+        for name, targets in ex.targets.items():
+            for target in targets:
+                module, _, path = target.partition(":")
+                if module.startswith("minidit.") and not path.endswith("]"):  # BLOCKS[...] holds a class already done
+                    out.setdefault(module.replace(".", "/") + ".py", []).append((ex.id, name, path))
+    return out
+
+
+def release_source(source: str, pieces: list[tuple[str, str, str]]) -> str:
+    """A minidit module's text with the bodies of the exercised pieces removed and delegation added.
+
+    Functions and methods keep their signature and docstring and get `@_course.release_piece(id, name)`
+    (they call the student's exercises/ version); a class keeps its attributes and method signatures and
+    gets `@_course.release_class(id, name)` (building it builds the student's class). So the release
+    holds no solution, and notebooks run on the student's code (or stop with a message naming the file).
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    edits: list[tuple[int, int, str]] = []  # (start, end) 0-based line slice -> replacement
+
+    def empty_body(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        first = fn.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+        start = first.end_lineno if has_doc else first.lineno - 1
+        indent = " " * first.col_offset
+        edits.append((start, fn.end_lineno, "" if has_doc else f"{indent}...\n"))
+
+    def decorate(node: ast.AST, text: str) -> None:
+        first = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+        edits.append((first, first, " " * node.col_offset + text + "\n"))
+
+    def find(qualname: str):
+        scope: list[ast.stmt] = tree.body
+        node = None
+        for part in qualname.split("."):
+            node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                         and n.name == part), None)
+            if node is None:
+                raise ValueError(f"{qualname} not found")
+            scope = node.body
+        return node
+
+    for ex_id, name, qualname in pieces:
+        node = find(qualname)
+        if isinstance(node, ast.ClassDef):
+            decorate(node, f"@_course.release_class({ex_id!r}, {name!r})")
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    empty_body(item)
+        else:
+            decorate(node, f"@_course.release_piece({ex_id!r}, {name!r})")
+            empty_body(node)
+    # the import goes after `from __future__ ...` (which must come first) or the docstring
+    anchor = 0
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__" or (
+                stmt is tree.body[0] and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            anchor = stmt.end_lineno
+    edits.append((anchor, anchor, "\nfrom minidit import course as _course  # the student release: pieces run exercises/\n"))
+    for start, end, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        lines[start:end] = [text]
+    return "".join(lines)
+
+
 def check_stubs(root: pathlib.Path) -> list[str]:
     """Names in exercises/ that are implemented rather than stubs (a release must not ship answers)."""
     problems = []
@@ -431,6 +498,9 @@ def release(out: str | os.PathLike, force: bool = False) -> list[str]:
     for rel in files:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, tmp / rel)
+    for rel, pieces in _release_targets().items():  # minidit without the solutions: it runs the student's code
+        if (tmp / rel).is_file():
+            (tmp / rel).write_text(release_source((root / rel).read_text(), pieces))
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
