@@ -557,10 +557,16 @@ def compare(exercise_id: str, source: str = "student") -> dict[str, float | str]
     """Print and return, for each piece of an exercise: "not started", an error, or max |yours - minidit|."""
     ex = get(exercise_id)
     result: dict[str, float | str] = {}
-    if in_release(ex.id):
-        print(f"{ex.id} {ex.title}: this student release has no minidit version to compare with; "
-              f"run its tests: pytest exercises -k {ex.id}")
-        return {name: "no reference in the student release" for name in ex.names}
+    if in_release(ex.id):  # minidit's own version is not shipped: minidit runs the student's code already
+        try:
+            module = load(ex.id, source)
+            result = {n: "not started" if not is_started(getattr(module, n)) else "written (no minidit version in "
+                      "the student release to compare with: its tests are the check)" for n in ex.names}
+        except Exception as err:
+            result = {n: f"import error: {type(err).__name__}: {err}" for n in ex.names}
+        print(f"{ex.id} {ex.title}: " + "; ".join(f"{n}: {v}" for n, v in result.items())
+              + f"\n  full check: pytest exercises -k {ex.id}")
+        return result
     try:
         module = load(ex.id, source)
     except Exception as err:

@@ -63,8 +63,8 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ("if height % p or width % p:", "if False:", "no divisibility check"),
     ],
     "ex06": [
-        ("np.concatenate([np.sin(angles), np.cos(angles)], axis=1)",
-         "np.concatenate([np.cos(angles), np.sin(angles)], axis=1)", "sin/cos halves swapped"),
+        ("np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)",
+         "np.concatenate([np.cos(angles), np.sin(angles)], axis=-1)", "sin/cos halves swapped"),
         ("np.concatenate([emb_col, emb_row], axis=1)", "np.concatenate([emb_row, emb_col], axis=1)", "row/column swapped"),
         ("/ (embed_dim / 2))", "/ embed_dim)", "wrong frequency denominator"),
     ],
@@ -117,8 +117,8 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ("(1 - abar / abar_prev)).sqrt()", "(1 - abar / abar_prev))", "sigma squared"),
     ],
     "ex14": [
-        ("ema_params[name].mul_(decay).add_(param, alpha=1 - decay)",
-         "ema_params[name].mul_(1 - decay).add_(param, alpha=decay)", "decay swapped"),
+        ("ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)",
+         "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)", "decay swapped"),
         ("        ema_buffer.copy_(buffer)\n", "        pass\n", "buffers not copied"),
         ("@torch.no_grad()\n", "", "no torch.no_grad"),
     ],

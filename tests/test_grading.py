@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
 from minidit import course, grading
 
@@ -130,20 +133,124 @@ class Block(torch.nn.Module):
     assert "a comment in the body" not in stub and "return z" not in stub
 
 
-def test_release_has_no_solutions(tmp_path):
-    out = tmp_path / "release"
-    files = grading.release(out)
-    assert files and (out / "exercises" / "conftest.py").is_file() and (out / "minidit" / "course.py").is_file()
-    assert not (out / "solutions").exists() and not any(f.startswith("solutions/") for f in files)
-    for excluded in grading.RELEASE_EXCLUDE:
-        assert not (out / excluded).exists(), f"{excluded} should not ship to students"
-    assert not (out / ".git").exists()
+def _solution_body_lines() -> dict[str, str]:
+    """Every line of a solution's function bodies (docstrings aside) longer than 30 characters, without its comment."""
+    lines = {}
+    for path in sorted((ROOT / "solutions").glob("ex*.py")):
+        source = path.read_text()
+        text = source.splitlines()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                    else node.body
+                for i in range(body[0].lineno - 1 if body else node.end_lineno, node.end_lineno):
+                    code = text[i].split("  #")[0].strip()
+                    if len(code) > 30:
+                        lines.setdefault(code, path.name)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("release") / "course"
+    grading.release(out)
+    return out
+
+
+def test_release_has_no_solutions(released, tmp_path):
+    files = grading._release_files(ROOT)
+    assert (released / "exercises" / "conftest.py").is_file() and (released / "minidit" / "course.py").is_file()
+    assert not (released / "solutions").exists() and not any(f.startswith("solutions/") for f in files)
+    assert not (released / "tests").exists() and not (released / ".git").exists()
     with pytest.raises(ValueError, match="exists"):
-        grading.release(out)
-    grading.release(out, force=True)
+        grading.release(released)
+    grading.release(released, force=True)
     # The stubs in the release are the repository's stubs.
     for ex in course.EXERCISES.values():
-        assert (out / "exercises" / f"{ex.stem}.py").read_text() == (ROOT / "exercises" / f"{ex.stem}.py").read_text()
+        assert (released / "exercises" / f"{ex.stem}.py").read_text() == (ROOT / "exercises" / f"{ex.stem}.py").read_text()
+
+
+# Lines a solution shares with a building block that ships on purpose: ex10's cross-attention is written
+# like minidit.blocks.Attention (self-attention), which students read and import.
+SHARED_WITH_BUILDING_BLOCKS = {
+    "self.proj = nn.Linear(dim, dim)": "Attention",
+    "out = F.scaled_dot_product_attention(q, k, v)": "Attention",
+    'return self.proj(rearrange(out, "n h t d -> n t (h d)"))': "Attention",
+}
+
+
+def test_no_solution_body_line_appears_anywhere_in_the_release(released):
+    lines = _solution_body_lines()
+    assert len(lines) > 100  # the solutions have that many non-trivial lines: the check is not empty
+    found = []
+    for path in sorted(released.rglob("*")):
+        if path.is_file():
+            text = path.read_text(errors="ignore")
+            found += [f"{path.relative_to(released)}: {line}  (from {lines[line]})" for line in lines
+                      if line in text and line not in SHARED_WITH_BUILDING_BLOCKS]
+    assert not found, "solution lines in the student release:\n" + "\n".join(found)
+    # the shared lines appear in that building block's source only
+    import inspect
+
+    from minidit import blocks
+
+    for line, block in SHARED_WITH_BUILDING_BLOCKS.items():
+        assert line in lines and line in inspect.getsource(getattr(blocks, block))
+        assert (released / "minidit" / "blocks.py").read_text().count(line) == 1
+    # while this checkout's minidit holds many of them (what the release removes)
+    minidit_text = "".join(p.read_text() for p in (ROOT / "minidit").glob("*.py"))
+    assert sum(line in minidit_text for line in lines) > 30
+
+
+_RUN_DIT = """
+import sys, torch
+from safetensors.torch import load_file, save_file
+from minidit.model import DiT
+model = DiT(input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3).eval()
+model.load_state_dict(load_file(sys.argv[1]))
+x, t, y = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 700]), torch.tensor([0, 2])
+with torch.no_grad():
+    save_file({"out": model(x, t, y)}, sys.argv[2])
+print(type(model.blocks[0]).__module__)
+"""
+
+
+def _in_release(released: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
+    env.update(PYTHONPATH=str(released), MINIDIT_QUICK="1", MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, *args], cwd=released, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_released_minidit_runs_the_students_code(released, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from minidit.model import DiT
+
+    # Stubs: a piece that is not written stops with the file to write.
+    proc = _in_release(released, "-c", "import torch; from minidit import diffusion; "
+                       "diffusion.q_sample(torch.zeros(1, 1), torch.tensor([0]), torch.zeros(1, 1), torch.ones(2))")
+    assert proc.returncode != 0 and "exercises/ex02_q_sample.py" in proc.stderr, proc.stderr
+    # Written (the reference answers copied in): minidit's DiT is built from the student's blocks and agrees with ours.
+    for ex in course.EXERCISES.values():
+        shutil.copyfile(ROOT / "solutions" / f"{ex.stem}.py", released / "exercises" / f"{ex.stem}.py")
+    torch.manual_seed(0)
+    reference = DiT(input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3).eval()
+    for p in reference.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    save_file(reference.state_dict(), tmp_path / "sd.safetensors")
+    proc = _in_release(released, "-c", _RUN_DIT, str(tmp_path / "sd.safetensors"), str(tmp_path / "out.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    assert "ex08_adaln_zero" in proc.stdout  # the block is the student's class
+    x, t, y = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 700]), torch.tensor([0, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(load_file(tmp_path / "out.safetensors")["out"], reference(x, t, y), atol=1e-5, rtol=1e-5)
+    # The self-study loop in the release: every exercise done, the comparisons with minidit skipped.
+    proc = _in_release(released, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider")
+    assert proc.returncode == 0 and f"{len(course.EXERCISES)}/{len(course.EXERCISES)} exercises done" in proc.stdout, \
+        proc.stdout[-3000:]
+    # A notebook runs on the student's code.
+    proc = _in_release(released, "notebooks/01_forward_noising.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_release_refuses_implemented_exercises(tmp_path, monkeypatch):
