@@ -315,10 +315,11 @@ def gradescope_results(grade: dict) -> dict:
                             "output": r["log"] or r["status"]})
             continue
         each = r["max_points"] / len(graded)
+        per_pass = r["points"] / max(1, sum(t["outcome"] == "passed" for t in graded))  # sums to the exercise's points
         for i, t in enumerate(graded, 1):
             passed = t["outcome"] == "passed"
             entries.append({"name": f"{title}: {t['name']}", "number": f"{ex_id}.{i}",
-                            "score": round(each if passed else 0.0, 4), "max_score": round(each, 4),
+                            "score": round(per_pass if passed else 0.0, 4), "max_score": round(each, 4),
                             "status": "passed" if passed else "failed",
                             "output": "" if passed else f"{t['outcome']}: {t['message']}"})
     summary = "\n".join(f"{ex_id}  {r['points']:g}/{r['max_points']:g}  {r['status']}"

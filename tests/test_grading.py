@@ -54,12 +54,13 @@ def graded(mixed_submission, tmp_path_factory) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
     proc = subprocess.run([sys.executable, "-m", "minidit.grading", "grade", str(mixed_submission), "--out", str(out),
                            "--only", "ex01", "ex02", "ex03", "ex04", "ex05", "ex07", "ex13",
-                           "--test-timeout", "10", "--timeout", "300"],
+                           "--test-timeout", "10", "--timeout", "300", "--gradescope", str(out / "results.json")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {"json": json.loads((out / "grades.json").read_text()), "csv": rows, "stdout": proc.stdout}
+    return {"json": json.loads((out / "grades.json").read_text()), "csv": rows, "stdout": proc.stdout,
+            "gradescope": json.loads((out / "results.json").read_text())}
 
 
 def test_each_kind_of_answer_gets_its_score(graded):
@@ -77,6 +78,50 @@ def test_each_kind_of_answer_gets_its_score(graded):
     assert ex["ex13"]["status"] == "not started" and ex["ex13"]["points"] == 0.0, ex["ex13"]
     expected_total = sum(r["points"] for r in ex.values())
     assert student["total"] == pytest.approx(expected_total)
+
+
+def test_failures_carry_the_tests_hints(graded):
+    ex02 = graded["json"]["students"][0]["exercises"]["ex02"]
+    failed = [t for t in ex02["results"] if t["outcome"] == "failed"]
+    assert failed and any("square root" in t["message"] for t in failed), ex02["results"]
+    assert "square root" in ex02["log"]
+
+
+def test_gradescope_results(graded):
+    student, results = graded["json"]["students"][0], graded["gradescope"]
+    assert results["score"] == student["total"]
+    for ex_id, r in student["exercises"].items():
+        entries = [t for t in results["tests"] if t["number"].split(".")[0] == ex_id]
+        assert entries and all(set(t) >= {"name", "score", "max_score", "output"} for t in entries)
+        assert sum(t["score"] for t in entries) == pytest.approx(r["points"], abs=1e-3)
+        assert sum(t["max_score"] for t in entries) == pytest.approx(r["max_points"], abs=1e-3)
+    wrong = [t for t in results["tests"] if t["number"].startswith("ex02.") and t["score"] == 0]
+    assert wrong and any("square root" in t["output"] for t in wrong)
+    assert any(t["number"] == "ex04" and "no file" in t["output"] for t in results["tests"])  # missing
+
+
+def test_honesty_check_reads_the_file():
+    for ex in course.EXERCISES.values():  # the reference answers and the stubs are honest
+        for folder in ("solutions", "exercises"):
+            assert grading.honesty_problems(ex, (ROOT / folder / f"{ex.stem}.py").read_text()) == [], (folder, ex.id)
+    ex02, ex12 = course.get("ex02"), course.get("ex12")
+    flagged = {
+        "from minidit.diffusion import q_sample": ex02,
+        "import minidit.diffusion as d\ndef q_sample(*a):\n    return d.q_sample(*a)": ex02,
+        "from minidit import diffusion\nf = getattr(diffusion, 'q_sample')": ex02,
+        "from solutions.ex02_q_sample import helper": ex02,
+        "import importlib\nq = importlib.import_module('minidit.diffusion')": ex02,
+        "def forward_with_cfg(model, x, t, y, s):\n    return model.forward_with_cfg(x, t, y, s)": ex12,
+    }
+    for source, ex in flagged.items():
+        assert grading.honesty_problems(ex, source), source
+    allowed = {  # other exercises' pieces and building blocks
+        "from minidit.blocks import Attention, Mlp, modulate": course.get("ex11"),
+        "from minidit import diffusion\nx = diffusion.q_sample": course.get("ex03"),
+        "def f(self):\n    return self.q_sample": ex02,
+    }
+    for source, ex in allowed.items():
+        assert grading.honesty_problems(ex, source) == [], source
 
 
 def test_csv_has_one_row_per_student_with_points(graded):
