@@ -1,17 +1,20 @@
-"""Instructor tools: grade students' exercises/ folders, and write a student release without solutions/.
+"""Instructor tools: grade students' exercises/ folders, and write a student release without solutions.
 
     python -m minidit.grading grade submissions/alice submissions/bob --out grades   # JSON + CSV
-    python -m minidit.grading release --out release                                 # no solutions/
-    python -m minidit.grading list                                                  # exercises and points
-    python -m minidit.grading stubs [ex15 ...]    # (re)write exercises/exNN_*.py stubs from solutions/
+    python -m minidit.grading grade submission --gradescope results/results.json     # + Gradescope's file
+    python -m minidit.grading release --out release     # no solutions/, minidit's exercised pieces run exercises/
+    python -m minidit.grading list                      # exercises and points
+    python -m minidit.grading stubs [ex15 ...]          # (re)write exercises/exNN_*.py stubs from solutions/
 
-Grading runs this checkout's tests (exercises/test_exNN_*.py, not the student's copies) against the
-student's files, one exercise per subprocess: a crash costs that exercise only. Each test has a
-time limit (--test-timeout; an infinite loop fails the tests that reach it) and each exercise a
-hard one (--timeout; the subprocess is killed and the exercise scores 0). An exercise scores
+Grading runs this checkout's tests (exercises/test_exNN_*.py, the same oracles and hints students
+run) in a clean pytest process per exercise; the student's code runs only in a confined child of
+that process (minidit.sandbox), which decides nothing and writes no report. Each test has a time
+limit (--test-timeout: a loop fails the tests that reach it) and each exercise a hard one
+(--timeout: everything is killed and the exercise scores 0). A file that imports or reaches the
+exercise's own answer from minidit or solutions/ scores 0 ("rejected"). An exercise scores
 points * passed / total tests; its status is passed, partial, failed, not started, missing,
-timeout (a time limit was hit) or crashed (the test process died).
-Student code runs with your user's rights: grade untrusted submissions inside a container or VM.
+timeout, crashed (the student's process died) or rejected. See README "For instructors" for what
+this guarantees and what it does not.
 """
 
 from __future__ import annotations
@@ -140,8 +143,9 @@ class Options:
                               output_mb=self.output_mb, max_processes=self.max_processes, user=self.user)
 
 
-def _run_exercise(ex: course.Exercise, folder: pathlib.Path, options: Options) -> tuple[str, list[dict], str]:
-    """Run this checkout's tests of one exercise against `folder` -> (status, per-test records, log).
+def _run_exercise(ex: course.Exercise, folder: pathlib.Path,
+                  options: Options) -> tuple[str, list[dict], str, list[str]]:
+    """Run this checkout's tests of one exercise against `folder` -> (status, per-test records, log, sandbox notes).
 
     The tests run in a clean pytest process with minidit.sandbox as plugin: the student's code runs
     only in that process's confined child. Output goes to files (never pipes); at the end every
@@ -174,15 +178,15 @@ def _run_exercise(ex: course.Exercise, folder: pathlib.Path, options: Options) -
             sandbox.kill_descendants(keep=before)  # whatever is left (daemons, setsid children) dies here
         log = log_path.read_text(errors="replace")[-2000:]
         if timed_out:
-            return "timeout", [], f"killed after {options.timeout:g} s (an infinite loop?)\n{log}"
+            return "timeout", [], f"killed after {options.timeout:g} s (an infinite loop?)\n{log}", []
         if not report.is_file():
-            return "crashed", [], f"the test process exited with code {proc.returncode} and wrote no report\n{log}"
+            return "crashed", [], f"the test process exited with code {proc.returncode} and wrote no report\n{log}", []
         data = json.loads(report.read_text())
     tests = data["tests"]
     problems = [f"{t['name']}: {t['outcome']}: {t['message']}" for t in tests if t["outcome"] != "passed"]
     output = data.get("child_output", "").strip()
     text = "\n".join(problems) + (f"\n--- your code's output ---\n{output}" if output else "")
-    return "ran", tests, text[-4000:]
+    return "ran", tests, text[-4000:], data.get("sandbox", [])
 
 
 def _status(tests: list[dict]) -> str:
@@ -229,6 +233,7 @@ def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 
         start = time.perf_counter()
         file = folder / f"{ex.stem}.py"
         tests: list[dict] = []
+        notes: list[str] = []
         if not file.is_file():
             status, log = "missing", f"no file {ex.stem}.py"
         elif problems := honesty_problems(ex, file.read_text(errors="replace")):
@@ -237,7 +242,7 @@ def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 
                    + "; ".join(problems) + ". Write your own code (other exercises' pieces and building blocks "
                    "such as Attention and Mlp may be imported).")
         else:
-            status, tests, log = _run_exercise(ex, folder, options)
+            status, tests, log, notes = _run_exercise(ex, folder, options)
             if status == "ran":
                 status = _status(tests)
         tampered = _restore_checkout(root, snapshot)
@@ -253,7 +258,7 @@ def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 
             "not_started": sum(t["outcome"] == "not started" for t in tests),
             "seconds": round(time.perf_counter() - start, 1),
             "log": log if status not in ("passed", "not started") or tampered else "",
-            "results": tests, "tampered": tampered,
+            "results": tests, "tampered": tampered, "sandbox": notes,
         }
     required = [r for r in results.values() if not r["optional"]]
     return {
@@ -572,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
         result = grade_folder(folder, args.only, options=options, snapshot=snapshot)
         grades.append(result)
         print(f"{result['student']}: {result['total']:g} / {result['max_total']:g}")
+        notes = sorted({n for r in result["exercises"].values() for n in r["sandbox"]})
+        if notes:
+            print(f"  (the student's code ran confined: {'; '.join(notes)})")
         for ex_id, r in result["exercises"].items():
             print(f"  {ex_id}  {r['points']:>5g}/{r['max_points']:<3g} {r['status']:<12} {r['passed']}/{r['tests']} tests")
     sandbox.kill_descendants()  # nothing a submission started outlives the grader; then the reports

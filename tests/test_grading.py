@@ -137,7 +137,7 @@ def test_a_hung_exercise_is_killed(tmp_path):
     # The hard limit: a file that hangs while importing, with no per-test limit, is killed with everything below it.
     _write(tmp_path, "ex16", "import time\nwhile True:\n    time.sleep(0.05)\n")
     start = time.monotonic()
-    status, tests, log = grading._run_exercise(course.get("ex16"), tmp_path, grading.Options(timeout=8, test_timeout=0))
+    status, tests, log, _ = grading._run_exercise(course.get("ex16"), tmp_path, grading.Options(timeout=8, test_timeout=0))
     assert status == "timeout" and tests == [] and "killed" in log
     assert time.monotonic() - start < 8 + 5
 
