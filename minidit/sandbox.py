@@ -843,6 +843,7 @@ def _limit(config: dict) -> list[str]:
     limits = Limits(**config["limits"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_mb << 20,) * 2)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises OSError (EFBIG) in the student's code
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2)
     if os.getuid() == 0 and config.get("user"):
@@ -1090,13 +1091,17 @@ class Submission(Endpoint):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{TIMEOUT_MESSAGE} {self._wait_seconds:g} s in one call (an infinite loop?)")
-            if len(descendants() - _KEEP) > self.limits.max_processes:
-                raise ChildDied(f"{CRASH_MESSAGE} (it started more than {self.limits.max_processes} processes)")
+            self._check_processes()
             select.select([self.bell_in], [], [], min(left, 0.5))
             with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
                 os.read(self.bell_in, 4096)
 
     _wait_seconds = 60.0
+
+    def _check_processes(self) -> None:
+        """The process limit for a root child (which RLIMIT_NPROC does not bind): checked while waiting and after each call."""
+        if len(descendants() - _KEEP) > self.limits.max_processes + 1:  # + 1: the child itself
+            raise ChildDied(f"{CRASH_MESSAGE} (it started more than {self.limits.max_processes} processes)")
 
     def _receive(self, seconds: float):
         self._wait_seconds = seconds
@@ -1118,7 +1123,9 @@ class Submission(Endpoint):
             self.start()
         self._wait_seconds = self.limits.call_seconds
         try:
-            return super().request(kind, body_fn)
+            reply = super().request(kind, body_fn)
+            self._check_processes()
+            return reply
         except BaseException as err:
             if not getattr(err, "_sb_remote", False):
                 self.close()  # stuck, dead or out of step: kill its tree; the next call starts a fresh child

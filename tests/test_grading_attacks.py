@@ -159,6 +159,27 @@ except MemoryError:
 }
 
 
+# Limits that are not attacks on the verdict: too many processes, too much output.
+LIMITS = {
+    "processes": rf'''
+try:
+    import subprocess
+    _children = [subprocess.Popen(["sleep", "{SLEEP_MARK}"]) for _ in range(100)]
+except Exception:
+    pass
+''',
+    "output": r'''
+try:
+    import sys
+    for _ in range(40):
+        sys.stdout.write("x" * (1 << 20))
+        sys.stdout.flush()
+except Exception:
+    pass
+''',
+}
+
+
 def _attack_file(name: str) -> str:
     text = WRONG + ATTACKS[name]
     if name == "memory":  # the allocation decides between the right and the wrong answer
@@ -227,11 +248,11 @@ def attacked(instructor, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("submissions")
     tests_before = {p.name: p.read_bytes() for p in (instructor / "exercises").glob("*.py")}
     # honest-before, the attackers, then honest-after: an attack on the checkout would show in the last one
-    order = ["honest-before", *[a for a in ATTACKS if a != "hang"], *CALLING, "honest-after"]
+    order = ["honest-before", *[a for a in ATTACKS if a != "hang"], *CALLING, *LIMITS, "honest-after"]
     folders = []
     for student in order:
         text = (WRONG if student.startswith("honest") else CALLING[student] if student in CALLING
-                else _attack_file(student))
+                else WRONG + LIMITS[student] if student in LIMITS else _attack_file(student))
         folders.append(_submission(base, student, "ex02", text))
     out = tmp_path_factory.mktemp("grades")
     grades, _ = _grade(instructor, folders, out, ["ex02"])
@@ -269,6 +290,22 @@ def test_no_process_of_a_submission_survives_and_the_grades_stay(attacked):
     with open(attacked["out"] / "grades.csv", newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
     assert "forged" not in rows and float(rows["daemon"]["ex02"]) == attacked["grades"]["honest-before"]["ex02"]["points"]
+
+
+def test_too_many_processes_are_stopped(attacked):
+    # An unprivileged child gets EAGAIN from fork past RLIMIT_NPROC (and keeps its honest score); root ignores
+    # that limit, so there the parent's watchdog ends the child when it holds more than --max-processes.
+    got, honest = attacked["grades"]["processes"]["ex02"], attacked["grades"]["honest-before"]["ex02"]
+    if got["status"] == "crashed":  # checked after every call: no test passes while it holds them
+        assert "more than 32 processes" in got["log"] and got["points"] == 0.0, got
+    else:
+        assert got["results"] == honest["results"], got
+
+
+def test_output_past_the_limit_fails_to_write(attacked):
+    # RLIMIT_FSIZE: writing more than --output-mb (16) raises in the student's code; the honest part still runs.
+    got, honest = attacked["grades"]["output"]["ex02"], attacked["grades"]["honest-before"]["ex02"]
+    assert got["points"] == honest["points"] and got["status"] == honest["status"], got
 
 
 @pytest.mark.parametrize("student", list(CALLING))
