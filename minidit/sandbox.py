@@ -44,6 +44,7 @@ import ctypes
 import dataclasses
 import errno
 import json
+import math
 import os
 import pathlib
 import select
@@ -285,7 +286,7 @@ class _Encoder:
         if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
             return value
         if isinstance(value, float):
-            return {"float": repr(value)} if value != value or value in (float("inf"), float("-inf")) else value
+            return value if math.isfinite(value) else {"float": repr(value)}  # JSON has no nan or inf
         if isinstance(value, torch.Tensor):
             if value.is_sparse:
                 raise TypeError("sparse tensors cannot cross the grading boundary")
@@ -381,7 +382,10 @@ class _Decoder:
         if kind == "npscalar":
             return np.dtype(body[0]).type(body[1])
         if kind == "dtype":
-            return getattr(torch, body)
+            dtype = getattr(torch, str(body), None)
+            if not isinstance(dtype, torch.dtype):  # never any other attribute of torch (torch.save, say)
+                raise ValueError(f"{body!r} is not a torch dtype")
+            return dtype
         if kind == "device":
             return torch.device(body)
         if kind == "size":
@@ -406,7 +410,7 @@ class _Decoder:
         if kind == "ref":
             return RemoteObject._make(self.endpoint, body, getattr(self.endpoint, "gen", 0))
         if kind == "handle":
-            return self.endpoint.local(body, value.get("gen"))
+            return self.endpoint.local(body)
         raise ValueError(f"unknown value kind {kind!r}")
 
 
@@ -527,7 +531,7 @@ class Endpoint:
         self.objects[key] = obj
         return key
 
-    def local(self, key: int, gen: int | None = None) -> Any:
+    def local(self, key: int) -> Any:
         if key not in self.objects:
             raise RuntimeError("this object no longer exists in the submission's process")
         return self.objects[key]
@@ -555,11 +559,8 @@ class Endpoint:
         return path if path.exists() else None
 
     def wait_ready(self) -> None:
-        """Block until the peer's next message file exists (subclasses add deadlines)."""
-        while self._ready() is None:
-            select.select([self.bell_in], [], [], 1.0)
-            with contextlib.suppress(BlockingIOError, InterruptedError):
-                os.read(self.bell_in, 4096)
+        """Block until the peer's next message file exists (each side has its own deadlines)."""
+        raise NotImplementedError
 
     def receive(self) -> tuple[str, Any, dict]:
         from safetensors.torch import load
@@ -599,6 +600,8 @@ class Endpoint:
 
     def handle(self, kind: str, body: Any, tensors: dict, enc: _Encoder) -> Any:
         decode = _Decoder(self, tensors)
+        if kind in ("call", "getattr") and not (isinstance(body.get("target"), dict) and "handle" in body["target"]):
+            raise ValueError("a call or attribute read must name an object the other side handed over")
         if kind == "call":
             target = decode(body["target"])
             self.check_call(target, body.get("attr"))
@@ -611,7 +614,7 @@ class Endpoint:
         raise ValueError(f"unknown request {kind!r}")
 
     def check_call(self, target: Any, attr: str | None) -> None:
-        """The parent lets the child call only the object itself or its `forward` (see Parent)."""
+        """What the peer may call on our objects (the parent restricts it: see Submission.check_call)."""
 
     def get_attribute(self, target: Any, name: str) -> Any:
         return getattr(target, name)
@@ -654,7 +657,7 @@ class RemoteObject:
         object.__setattr__(obj, "_sb_gen", gen)
         return obj
 
-    def _target(self, enc) -> dict:
+    def _target(self) -> dict:
         return {"handle": self._sb_id, "gen": self._sb_gen}
 
     def __call__(self, *args, **kwargs):
@@ -693,12 +696,12 @@ class _ChildEndpoint(Endpoint):
                 os._exit(0)
 
     def call(self, target: RemoteObject, attr, args, kwargs):
-        body, tensors = self.request("call", lambda enc: {"target": target._target(enc), "attr": attr,
+        body, tensors = self.request("call", lambda enc: {"target": target._target(), "attr": attr,
                                                           "args": enc(args), "kwargs": enc(kwargs)})
         return _Decoder(self, tensors)(body["value"])
 
     def getattr(self, target: RemoteObject, name: str):
-        body, tensors = self.request("getattr", lambda enc: {"target": target._target(enc), "name": name})
+        body, tensors = self.request("getattr", lambda enc: {"target": target._target(), "name": name})
         return _Decoder(self, tensors)(body["value"])
 
     def export_module(self, module, enc: _Encoder) -> dict:
