@@ -241,9 +241,16 @@ def _student_piece(exercise_id: str, name: str) -> Any:
     return adapt(obj) if adapt else obj
 
 
-def _not_written(ex: Exercise, name: str, err: NotImplementedError) -> NotImplementedError:
-    return NotImplementedError(f"{err} - minidit runs your {name} here, and it is not written yet: write it in "
-                               f"exercises/{ex.stem}.py, then check it with `pytest exercises -k {ex.id}`")
+def _call_student(ex: Exercise, name: str, args: tuple, kwargs: dict) -> Any:
+    """Run the student's piece; a stub's NotImplementedError says which file to write (and still starts "exNN:")."""
+    try:
+        return _student_piece(ex.id, name)(*args, **kwargs)
+    except NotImplementedError as err:
+        if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
+            raise NotImplementedError(f"{err} - minidit runs your {name} here, and it is not written yet: write it "
+                                      f"in exercises/{ex.stem}.py, then check it with `pytest exercises -k {ex.id}`"
+                                      ) from None
+        raise
 
 
 def release_piece(exercise_id: str, name: str) -> Callable[[Callable], Callable]:
@@ -253,12 +260,7 @@ def release_piece(exercise_id: str, name: str) -> Callable[[Callable], Callable]
     def decorate(stub: Callable) -> Callable:
         @functools.wraps(stub)
         def delegate(*args, **kwargs):
-            try:
-                return _student_piece(ex.id, name)(*args, **kwargs)
-            except NotImplementedError as err:
-                if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
-                    raise _not_written(ex, name, err) from None
-                raise
+            return _call_student(ex, name, args, kwargs)
 
         setattr(delegate, RELEASE_ATTR, ex.id)
         return delegate
@@ -271,13 +273,8 @@ def release_class(exercise_id: str, name: str) -> Callable[[type], type]:
     ex = get(exercise_id)
 
     def decorate(cls: type) -> type:
-        def __new__(klass, *args, **kwargs):
-            try:
-                return _student_piece(ex.id, name)(*args, **kwargs)
-            except NotImplementedError as err:
-                if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
-                    raise _not_written(ex, name, err) from None
-                raise
+        def __new__(klass, *args, **kwargs):  # returns the student's instance, so cls.__init__ never runs
+            return _call_student(ex, name, args, kwargs)
 
         cls.__new__ = staticmethod(__new__)
         setattr(cls, RELEASE_ATTR, ex.id)

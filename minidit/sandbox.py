@@ -1000,7 +1000,19 @@ class Submission(Endpoint):
 
     # --- life cycle
     def start(self) -> None:
-        """Start a fresh child on a private copy of the submission and wait until it is ready."""
+        """Start a fresh child on a private copy of the submission and wait until it is ready.
+
+        The per-test alarm (exercises/conftest.py) is paused meanwhile: starting a process after a
+        timeout or a crash is not the next test's time (importing the student's file is).
+        """
+        alarm = signal.setitimer(signal.ITIMER_REAL, 0) if _main_thread() else (0.0, 0.0)
+        try:
+            self._start()
+        finally:
+            if alarm[0] > 0:
+                signal.setitimer(signal.ITIMER_REAL, *alarm)
+
+    def _start(self) -> None:
         import subprocess
 
         from minidit import course
@@ -1254,6 +1266,12 @@ class Submission(Endpoint):
 
 
 _KEEP: set[int] = set()  # children of the grading process that are not the sandbox's
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _readable_dirs(package: pathlib.Path) -> list[str]:
