@@ -102,27 +102,8 @@ def become_subreaper() -> bool:
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def children(pid: int | None = None) -> list[int]:
-    """The direct children of a process (Linux /proc), zombies included."""
-    pid = os.getpid() if pid is None else pid
-    found = []
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def descendants(pid: int | None = None) -> set[int]:
-    """Every process below `pid` (Linux /proc), in one pass over the process table."""
-    pid = os.getpid() if pid is None else pid
+def _parents() -> dict[int, int]:
+    """pid -> parent pid for every process (Linux /proc; empty elsewhere), zombies included."""
     parent_of = {}
     for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
         if entry.name.isdigit():
@@ -131,10 +112,22 @@ def descendants(pid: int | None = None) -> set[int]:
                     stat = f.read()
             except OSError:
                 continue
-            fields = stat[stat.rfind(b")") + 2:].split()
+            fields = stat[stat.rfind(b")") + 2:].split()  # after "(command name)": state, ppid, ...
             if len(fields) > 1:
                 parent_of[int(entry.name)] = int(fields[1])
-    found, frontier = set(), {pid}
+    return parent_of
+
+
+def children(pid: int | None = None) -> list[int]:
+    """The direct children of a process."""
+    pid = os.getpid() if pid is None else pid
+    return [p for p, parent in _parents().items() if parent == pid]
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Every process below `pid`, from one pass over the process table."""
+    parent_of = _parents()
+    found, frontier = set(), {os.getpid() if pid is None else pid}
     while frontier:
         frontier = {p for p, parent in parent_of.items() if parent in frontier and p not in found}
         found |= frontier
@@ -1128,7 +1121,6 @@ class Submission(Endpoint):
     def _death_message(self) -> str:
         code = self.proc.returncode if self.proc is not None else None
         why = {-signal.SIGXCPU: f"it used more than {self.limits.cpu_seconds} s of CPU",
-               -signal.SIGXFSZ: f"it wrote a file or output larger than {self.limits.output_mb} MB",
                -signal.SIGKILL: "it was killed", -signal.SIGSEGV: "a segmentation fault"}.get(code, f"exit code {code}")
         tail = self.output_tail(800).strip()
         return f"{CRASH_MESSAGE} ({why})" + (f"; its last output:\n{tail}" if tail else "")
