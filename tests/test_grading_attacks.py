@@ -338,3 +338,42 @@ def test_a_setsid_child_holding_the_output_does_not_stall_the_grader(attacked, i
     assert elapsed < timeout + 5, f"grading took {elapsed:.0f} s"
     assert grades["hang"]["ex02"]["points"] == attacked["grades"]["honest-before"]["ex02"]["points"]
     assert _leftovers() == []
+
+
+PROBE = '''
+import os, socket
+
+def _try(f):
+    try:
+        return f()
+    except Exception as err:
+        return type(err).__name__
+
+ROOT = {root!r}
+RESULTS = {{
+    "read solutions/": _try(lambda: len(open(ROOT + "/solutions/ex02_q_sample.py").read())),
+    "read the tests": _try(lambda: len(open(ROOT + "/exercises/test_ex02_q_sample.py").read())),
+    "read minidit": _try(lambda: len(open(ROOT + "/minidit/diffusion.py").read())) > 0,
+    "write outside its folder": _try(lambda: open(ROOT + "/probe.txt", "w").write("x")),
+    "write in its folder": _try(lambda: open("probe.txt", "w").write("x")),
+    "signal its parent": _try(lambda: os.kill(os.getppid(), 0)),
+    "open a TCP connection": _try(lambda: socket.create_connection(("127.0.0.1", 9), timeout=2)),
+}}
+
+def q_sample(x_start, t, noise, alphas_cumprod):
+    return RESULTS
+'''
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 6, reason="needs Landlock ABI 6 (Linux >= 6.12)")
+def test_the_child_is_confined(tmp_path):
+    (tmp_path / "ex02_q_sample.py").write_text(PROBE.format(root=str(ROOT)))
+    sub = sandbox.Submission("ex02", tmp_path, sandbox.Limits(call_seconds=60))
+    try:
+        got = sub.module().q_sample(0, 0, 0, 0)
+    finally:
+        sub.close()
+    assert got == {"read solutions/": "PermissionError", "read the tests": "PermissionError", "read minidit": True,
+                   "write outside its folder": "PermissionError", "write in its folder": 1,
+                   "signal its parent": "PermissionError", "open a TCP connection": "PermissionError"}, got
+    assert not (ROOT / "probe.txt").exists()
