@@ -507,6 +507,10 @@ def release(out: str | os.PathLike, force: bool = False) -> list[str]:
     for rel, pieces in _release_targets().items():  # minidit without the solutions: it runs the student's code
         if (tmp / rel).is_file():
             (tmp / rel).write_text(release_source((root / rel).read_text(), pieces))
+    from safetensors.torch import save_file  # minidit's outputs on compare()'s inputs instead of its code
+
+    (tmp / "minidit" / course.RECORD_FILE).parent.mkdir(parents=True, exist_ok=True)
+    save_file(course.record_reference_outputs(), tmp / "minidit" / course.RECORD_FILE)
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -296,6 +296,21 @@ def test_the_released_minidit_runs_the_students_code(released, tmp_path):
     # A notebook runs on the student's code.
     proc = _in_release(released, "notebooks/01_forward_noising.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # course.compare measures against minidit's outputs recorded in the release; a wrong answer shows.
+    (released / "exercises" / "ex02_q_sample.py").write_text(
+        (ROOT / "solutions" / "ex02_q_sample.py").read_text().replace("abar.sqrt() * x_start", "abar * x_start"))
+    proc = _in_release(released, "-c", "import json; from minidit import course; "
+                       "print(json.dumps({e: course.compare(e) for e in course.EXERCISES}))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for ex_id, report in results.items():
+        for name, value in report.items():
+            if ex_id == "ex02":
+                assert isinstance(value, float) and value > 1e-2, (name, value)
+            elif name in ("simple_training_loss", "forward_with_cfg", "update_ema"):  # no record: they need a DiT
+                assert value == "no random comparison (see its tests)", (ex_id, name, value)
+            else:
+                assert isinstance(value, float) and value < 1e-4, (ex_id, name, value)
 
 
 def test_release_refuses_implemented_exercises(tmp_path, monkeypatch):
