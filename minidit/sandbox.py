@@ -27,8 +27,9 @@ What crosses the boundary (files in the child's folder, never pickle):
   flow back (no exercise test needs them).
 
 The child (Linux): its own session; RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE (output and files),
-RLIMIT_NPROC (processes), no core files; when the grader is root it drops to an unprivileged user
-(default `nobody`); with Landlock (Linux >= 5.13) it may write only in its own folder, read only the
+RLIMIT_NPROC (processes), no core files; started by root it drops to an unprivileged user (default
+`nobody`), or, when that user cannot run the installed Python, stays root with every capability
+dropped (RLIMIT_NPROC does not bind root: a watchdog counts its processes instead); with Landlock (Linux >= 5.13) it may write only in its own folder, read only the
 Python installation, the minidit package and its folder (not the instructor's tests or solutions/),
 open no TCP connection, and (Linux >= 6.12) signal no process outside it. The parent is a child
 subreaper, so processes the student starts (double-forked, setsid, closed fds) stay its descendants
@@ -42,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -57,7 +57,7 @@ import traceback
 import types
 from typing import Any
 
-ENV_SUBMISSION = "MINIDIT_SANDBOX_SUBMISSION"  # the private copy of the student's folder (graded mode)
+ENV_SUBMISSION = "MINIDIT_SANDBOX_SUBMISSION"  # the student's folder (graded mode; each child gets a copy)
 ENV_EXERCISE = "MINIDIT_SANDBOX_EXERCISE"  # the exercise id graded by this pytest process
 ENV_REPORT = "MINIDIT_SANDBOX_REPORT"  # where the verdict process writes its JSON report
 ENV_LIMITS = "MINIDIT_SANDBOX_LIMITS"  # JSON of Limits
