@@ -20,8 +20,9 @@ What crosses the boundary (files in the child's folder, never pickle):
 - an nn.Module the child builds (the block exercises) stays in the child behind a handle; the
   parent gets a *shadow*: the same tree of submodules with real parameters and buffers (torch.nn
   layers as themselves, the student's classes as stand-ins with the same name and plain class
-  attributes). Tests initialise, load and inspect the shadow like any module; its forward sends
-  the current parameters to the child, runs the student's forward there and returns the output;
+  attributes). Tests initialise, load and inspect the shadow like any module; its forward (and any
+  other public method the student's class adds) sends the current parameters and buffers to the
+  child, runs the student's code there, and copies back the output and what the call changed;
 - gradients: a tensor argument that requires grad gets its gradient through the child (backward
   asks the child for the vector-Jacobian product). Gradients w.r.t. a shadow's parameters do not
   flow back (no exercise test needs them).
@@ -329,6 +330,7 @@ class _Encoder:
             elif shadow:
                 node["shadow_cls"] = cls.__qualname__
                 node["class_attrs"] = _class_attrs(cls, self)
+                node["methods"] = _class_methods(cls)
             else:
                 raise TypeError(f"module class {cls.__qualname__} cannot be copied")
             nodes.append(node)
@@ -345,6 +347,16 @@ def _class_attrs(cls, encode) -> dict:
             if not k.startswith("__") and _is_plain(v):
                 out[k] = encode(v)
     return out
+
+
+def _class_methods(cls) -> list[str]:
+    """Public methods a student's module class adds to nn.Module (encode, decode, ...): the shadow forwards them."""
+    from torch import nn
+
+    module_names = set(dir(nn.Module))
+    return sorted({k for klass in cls.__mro__ if not klass.__module__.startswith(("torch", "builtins"))
+                   for k, v in vars(klass).items()
+                   if callable(v) and not k.startswith("_") and k not in module_names})
 
 
 class _Decoder:
@@ -420,7 +432,8 @@ def _build_module(nodes: list[dict], decode: _Decoder, shadow_class=None):
         if "cls" in node:
             cls = _import_torch_nn_class(node["cls"])
         elif shadow_class is not None:
-            cls = shadow_class(node["shadow_cls"], {k: decode(v) for k, v in node.get("class_attrs", {}).items()})
+            cls = shadow_class(node["shadow_cls"], {k: decode(v) for k, v in node.get("class_attrs", {}).items()},
+                               methods=node.get("methods", []))
         else:
             raise TypeError("only torch.nn modules can be copied into the child")
         m = cls.__new__(cls)
@@ -735,9 +748,12 @@ class _ChildEndpoint(Endpoint):
                         table[name] = torch.nn.Parameter(new) if key.startswith("p:") else new
             for path, flag in body["training"].items():
                 module.get_submodule(path).training = bool(flag)
-            value = module(*decode(body["args"]), **decode(body["kwargs"]))
-            buffers = {k: enc(t) for k, t in _module_state(module).items() if k.startswith("b:")}
-            return {"value": enc(value), "buffers": buffers}
+            before = {k: t.detach().clone() for k, t in _module_state(module).items()}
+            args, kwargs = decode(body["args"]), decode(body["kwargs"])
+            value = getattr(module, body["method"])(*args, **kwargs) if body.get("method") else module(*args, **kwargs)
+            changed = {k: enc(t) for k, t in _module_state(module).items()  # BatchNorm statistics, say
+                       if k not in before or before[k].shape != t.shape or not torch.equal(before[k], t.detach())}
+            return {"value": enc(value), "changed": changed}
         if kind == "backward":
             decode = _Decoder(self, tensors)
             leaves, outs = self.graphs[body["call"]]
@@ -768,6 +784,7 @@ class _ChildEndpoint(Endpoint):
 
                 info["kind"] = "module_class" if issubclass(obj, torch.nn.Module) else "class"
                 info["class_attrs"] = _class_attrs(obj, _Encoder(self))
+                info["methods"] = _class_methods(obj) if info["kind"] == "module_class" else []
             else:
                 info["kind"] = "function" if callable(obj) else "value"
             described[attr] = info
@@ -1180,16 +1197,17 @@ class Submission(Endpoint):
                                      "scores only your own implementation")
             if info["kind"] == "module_class":
                 attrs = {k: decode(v) for k, v in info["class_attrs"].items()}
-                setattr(namespace, name, self.shadow_class(name, attrs, remote=name))
+                setattr(namespace, name, self.shadow_class(name, attrs, remote=name, methods=info["methods"]))
             else:
                 setattr(namespace, name, _RemoteName(self, name))
         return namespace
 
-    def shadow_class(self, qualname: str, class_attrs: dict, remote: str | None = None) -> type:
+    def shadow_class(self, qualname: str, class_attrs: dict, remote: str | None = None,
+                     methods: list[str] = ()) -> type:
         """One stand-in class per class of the submission (so isinstance and class attributes work)."""
         if qualname not in self.shadow_classes:
             attrs = {**class_attrs, "__module__": "submission", "__qualname__": qualname, "_sb_remote": remote,
-                     "_sb_submission": self}
+                     "_sb_submission": self, **{m: _forwarding_method(m) for m in methods}}
             self.shadow_classes[qualname] = _ShadowMeta(qualname, (_shadow_base(),), attrs)
         elif remote is not None:
             self.shadow_classes[qualname]._sb_remote = remote
@@ -1233,8 +1251,9 @@ class Submission(Endpoint):
         body, tensors = self.request("getattr", lambda enc: {"target": {"handle": target._sb_id}, "name": name})
         return _Decoder(self, tensors)(body["value"])
 
-    def forward(self, shadow, args, kwargs):
-        """A shadow's forward: send its current parameters and buffers, run the student's forward, copy buffers back."""
+    def forward(self, shadow, args, kwargs, method: str | None = None):
+        """A shadow's forward (or another method): send its current parameters and buffers, run the student's
+        code on them, copy back what the call changed in them."""
         import torch
 
         handle, gen, path = shadow.__dict__["_sb"]
@@ -1242,10 +1261,11 @@ class Submission(Endpoint):
         state = _module_state(shadow)
         reply, tensors = self.request("forward", lambda enc: {
             "handle": handle, "path": path, "state": {k: enc(t) for k, t in state.items()},
-            "training": {p: m.training for p, m in shadow.named_modules()}, "args": enc(args), "kwargs": enc(kwargs)})
+            "training": {p: m.training for p, m in shadow.named_modules()}, "args": enc(args), "kwargs": enc(kwargs),
+            "method": method})
         decode = _Decoder(self, tensors)
         with torch.no_grad():
-            for key, value in reply.get("buffers", {}).items():
+            for key, value in reply.get("changed", {}).items():
                 new = decode(value)
                 if key in state and state[key].shape == new.shape and not torch.equal(state[key], new):
                     state[key].copy_(new)
@@ -1367,6 +1387,14 @@ class _RemoteName:
 
     def __repr__(self) -> str:
         return f"<{self.__name__} of the submission (runs in its own process)>"
+
+
+def _forwarding_method(name: str):
+    def method(self, *args, **kwargs):
+        return type(self)._sb_submission.forward(self, args, kwargs, method=name)
+
+    method.__name__ = method.__qualname__ = name
+    return method
 
 
 class _ShadowMeta(type):

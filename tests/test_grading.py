@@ -322,3 +322,46 @@ def test_release_refuses_implemented_exercises(tmp_path, monkeypatch):
     monkeypatch.setattr(course, "repo_root", lambda: fake_root)
     with pytest.raises(ValueError, match="ex02_q_sample.py: q_sample is implemented"):
         grading.release(tmp_path / "out")
+
+
+def test_the_boundary_behaves_like_one_process(tmp_path):
+    """What the tests rely on when impl runs in the child: modules, gradients, generators, in-place updates."""
+    from minidit import sandbox
+
+    for ex_id in ("ex03", "ex09", "ex12", "ex14"):
+        shutil.copyfile(ROOT / "solutions" / f"{course.get(ex_id).stem}.py", tmp_path / f"{course.get(ex_id).stem}.py")
+    with open(tmp_path / "ex09_in_context.py", "a") as f:  # a method besides forward, one that changes a weight
+        f.write("\n\nInContextBlock.twice = lambda self, x: 2 * self(x, None)\n"
+                "InContextBlock.bump = lambda self: self.norm1.weight.data.add_(1.0)\n")
+    subs = {e: sandbox.Submission(e, tmp_path, sandbox.Limits(call_seconds=60)) for e in ("ex03", "ex09", "ex12", "ex14")}
+    try:
+        # a module built by the student: a stand-in with the same parameters, class attributes and layers
+        mine, theirs = subs["ex09"].module().InContextBlock(32, 4), course.reference("ex09").InContextBlock(32, 4)
+        assert list(mine.state_dict()) == list(theirs.state_dict()) and mine.cond_kind == "in-context"
+        assert isinstance(mine.norm1, torch.nn.LayerNorm)
+        mine.load_state_dict(theirs.state_dict())
+        x = torch.randn(2, 5, 32)
+        torch.testing.assert_close(mine(x, None), theirs(x, None))
+        torch.testing.assert_close(mine.twice(x), 2 * theirs(x, None))
+        before = mine.norm1.weight.detach().clone()
+        mine.bump()
+        torch.testing.assert_close(mine.norm1.weight.detach(), before + 1)
+        # gradients through the student's function
+        pred = torch.randn(2, 1, 4, 4, requires_grad=True)
+        subs["ex03"].module().epsilon_mse_loss(pred, torch.zeros(2, 1, 4, 4)).sum().backward()
+        torch.testing.assert_close(pred.grad, 2 * pred.detach() / 16)
+        # a generator advances as it would in one process
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        labels = torch.arange(64) % 10
+        remote = [subs["ex12"].module().token_drop(labels, 10, 0.5, generator=g1) for _ in range(2)]
+        local = [course.load("ex12", "solutions").token_drop(labels, 10, 0.5, generator=g2) for _ in range(2)]
+        assert all(torch.equal(a, b) for a, b in zip(remote, local)) and torch.equal(g1.get_state(), g2.get_state())
+        # an in-place update of a torch.nn model: the same parameter objects, new values
+        model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+        ids = [id(p) for p in ema.parameters()]
+        subs["ex14"].module().update_ema(ema, model, 0.0)
+        assert [id(p) for p in ema.parameters()] == ids
+        assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters()))
+    finally:
+        for sub in subs.values():
+            sub.close()
