@@ -143,32 +143,35 @@ class Options:
                               output_mb=self.output_mb, max_processes=self.max_processes, user=self.user)
 
 
-def _run_exercise(ex: course.Exercise, folder: pathlib.Path,
-                  options: Options) -> tuple[str, list[dict], str, list[str]]:
-    """Run this checkout's tests of one exercise against `folder` -> (status, per-test records, log, sandbox notes).
+def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: Options) -> dict[str, dict]:
+    """Run this checkout's tests of these exercises against `folder` -> per exercise: status, tests, log, notes.
 
-    The tests run in a clean pytest process with minidit.sandbox as plugin: the student's code runs
-    only in that process's confined child. Output goes to files (never pipes); at the end every
+    The tests run in one clean pytest process with minidit.sandbox as plugin: the student's code runs
+    only in that process's confined children, one per exercise, each killed (with all it started)
+    before the next exercise's tests; an exercise whose tests together run longer than
+    options.timeout stops there and scores 0. Output goes to files (never pipes); at the end every
     process still alive below us (setsid or not) is killed, then the report is read.
     """
     root = course.repo_root()
-    test_file = root / "exercises" / f"test_{ex.stem}.py"
+    files = [str(root / "exercises" / f"test_{ex.stem}.py") for ex in exercises]
     sandbox.become_subreaper()
     before = set(sandbox.children())
+    limit = options.timeout * len(exercises) + 60  # the exercise budgets hold it well within this
     with tempfile.TemporaryDirectory(prefix="minidit-grade-") as tmp:
         report, log_path = pathlib.Path(tmp) / "report.json", pathlib.Path(tmp) / "pytest.log"
-        cmd = [sys.executable, "-m", "pytest", str(test_file), "-p", "minidit.sandbox", "-q", "-p", "no:cacheprovider",
+        cmd = [sys.executable, "-m", "pytest", *files, "-p", "minidit.sandbox", "-q", "-p", "no:cacheprovider",
                "-o", "addopts=", "--no-header", "-rN", "--basetemp", str(pathlib.Path(tmp) / "t")]
         env = {k: v for k, v in os.environ.items() if k not in (course.ENV_IMPL, course.ENV_EXERCISES)}
-        env.update({sandbox.ENV_SUBMISSION: str(folder), sandbox.ENV_EXERCISE: ex.id, sandbox.ENV_REPORT: str(report),
+        env.update({sandbox.ENV_SUBMISSION: str(folder), sandbox.ENV_REPORT: str(report),
                     sandbox.ENV_LIMITS: json.dumps(dataclasses.asdict(options.limits())),
+                    sandbox.ENV_BUDGET: str(options.timeout),
                     "MINIDIT_TEST_TIMEOUT": str(options.test_timeout), "PYTHONDONTWRITEBYTECODE": "1"})
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         timed_out = False
         try:
-            proc.wait(options.timeout)
+            proc.wait(limit)
         except subprocess.TimeoutExpired:
             timed_out = True
             with contextlib.suppress(ProcessLookupError):
@@ -177,16 +180,25 @@ def _run_exercise(ex: course.Exercise, folder: pathlib.Path,
         finally:
             sandbox.kill_descendants(keep=before)  # whatever is left (daemons, setsid children) dies here
         log = log_path.read_text(errors="replace")[-2000:]
-        if timed_out:
-            return "timeout", [], f"killed after {options.timeout:g} s (an infinite loop?)\n{log}", []
-        if not report.is_file():
-            return "crashed", [], f"the test process exited with code {proc.returncode} and wrote no report\n{log}", []
-        data = json.loads(report.read_text())
-    tests = data["tests"]
-    problems = [f"{t['name']}: {t['outcome']}: {t['message']}" for t in tests if t["outcome"] != "passed"]
-    output = data.get("child_output", "").strip()
-    text = "\n".join(problems) + (f"\n--- your code's output ---\n{output}" if output else "")
-    return "ran", tests, text[-4000:], data.get("sandbox", [])
+        data = json.loads(report.read_text()) if report.is_file() and not timed_out else None
+    if data is None:
+        status, why = ("timeout", f"killed after {limit:g} s") if timed_out else (
+            "crashed", f"the test process exited with code {proc.returncode} and wrote no report")
+        return {ex.id: {"status": status, "tests": [], "log": f"{why}\n{log}", "notes": [], "seconds": 0.0}
+                for ex in exercises}
+    out = {}
+    for ex in exercises:
+        info = data["exercises"].get(ex.id, {})
+        tests = [t for t in data["tests"] if t["exercise"] == ex.id]
+        problems = [f"{t['name']}: {t['outcome']}: {t['message']}" for t in tests if t["outcome"] != "passed"]
+        output = info.get("output", "").strip()
+        text = "\n".join(problems) + (f"\n--- your code's output ---\n{output}" if output else "")
+        status, over = _status(tests), bool(info.get("over_budget"))
+        if over:
+            status, text = "timeout", f"its tests ran longer than {options.timeout:g} s together: scored 0\n{text}"
+        out[ex.id] = {"status": status, "tests": tests, "log": text[-4000:], "notes": info.get("notes", []),
+                      "seconds": round(info.get("seconds", 0.0), 1), "over_budget": over}
+    return out
 
 
 def _status(tests: list[dict]) -> str:
@@ -228,37 +240,38 @@ def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 
     folder = course.exercise_folder(str(folder))
     root = course.repo_root()
     snapshot = snapshot if snapshot is not None else _instructor_files(root)
-    results = {}
-    for ex in [course.get(i) for i in (exercise_ids or course.EXERCISES)]:
-        start = time.perf_counter()
+    chosen = [course.get(i) for i in (exercise_ids or course.EXERCISES)]
+    early: dict[str, dict] = {}  # exercises decided without running anything
+    for ex in chosen:
         file = folder / f"{ex.stem}.py"
-        tests: list[dict] = []
-        notes: list[str] = []
         if not file.is_file():
-            status, log = "missing", f"no file {ex.stem}.py"
+            early[ex.id] = {"status": "missing", "log": f"no file {ex.stem}.py"}
         elif problems := honesty_problems(ex, file.read_text(errors="replace")):
-            status = "rejected"
-            log = (f"{ex.id} scores 0: {ex.stem}.py does not implement the exercise itself - "
-                   + "; ".join(problems) + ". Write your own code (other exercises' pieces and building blocks "
-                   "such as Attention and Mlp may be imported).")
-        else:
-            status, tests, log, notes = _run_exercise(ex, folder, options)
-            if status == "ran":
-                status = _status(tests)
-        tampered = _restore_checkout(root, snapshot)
-        if tampered:  # only possible without Landlock; this run had read its tests before, the next one is safe
+            early[ex.id] = {"status": "rejected", "log": (
+                f"{ex.id} scores 0: {ex.stem}.py does not implement the exercise itself - " + "; ".join(problems)
+                + ". Write your own code (other exercises' pieces and building blocks such as Attention and Mlp "
+                "may be imported).")}
+    to_run = [ex for ex in chosen if ex.id not in early]
+    ran = _run_tests(to_run, folder, options) if to_run else {}
+    tampered = _restore_checkout(root, snapshot)  # only possible without Landlock; the next student is safe
+    results = {}
+    for ex in chosen:
+        r = {"tests": [], "notes": [], "seconds": 0.0, **early.get(ex.id, {}), **ran.get(ex.id, {})}
+        tests, status, log = r["tests"], r["status"], r["log"]
+        if tampered and ex.id in ran:
             log = f"WARNING: the submission changed the grader's files {tampered}; they were restored\n{log}"
         passed = sum(t["outcome"] == "passed" for t in tests)
         total = sum(t["outcome"] != "skipped" for t in tests)
-        score = round(ex.points * passed / total, 2) if total and status != "rejected" else 0.0
+        over = r.get("over_budget", False)
+        score = round(ex.points * passed / total, 2) if total and status != "rejected" and not over else 0.0
         results[ex.id] = {
             "title": ex.title, "status": status, "points": score, "max_points": ex.points,
             "optional": ex.optional, "passed": passed, "tests": total,
             "failed": sum(t["outcome"] in ("failed", "error", "timeout", "crashed", "rejected") for t in tests),
             "not_started": sum(t["outcome"] == "not started" for t in tests),
-            "seconds": round(time.perf_counter() - start, 1),
-            "log": log if status not in ("passed", "not started") or tampered else "",
-            "results": tests, "tampered": tampered, "sandbox": notes,
+            "seconds": r["seconds"],
+            "log": log if status not in ("passed", "not started") or (tampered and ex.id in ran) else "",
+            "results": tests, "tampered": tampered if ex.id in ran else [], "sandbox": r["notes"],
         }
     required = [r for r in results.values() if not r["optional"]]
     return {

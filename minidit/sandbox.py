@@ -59,12 +59,13 @@ import types
 from typing import Any
 
 ENV_SUBMISSION = "MINIDIT_SANDBOX_SUBMISSION"  # the student's folder (graded mode; each child gets a copy)
-ENV_EXERCISE = "MINIDIT_SANDBOX_EXERCISE"  # the exercise id graded by this pytest process
+ENV_BUDGET = "MINIDIT_SANDBOX_BUDGET"  # seconds all tests of one exercise may take together
 ENV_REPORT = "MINIDIT_SANDBOX_REPORT"  # where the verdict process writes its JSON report
 ENV_LIMITS = "MINIDIT_SANDBOX_LIMITS"  # JSON of Limits
 CRASH_MESSAGE = "your code's process ended"  # a test failed because the child died (status "crashed")
 NOT_OWN_MESSAGE = "is not your own code"  # the runtime honesty check (status "rejected")
 TIMEOUT_MESSAGE = "test ran longer than"  # also what exercises/conftest.py says on a per-test timeout
+BUDGET_MESSAGE = "this exercise's tests ran longer than"  # --timeout, for all tests of an exercise together
 MARKER = "minidit-sandbox-"  # prefix of every child's folder (and so of its command line)
 
 
@@ -1459,6 +1460,27 @@ def close_all() -> None:
     kill_descendants(keep=_KEEP)
 
 
+def _exercise_id(nodeid: str) -> str:
+    import re
+
+    match = re.search(r"test_(ex\d\d)_", nodeid)
+    return match.group(1) if match else ""
+
+
+_SPENT: dict[str, float] = {}  # exercise -> seconds its tests took
+_INFO: dict[str, dict] = {}  # exercise -> what its child printed, the protections that applied
+_CURRENT: list[str] = []  # the exercise whose tests run now
+
+
+def _finish(exercise_id: str) -> None:
+    """An exercise's tests are done: keep what its child printed, then kill it with all it started."""
+    sub = _SUBMISSIONS.get(exercise_id)
+    if sub is not None:
+        _INFO[exercise_id] = {"notes": sub.notes, "output": sub.output_tail()}
+        sub.close()
+    kill_descendants(keep=_KEEP)
+
+
 def pytest_configure(config) -> None:
     if not os.environ.get(ENV_SUBMISSION):
         return
@@ -1468,9 +1490,37 @@ def pytest_configure(config) -> None:
     _prctl(_PR_SET_DUMPABLE, 0)  # processes of the same user cannot ptrace this one or open /proc/<pid>/fd
     _KEEP.update(children())
     course.set_remote_loader(remote_module)
-    if os.environ.get(ENV_EXERCISE):  # start the child now: its start-up is not the first test's time
-        with contextlib.suppress(Exception):
-            _submission(os.environ[ENV_EXERCISE]).start()
+
+
+try:
+    from pytest import hookimpl as _hookimpl
+except ImportError:  # pytest is only needed where this module is a plugin
+
+    def _hookimpl(**kwargs):
+        return lambda function: function
+
+
+@_hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not os.environ.get(ENV_SUBMISSION):
+        yield
+        return
+    exercise = _exercise_id(item.nodeid)
+    if _CURRENT and _CURRENT[0] != exercise:  # the previous exercise's child dies before these tests run
+        _finish(_CURRENT.pop())
+    if not _CURRENT:
+        _CURRENT.append(exercise)
+    start = time.monotonic()
+    yield
+    _SPENT[exercise] = _SPENT.get(exercise, 0.0) + time.monotonic() - start
+
+
+@_hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    budget = float(os.environ.get(ENV_BUDGET, "0") or 0)
+    exercise = _exercise_id(item.nodeid)
+    if os.environ.get(ENV_SUBMISSION) and budget > 0 and _SPENT.get(exercise, 0.0) > budget:
+        raise TimeoutError(f"not run: {BUDGET_MESSAGE} {budget:g} s together")
 
 
 def _message(report) -> str:
@@ -1488,7 +1538,8 @@ def outcome_of(report) -> str | None:
         return "not started" if _message(report).startswith("not started") else "skipped"
     if report.outcome == "failed":
         text = str(report.longrepr)
-        for marker, outcome in ((NOT_OWN_MESSAGE, "rejected"), (TIMEOUT_MESSAGE, "timeout"), (CRASH_MESSAGE, "crashed")):
+        for marker, outcome in ((NOT_OWN_MESSAGE, "rejected"), (TIMEOUT_MESSAGE, "timeout"), (BUDGET_MESSAGE, "timeout"),
+                                (CRASH_MESSAGE, "crashed")):
             if marker in text:
                 return outcome
         return "failed" if report.when == "call" else "error"
@@ -1498,7 +1549,8 @@ def outcome_of(report) -> str | None:
 def pytest_runtest_logreport(report) -> None:
     if not os.environ.get(ENV_SUBMISSION) or (outcome := outcome_of(report)) is None:
         return
-    entry = _REPORT.setdefault(report.nodeid, {"name": report.nodeid.split("::", 1)[-1], "outcome": outcome,
+    entry = _REPORT.setdefault(report.nodeid, {"exercise": _exercise_id(report.nodeid),
+                                               "name": report.nodeid.split("::", 1)[-1], "outcome": outcome,
                                                "message": ""})
     if entry["outcome"] in ("passed", "skipped") or outcome not in ("passed", "skipped"):
         entry["outcome"] = outcome  # the worst of setup, call and teardown
@@ -1508,12 +1560,14 @@ def pytest_runtest_logreport(report) -> None:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if not os.environ.get(ENV_SUBMISSION):
         return
-    notes = sorted({n for s in _SUBMISSIONS.values() for n in s.notes})
-    output = "".join(s.output_tail() for s in _SUBMISSIONS.values())
+    for exercise in list(_CURRENT):
+        _finish(exercise)
     close_all()  # nothing the student started is alive when the report is written
+    budget = float(os.environ.get(ENV_BUDGET, "0") or 0)
+    exercises = {ex: {**_INFO.get(ex, {}), "seconds": spent, "over_budget": bool(budget and spent > budget)}
+                 for ex, spent in _SPENT.items()}
+    report = {"tests": list(_REPORT.values()), "exercises": exercises, "exit_status": int(exitstatus)}
     path = pathlib.Path(os.environ[ENV_REPORT])
-    report = {"tests": list(_REPORT.values()), "child_output": output[-2000:], "sandbox": notes,
-              "exit_status": int(exitstatus)}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report))
     os.replace(tmp, path)
