@@ -174,6 +174,11 @@ def check_inside_dit(exercise_id: str, block: str, seed: int = 0) -> None:
     from minidit import course
     from minidit.model import DiT
 
+    if course.in_release(exercise_id):
+        import pytest
+
+        pytest.skip("compares with minidit's own version of the block (it is not in the student release)")
+
     kwargs = dict(input_size=8, patch_size=4, in_channels=2, hidden_size=32, depth=2, num_heads=4, num_classes=3,
                   block=block)
     reference = randomize_(DiT(**kwargs), seed).eval()

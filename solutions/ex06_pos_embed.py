@@ -30,7 +30,7 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim: int, pos: np.ndarray) -> np.nda
     """
     omega = 1.0 / 10000 ** (np.arange(embed_dim // 2, dtype=np.float64) / (embed_dim / 2))  # (D'/2,)
     angles = np.outer(np.asarray(pos, dtype=np.float64).reshape(-1), omega)  # (M, D'/2)
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)  # (M, D')
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)  # (M, D'): sines, then cosines
 
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:

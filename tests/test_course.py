@@ -31,8 +31,8 @@ ROUTES = {
     "ex11": ("x = x + self.attn(modulate(", "x = self.attn(modulate("),
     "ex12": ("torch.cat([eps, cond[:, guided:]], dim=1)", "torch.cat([eps, uncond[:, guided:]], dim=1)"),
     "ex13": ("abar_padded[t_prev + 1]", "abar_padded[t_prev]"),
-    "ex14": ("ema_params[name].mul_(decay).add_(param, alpha=1 - decay)",
-             "ema_params[name].mul_(1 - decay).add_(param, alpha=decay)"),
+    "ex14": ("ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)",
+             "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)"),
     "ex15": ("torch.cat([x_t, up.to(x_t.dtype)], dim=1)", "torch.cat([up.to(x_t.dtype), x_t], dim=1)"),
     "ex16": ("- 2 * trace_sqrt)", "- trace_sqrt)"),
 }
