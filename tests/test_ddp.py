@@ -46,7 +46,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, traced: bool) -
     """What torchrun sets up for each process, then the ordinary train() call.
 
     traced: train() takes its GPU path, torch.compile of the step, with dynamo's "eager" backend (the
-    graphs are traced, DDP's buckets split them, but nothing is compiled to kernels: seconds, not minutes).
+    step is traced into graphs as on a GPU, but nothing is compiled to kernels: seconds, not minutes).
     """
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world_size))
@@ -99,7 +99,7 @@ STEPS, GLOBAL_BATCH = 3, 8
 def _rank_setup(rank: int, world_size: int):
     """What train() builds for one rank: DiT-T/4 at 16x16 with GELU recomputation (its default), the
     diffusion, AdamW, and (world_size > 1) the DDP wrapper, whose gradient buckets are 1 MB here so
-    that DiT-T/4's 4.9 MB of weights fill several, as DiT-S/2's 130 MB do at DDP's default 25 MB."""
+    that DiT-T/4's 5 MB of weights fill several, as DiT-S/2's 130 MB do at DDP's default 25 MB."""
     torch.manual_seed(0)
     model = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
     set_recompute_gelu(model, True)
@@ -136,9 +136,8 @@ def _trajectory(rank: int, world_size: int, compile: bool, backend=None) -> dict
     model, train_model, diffusion, optimizer = _rank_setup(rank, world_size)
     messages, losses = [], []
     real_compile = torch.compile
-    compile_with = (lambda fn, mode: real_compile(fn, mode=mode)) if backend is None else \
-        (lambda fn, mode: real_compile(fn, backend=backend))
-    with mock.patch.object(torch, "compile", compile_with):
+    with contextlib.nullcontext() if backend is None else \
+            mock.patch.object(torch, "compile", lambda fn, mode: real_compile(fn, backend=backend)):
         stepper = FastStep(train_model, diffusion, optimizer, compile=compile, log=messages.append)
         for batch in _batches(rank, world_size, diffusion):
             loss = stepper(batch)  # (GLOBAL_BATCH / world_size,)
@@ -152,17 +151,20 @@ def _trajectory(rank: int, world_size: int, compile: bool, backend=None) -> dict
     return {"loss": losses, "weights": weights, "messages": messages, "compiled": stepper.compiled}
 
 
-def _failing_after_the_model(gm, example_inputs):
-    """A compiler backend that fails on every graph after DDP's forward: a failure at the worst moment,
-    when DDP has run its forward bookkeeping and waits for a backward pass."""
-    inside = DDP._get_active_ddp_module() is not None
-    _failing_after_the_model.model_seen |= inside
-    if _failing_after_the_model.model_seen and not inside:
-        raise RuntimeError("a compiler failure after the model")
-    return gm.forward
+def _fails_after_the_model():
+    """A compiler backend that fails on every graph after the model's (those compiled inside DDP's
+    forward): a failure at the worst moment, when DDP has run its forward and waits for a backward pass."""
+    model_seen = False
 
+    def backend(gm, example_inputs):
+        nonlocal model_seen
+        inside = DDP._get_active_ddp_module() is not None
+        model_seen |= inside
+        if model_seen and not inside:
+            raise RuntimeError("a compiler failure after the model")
+        return gm.forward
 
-_failing_after_the_model.model_seen = False
+    return backend
 
 
 def _compiled_worker(rank: int, world_size: int, port: int, out_dir: str, what: str) -> None:
@@ -174,7 +176,7 @@ def _compiled_worker(rank: int, world_size: int, port: int, out_dir: str, what: 
             result = {"inductor": _trajectory(rank, world_size, compile=True)}
         else:
             result = {"graph_ops": _graph_ops(rank, world_size),
-                      "fallback": _trajectory(rank, world_size, compile=True, backend=_failing_after_the_model)}
+                      "fallback": _trajectory(rank, world_size, compile=True, backend=_fails_after_the_model())}
     finally:
         dist.destroy_process_group()
     torch.save(result, pathlib.Path(out_dir) / f"{what}{rank}.pt")
