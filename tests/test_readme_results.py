@@ -73,3 +73,10 @@ def test_many_gpus_table_matches_scaling_json(model):
         same = f"{100 * s['scaling_efficiency_same_scope']:.0f}% against 1 GPU with DDP's compile scope: " \
                f"{s['img_per_s_1_same_scope']:,.0f} img/s"
         assert same in README
+
+
+def test_sampling_cli_times_match_their_json():
+    runs = _load("bench", "sample_cli_h200.json")["runs"]
+    texts = [f"{r['seconds']:.2f} s" for r in runs]
+    assert all(r["rc"] == 0 for r in runs)
+    assert not _quoted(texts), f"README numbers not in sample_cli_h200.json: {_quoted(texts)}"
