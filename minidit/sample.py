@@ -60,7 +60,8 @@ def respace(diffusion: _diffusion.GaussianDiffusion, sampler: str = "ddpm", step
 @torch.no_grad()
 def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int | None = 250,
            eta: float = 0.0, generator: torch.Generator | None = None, guided_channels: int | None = None,
-           progress: bool = False, noise: torch.Tensor | None = None, amp: bool | None = None) -> torch.Tensor:
+           progress: bool = False, noise: torch.Tensor | None = None, amp: bool | None = None,
+           clip_denoised: bool = True) -> torch.Tensor:
     """Generate one image per label.
 
     model: a DiT (eval mode is used; the mode is restored after). diffusion: the full process the
@@ -68,7 +69,8 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     no guidance; otherwise `model.forward_with_cfg` (one doubled batch per step). sampler: "ddpm"
     (ancestral, DDPM Algorithm 2) or "ddim" (eta 0 = deterministic). generator: draws x_T and
     the per-step noise. noise: (N, C, H, W) x_T instead. amp: bf16 autocast for the model
-    (default: on CUDA). Returns (N, C, H, W) float32 in [-1, 1].
+    (default: on CUDA). clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
+    which are not bounded, take False, as DiT's sampling does. Returns (N, C, H, W) float32.
     """
     net = unwrap_model(model)
     device = next(net.parameters()).device
@@ -90,14 +92,15 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     was_training = net.training
     net.eval()
     try:
-        kwargs = dict(noise=noise, model_kwargs={"y": labels}, device=device, progress=progress, generator=generator)
+        kwargs = dict(noise=noise, model_kwargs={"y": labels}, device=device, progress=progress, generator=generator,
+                      clip_denoised=clip_denoised)
         if sampler == "ddpm":
             x = process.p_sample_loop(model_fn, shape, **kwargs)
         else:
             x = process.ddim_sample_loop(model_fn, shape, eta=eta, **kwargs)
     finally:
         net.train(was_training)
-    return x.clamp(-1, 1)  # (N, C, H, W)
+    return x.clamp(-1, 1) if clip_denoised else x  # (N, C, H, W)
 
 
 def load_model_for_sampling(ckpt_path, use_ema: bool = True, device=None):

@@ -49,7 +49,7 @@ from minidit import checkpoint as _checkpoint
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
 from minidit.blocks import set_recompute_gelu
-from minidit.data import FashionMNIST, load_fashion_mnist, sample_batch
+from minidit.data import FashionMNIST, LatentDataset, load_fashion_mnist, sample_batch
 from minidit.device import get_device
 from minidit.model import create_model, model_config
 
@@ -341,11 +341,12 @@ def _gather(t: torch.Tensor, world_size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- train
 
 
-def train(cfg: TrainConfig, data: FashionMNIST | None = None) -> dict:
+def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) -> dict:
     """Train as `cfg` says; returns the history (also written to out_dir/history.json).
 
-    cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)); None loads
-    the training split from cfg.data_dir (see minidit.data.find_data_dir). Under torchrun the
+    cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)), or a LatentDataset
+    of float latents (DiT then works in the autoencoder's latent space, notebook 10); None loads the
+    training split from cfg.data_dir (see minidit.data.find_data_dir). Under torchrun the
     process group is set up here (NCCL on CUDA, gloo on CPU). History keys: step, loss,
     loss_per_quarter {q0..q3}, img_per_s, wall_time (s), checkpoints (weight files), samples
     (PNG grids), state (resumable file), final_step, stopped_by_budget, plus device and config.
@@ -367,7 +368,7 @@ def train(cfg: TrainConfig, data: FashionMNIST | None = None) -> dict:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
+def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _Dist) -> dict:
     is_main = world.rank == 0
     start_time = time.monotonic()
     device = get_device(cfg.device)
@@ -394,8 +395,11 @@ def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
     # data on the device, as one uint8 tensor
     if data is None:
         data = load_fashion_mnist("train", root=cfg.data_dir)
-    if not isinstance(data, FashionMNIST):
-        raise TypeError(f"data must be a minidit.data.FashionMNIST, got {type(data).__name__}")
+    if not isinstance(data, (FashionMNIST, LatentDataset)):
+        raise TypeError(f"data must be a minidit.data.FashionMNIST or LatentDataset, got {type(data).__name__}")
+    if isinstance(data, LatentDataset) and cfg.sample_every:
+        raise ValueError("sample grids show images, and latents need the autoencoder's decoder first: "
+                         "train on latents with sample_every=0 (minidit.latent decodes the samples)")
     _, channels, height, width = data.images.shape
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
