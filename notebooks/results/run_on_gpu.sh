@@ -3,7 +3,7 @@
 #
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
-# PART: env | evaluator | bench | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 09 | scaling
+# PART: env | evaluator | bench | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 09 | 10 | scaling
 #
 # First session, one H100: env evaluator bench(-ladder) 08A 08B 08C 09, one or two parts a call.
 # Second session, a 2-GPU H100 host (the same `export NCCL_NVLS_ENABLE=0 ...` in every call):
@@ -102,6 +102,11 @@ for part in "$@"; do
     09)
       run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
       pack_out notebooks/results/09_super_resolution results_09 ;;
+    10)  # the whole run fits its budget, torch.compile included (8 min + about 20 s of Python start-up)
+      mkdir -p notebooks/results/10_latent_diffusion
+      run_py -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes "${LATENT_MINUTES:-8}" \
+        2>&1 | tee notebooks/results/10_latent_diffusion/log_10.txt
+      pack_out notebooks/results/10_latent_diffusion results_10 ;;
     scaling)  # NVLink multicast stays off on shared hosts
       export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
       run_py -m minidit.scaling --gpus "$(nvidia-smi -L | wc -l)" --parallel-single ${SCALING_ARGS:-} \
