@@ -55,7 +55,7 @@ class LatentRunConfig:
     lr: float = 1e-4
     max_pixel_steps: int = 4000  # the latent DiT aims at this much compute; the pixel DiT then matches it
     latent_share: float = 0.5  # of the DiT training time, for the latent DiT (it goes first)
-    num_recon: int = 10_000  # test images reconstructed and scored
+    num_recon: int = 5000  # test images reconstructed and scored (FID against the samples' reference)
     num_samples: int = 5000  # per model and guidance scale
     cfg_scales: tuple[float, ...] = (1.0, 1.5)
     sample_steps: int = 50  # DDIM
@@ -283,8 +283,8 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         n_rec = min(cfg.num_recon, len(test_data))
         real = to_model_range(test_data.images[:n_rec]).to(device)  # (n, 1, 32, 32)
         rec = _latent.decode_latents(ae, _latent.encode_images(ae, real, sample=False), 1.0).float()
-        report = evaluation_report(rec.cpu(), test_data.labels[:n_rec], num_reference=n_rec, seed=cfg.seed,
-                                   device=device, data_dir=data_dir)
+        report = evaluation_report(rec.cpu(), test_data.labels[:n_rec], num_reference=cfg.num_samples,
+                                   seed=cfg.seed, device=device, data_dir=data_dir)  # the samples' reference
         summary["autoencoder"]["reconstruction"] = {
             "latent": "posterior mean", "psnr": psnr(rec, real).mean().item(), "ssim": ssim(rec, real).mean().item(),
             **_scores(report)}
