@@ -335,6 +335,9 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
             else:  # the latent DiT's compute, in pixel steps
                 steps = max(1, round(models["latent"]["steps"] * models["latent"]["gflops"] / m["gflops"]))
                 seconds = left() - cfg.eval_reserve_s
+            if name == "pixel" and not models["latent"]["steps"]:
+                m.update(steps=0, status="skipped: the latent DiT did not train, so there is no compute to match")
+                continue
             if seconds < 1:
                 log(f"minidit.latent_experiment: no time left to train the {name} DiT")
                 m.update(steps=0, status="skipped: no time left")

@@ -234,7 +234,8 @@ def test_a_tiny_budget_skips_phases_cleanly(tmp_path, fashion_mnist_dir):
     assert lx.main(["--quick", "--minutes", "0.02", "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "done" and "scale_factor" in results["latents"]
-    assert results["models"]["latent"]["status"].startswith("skipped") and results["models"]["pixel"]["steps"] == 0
+    assert results["models"]["latent"]["status"] == "skipped: no time left"
+    assert results["models"]["pixel"]["steps"] == 0 and "no compute to match" in results["models"]["pixel"]["status"]
     assert results["samples"] == {"latent": {}, "pixel": {}}
 
 
