@@ -73,7 +73,7 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, twice, plus a (1x1 when the width changes) skip: (N, c_in, H, W) -> (N, c_out, H, W)."""
+    """Two (GroupNorm, SiLU, conv 3x3) and a skip (1x1 conv if the width changes): (N, c_in, H, W) -> (N, c_out, H, W)."""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
@@ -151,9 +151,10 @@ class AutoencoderKL(nn.Module):
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Posterior:
         """x: (N, 1, H, W) in [-1, 1] -> Posterior(sample, mean, logvar), each (N, 4, H / f, W / f)."""
-        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-1] % self.cfg.factor:
-            raise ValueError(f"expected images (N, {self.cfg.in_channels}, H, W) with H, W divisible by "
-                             f"{self.cfg.factor}, got {tuple(x.shape)}")
+        f = self.cfg.factor
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(f"expected images (N, {self.cfg.in_channels}, H, W) with H, W divisible by {f}, "
+                             f"got {tuple(x.shape)}")
         mean, logvar = self.encoder(x).float().chunk(2, dim=1)  # (N, C, h, w) each
         logvar = logvar.clamp(-30.0, 20.0)  # as the SD VAE: keeps exp(logvar) finite
         return Posterior(sample_posterior(mean, logvar, generator=generator), mean, logvar)

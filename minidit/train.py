@@ -392,7 +392,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     if use_compile and world.world_size > 1:
         scope = "model"  # DDP needs the compiled graph split at its gradient buckets: compile the DDP module
 
-    # data on the device, as one uint8 tensor
+    # data on the device: one uint8 tensor of images, or one float tensor of latents
     if data is None:
         data = load_fashion_mnist("train", root=cfg.data_dir)
     if not isinstance(data, (FashionMNIST, LatentDataset)):
