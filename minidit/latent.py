@@ -73,7 +73,7 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    """(GroupNorm, SiLU, conv 3x3) twice, plus a skip (1x1 conv if widths differ): (N, c_in, H, W) -> (N, c_out, H, W)."""
+    """(GroupNorm, SiLU, conv 3x3) twice plus a skip (1x1 conv if widths differ): (N, c_in, H, W) -> (N, c_out, H, W)"""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()

@@ -119,8 +119,8 @@ for name, model, size, channels in rows:
     print(f"{name:<40}{(size // 2) ** 2:>8,}{dit_gflops(model, input_size=size, in_channels=channels):>12,.2f}")
 
 # %% [markdown]
-# On the paper's images the latent route divides the sequence by 64 and the compute by several hundred
-# (attention's $T^2$ term explodes at 16,384 tokens): without it, DiT-XL/2 could not have been trained.
+# On the paper's images the latent route divides the sequence by 64 and the compute by about 200
+# (attention's $T^2$ term grows fastest at 16,384 tokens): without it, DiT-XL/2 could not have been trained.
 # Fashion-MNIST is small enough to train on pixels (notebook 08 does), so here the latent route is a
 # *choice*, and we can measure what it gives. We take $f = 4$: a 32×32×1 image becomes an 8×8×4 latent —
 # 256 numbers for 1,024 pixels, 4× fewer — and DiT-S/2 sees 16 tokens instead of 256, for 17× fewer
@@ -218,8 +218,8 @@ plt.show()
 # $$z_t = \sqrt{\bar\alpha_t}\, z_0 + \sqrt{1 - \bar\alpha_t}\, \varepsilon, \qquad
 # \mathrm{SNR}(t) = \frac{\bar\alpha_t\, \operatorname{Var}[z_0]}{1 - \bar\alpha_t},$$
 #
-# and its schedule $\bar\alpha_t$ was tuned (for pixels in $[-1, 1]$, variance about 1 after
-# normalisation) so that the signal-to-noise ratio falls from large to near 0 across the 1,000 steps.
+# and its schedule $\bar\alpha_t$ was tuned for images scaled to $[-1, 1]$, whose standard deviation is of
+# order 1, so that the signal-to-noise ratio falls from large to near 0 across the 1,000 steps.
 # Data with standard deviation $s$ multiplies every SNR by $s^2$: at $s = 5.49$ the process is still
 # dominated by signal far into the schedule, $x_T$ is not the $\mathcal N(0, I)$ that sampling starts from,
 # and the model spends its steps at the wrong noise levels. The fix is one number, the **scale factor**
@@ -424,7 +424,7 @@ if gpu is not None and gpu.get("samples", {}).get("latent") and gpu.get("samples
 #   problem for a GPU; the achieved TFLOP/s shows how much less of the chip the latent DiT uses, which is why
 #   its img/s is less than 17× the pixel DiT's, and why equal compute is not equal wall-clock time.
 # * **At the paper's scale** the balance is different: 256×256×3 images would give 16,384 pixel tokens,
-#   the savings are hundreds of times the compute, not 17×, and the GPU is busy at 256 latent tokens. The
+#   the saving is about 200× the compute, not 17×, and the GPU is busy at 256 latent tokens. The
 #   one-off cost of the autoencoder, shared by every model trained on it, is then small.
 
 # %% [markdown]
