@@ -16,6 +16,8 @@ def test_sample_posterior_formula(impl):
     mean, logvar, noise = _posterior(1)
     z = impl.sample_posterior(mean, logvar, noise)
     check_shape(z, mean.shape, what="z")
+    assert torch.equal(z, impl.sample_posterior(mean, logvar, noise)), (
+        "the same noise gave two different z: use the `noise` argument (draw your own only when it is None)")
     std = torch.sqrt(torch.exp(logvar))  # independent of the exp(logvar / 2) spelling
     check(z, mean + std * noise, what="z", atol=1e-5, mistakes={
         "exp(logvar) is the variance: the standard deviation is exp(logvar / 2)": mean + torch.exp(logvar) * noise,
