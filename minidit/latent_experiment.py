@@ -269,7 +269,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         ae, ae_hist = _latent.train_autoencoder(train_data.images, cfg.ae, steps=cfg.ae_max_steps,
                                                 max_seconds=min(cfg.ae_share * budget, max(left(), 1.0)),
                                                 batch_size=cfg.ae_batch_size, lr=cfg.ae_lr, seed=cfg.seed,
-                                                log_every=cfg.log_every, log=log)
+                                                log_every=10 * cfg.log_every, log=log)
         ae_gflops = _ae_gflops(ae, device)
         summary["autoencoder"] = {"config": dataclasses.asdict(cfg.ae), "factor": cfg.ae.factor, **ae_hist,
                                   **{f"{k}_gflops": v for k, v in ae_gflops.items()}}
@@ -356,6 +356,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
                      # achieved training throughput: forward + backward ~ 3 forwards, 2 FLOPs per multiply-accumulate
                      tflops_per_s=(_median_img_per_s(history) or 0.0) * m["gflops"] * 6 / 1e3,
                      train_seconds=history["wall_time"][-1] if history["wall_time"] else None,
+                     seconds_to_first_log=history["wall_time"][0] if history["wall_time"] else None,  # compile
                      training_compute=history["final_step"] * cfg.batch_size * m["gflops"],
                      checkpoint=history["checkpoints"][-1], status="trained",
                      history={k: history[k] for k in ("step", "loss", "img_per_s", "wall_time")})
