@@ -77,6 +77,8 @@ class LatentRunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (0 < self.ae_share < 1 and 0 < self.latent_share < 1):
             raise ValueError(f"ae_share and latent_share must be in (0, 1), got {self.ae_share}, {self.latent_share}")
+        if self.num_samples < len(CLASS_NAMES):
+            raise ValueError(f"num_samples must be >= {len(CLASS_NAMES)} (class-balanced), got {self.num_samples}")
         if not self.cfg_scales or min(self.cfg_scales) < 1:
             raise ValueError(f"cfg_scales must be >= 1, got {self.cfg_scales}")
 
@@ -431,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidit.latent_experiment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json and the figures")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole run (default 8)")
-    parser.add_argument("--quick", action="store_true", help="CPU-sized: tiny models, a few steps, 100 samples")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU-sized: tiny models, a few steps, 40 samples per model (default budget 3 min)")
     parser.add_argument("--work-dir", default=None, help="DiT checkpoints (default runs/10_latent_diffusion)")
     parser.add_argument("--num-samples", type=int, default=None, help="per model and guidance scale (default 5000)")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: minidit.data.find_data_dir)")

@@ -262,3 +262,6 @@ def test_config_and_command_line_errors(capsys):
     with pytest.raises(SystemExit):
         lx.main(["--out", "x", "--minutes", "0"])
     assert "--minutes must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lx.main(["--out", "x", "--num-samples", "5"])
+    assert "class-balanced" in capsys.readouterr().err
