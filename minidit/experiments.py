@@ -2,11 +2,14 @@
 
 Three parts, each a list of runs (DiT §4):
 
-    A  DiT-S/2, adaLN-Zero, learned sigma: the paper's recipe on Fashion-MNIST, evaluated over training
-       and at the end with classifier-free guidance scales 1, 1.5 and 4 (DiT §3.1, Table 4).
-    B  the conditioning-block ablation of DiT Figure 5 (§4.1) at small scale: in-context, cross-attention,
-       adaLN and adaLN-Zero, same model size, data, steps, seeds and evaluation, no guidance.
-    C  a small scaling study in the spirit of DiT Figures 2 and 8: S/8, S/4, S/2, B/4, same steps.
+    A  DiT-S/2, adaLN-Zero, learned sigma: the paper's model and objective on Fashion-MNIST, evaluated
+       over training and at the end with the sampler a user runs (minidit.sample: DDPM-250) at
+       classifier-free guidance scales 1 and 1.5 (DiT §3.1, Table 2). Learning rate 3e-4 instead of the
+       paper's 1e-4 (the notebook shows both curves; the 1e-4 run is kept as `A_paper_lr`).
+    B  the conditioning-block ablation of DiT Figure 5 (§5) at small scale: in-context, cross-attention,
+       adaLN and adaLN-Zero, same model size, data, steps, seeds and evaluation, at a budget where the
+       models use the label; bootstrap intervals of FID over samples (paired across blocks).
+    C  a small scaling study in the spirit of DiT Figures 2 and 8: S/8, S/4, S/2, B/4, B's steps.
 
 A run is a `RunSpec`: one `minidit.train.TrainConfig` plus an evaluation schedule. Its record,
 <results>/run_<name>.json, is rewritten atomically after every stage (training, each evaluation),
@@ -49,13 +52,16 @@ PAPER_FIG5 = {
 }
 # H100 rates behind `estimate_seconds`, from notebooks/results/bench/bench_h100_ladder.json (DiT-S/2, 6.05 GMAC,
 # batch 256, bf16): minidit.train compiled 6,599 img/s, eager 3,155 img/s, compile ~45 s. Eager sampling was not
-# measured: assumed 12,000 forward passes/s for DiT-S/2 (the bench's compiled sampler did 24,000).
+# measured then; the sampler is now compiled, as the bench's that did 24,000 forward passes/s for DiT-S/2.
 _TRAIN_MACS_PER_S = {True: 6_600 * 3 * 6.05e9, False: 3_150 * 3 * 6.05e9}  # keyed by compile
 # Floor of one training step of a depth-12 model, set by kernel launches and host syncs rather than
 # arithmetic. Eager: measured on the H100 (DiT-S/4 and S/8 ran at ~3,900 img/s = 65 ms a step, slower
 # than the compiled S/2 with 4x the compute; notebooks/results/08_train_dit_and_ablation/run_S4_*.json).
 _MIN_STEP_S = {True: 0.006, False: 0.065}
-_SAMPLE_MACS_PER_S, _MIN_SAMPLE_STEP_S = 12_000 * 6.05e9, 0.005
+_SAMPLE_MACS_PER_S, _MIN_SAMPLE_STEP_S = 24_000 * 6.05e9, 0.005  # the compiled sampler (minidit.sample)
+# A call of the GPU machine runs at most 10 minutes; a run's checkpoints and state (hundreds of MB) stay on its
+# disk only while the machine is held, so a run must finish within one sitting of consecutive calls.
+SITTING_MINUTES = 25.0
 _COMPILE_S, _EVAL_OVERHEAD_S, _STARTUP_S = 45.0, 2.0, 20.0
 
 
@@ -76,24 +82,37 @@ class RunSpec:
     final_samples: int = 5000
     cfg_scales: tuple[float, ...] = (1.0,)  # final evaluations; 1.0 = no guidance
     guided_samples: int = 2000  # samples per final evaluation with guidance
-    sampling_steps: int = 100
+    sampling_steps: int = 100  # DDPM steps of the curve points (and of the final ones unless set below)
     grid_every: int = 0  # EMA sample grids written during training (minidit.train's sample_every)
     compile: bool = False
     ema_warmup: str = "ema_warmup"
     sample_batch: int = 2500
     per_class_fid: bool = False  # in the final evaluation without guidance
     kid_subsets: int = 100
+    # Fields added later; at their defaults they stay out of `identity`, so older records still match.
+    lr: float = 1e-4
+    curve_cfg_scales: tuple[float, ...] = (1.0,)  # guidance scales evaluated at every curve point
+    final_sampling_steps: int | None = None  # DDPM steps of the final evaluations (None: sampling_steps)
+    bootstrap: int = 0  # bootstrap resamples of the final samples (FID and class accuracy intervals)
+    grid_scales: tuple[float, ...] = ()  # extra guidance scales of the final sample grids
 
     def __post_init__(self):
         if self.steps % self.eval_every:
             raise ValueError(f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})")
         if not self.curve_samples <= self.final_samples:
             raise ValueError("curve_samples must be <= final_samples (the curve's last point is a subset)")
+        if 1.0 not in self.curve_cfg_scales:
+            raise ValueError("curve_cfg_scales must include 1.0 (the unguided curve)")
 
     @property
     def name(self) -> str:
         short = self.model.removeprefix("DiT-").replace("/", "")
-        return f"{short}_{self.block}_seed{self.seed}_{self.steps}steps"
+        lr = "" if self.lr == 1e-4 else f"_lr{self.lr:g}"
+        return f"{short}_{self.block}_seed{self.seed}_{self.steps}steps{lr}"
+
+    @property
+    def final_steps(self) -> int:
+        return self.sampling_steps if self.final_sampling_steps is None else self.final_sampling_steps
 
     @property
     def eval_steps(self) -> list[int]:
@@ -102,7 +121,8 @@ class RunSpec:
     def identity(self) -> dict:
         """What a finished result depends on (compile and the sampling batch do not change the maths)."""
         d = dataclasses.asdict(self)
-        skip = ("compile", "sample_batch")
+        skip = {"compile", "sample_batch"}
+        skip |= {k for k in _LATER_FIELDS if d[k] == RunSpec.__dataclass_fields__[k].default}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in skip}
 
     def train_config(self, out_dir, max_minutes: float | None, device: torch.device, progress: bool = True):
@@ -110,12 +130,15 @@ class RunSpec:
 
         cuda = device.type == "cuda"
         return TrainConfig(model=self.model, block=self.block, learn_sigma=True, global_batch_size=self.batch_size,
-                           steps=self.steps, ema_warmup=self.ema_warmup, seed=self.seed,
+                           steps=self.steps, lr=self.lr, ema_warmup=self.ema_warmup, seed=self.seed,
                            precision="bf16" if cuda else "fp32", compile=self.compile and cuda,
                            out_dir=str(out_dir), log_every=max(1, min(100, self.eval_every // 5)),
                            ckpt_every=self.eval_every, sample_every=self.grid_every, sample_steps=50,
                            sample_cfg_scale=1.0, resume=True, max_minutes=max_minutes, device=str(device),
                            progress=progress)  # fmt: skip
+
+
+_LATER_FIELDS = ("lr", "curve_cfg_scales", "final_sampling_steps", "bootstrap", "grid_scales")
 
 
 @dataclass(frozen=True)
@@ -127,27 +150,46 @@ class PartSpec:
 
 
 def part_specs(quick: bool = False) -> dict[str, PartSpec]:
-    """The three parts; quick=True: the same code path with tiny CPU sizes (CI, a few seconds a run)."""
+    """The three parts; quick=True: the same code path with tiny CPU sizes (CI, a few seconds a run).
+
+    A runs the paper's model and loss at lr 3e-4; `A_paper_lr` is the paper's 1e-4 for comparison.
+    B and C share one budget (their S/4 adaLN-Zero seed 0 run is the same spec, trained once): long
+    enough that the models use the label (the first ablation stopped at 1,200 steps, where none did).
+    """
     if quick:
         common = dict(steps=4, batch_size=16, eval_every=2, curve_samples=60, final_samples=60, guided_samples=60,
-                      sampling_steps=8, sample_batch=60, kid_subsets=10)  # fmt: skip
-        a = RunSpec("DiT-T/4", **{**common, "steps": 6, "eval_every": 3}, cfg_scales=(1.0, 1.5, 4.0), grid_every=3,
-                    per_class_fid=True)
+                      sampling_steps=8, sample_batch=60, kid_subsets=10, lr=3e-4, cfg_scales=(1.0, 1.5),
+                      bootstrap=20)
+        a = RunSpec("DiT-T/4", **{**common, "steps": 6, "eval_every": 3, "bootstrap": 0}, grid_every=3,
+                    per_class_fid=True, curve_cfg_scales=(1.0, 1.5), final_sampling_steps=10, grid_scales=(4.0,))
+        a_paper = RunSpec("DiT-T/4", **{**common, "steps": 6, "eval_every": 3, "bootstrap": 0, "lr": 1e-4,
+                                        "cfg_scales": (1.0,)})
         ablation_model, scaling_models = "DiT-T/4", ("DiT-T/4", "DiT-T/2")
         budgets = (20.0, 20.0, 20.0)  # CPU speed varies a lot; quick mode should finish, not stop
     else:
+        # A: the paper's sampler for the final numbers (DDPM-250, as `python -m minidit.sample`); the curve points
+        # use DDPM-100 on 1,000 samples, as the first landing's 1e-4 run did, so the two curves compare.
+        a = RunSpec("DiT-S/2", steps=10_000, lr=3e-4, eval_every=2000, curve_samples=1000, final_samples=5000,
+                    cfg_scales=(1.0, 1.5), guided_samples=10_000, sampling_steps=100, final_sampling_steps=250,
+                    curve_cfg_scales=(1.0, 1.5), grid_every=2000, compile=True, per_class_fid=True,
+                    sample_batch=5000, grid_scales=(4.0,))
+        # the first landing's Part A (H100): the paper's lr 1e-4 for 4,000 steps, kept as the comparison curve
+        a_paper = RunSpec("DiT-S/2", steps=4000, eval_every=1000, curve_samples=1000, final_samples=5000,
+                          cfg_scales=(1.0, 1.5, 4.0), guided_samples=2000, grid_every=1000, compile=True,
+                          per_class_fid=True)
         # B and C sample with 50 DDPM steps: with a learned sigma that costs little FID (Improved DDPM §4, Fig. 8)
-        common = dict(steps=1200, batch_size=256, eval_every=400, curve_samples=1000, final_samples=5000,
-                      sampling_steps=50)
-        a = RunSpec("DiT-S/2", steps=4000, eval_every=1000, curve_samples=1000, final_samples=5000,
-                    cfg_scales=(1.0, 1.5, 4.0), guided_samples=2000, grid_every=1000, compile=True, per_class_fid=True)
+        common = dict(steps=4000, batch_size=256, eval_every=1000, curve_samples=2500, final_samples=5000,
+                      sampling_steps=50, lr=3e-4, cfg_scales=(1.0, 1.5), guided_samples=5000, bootstrap=200)
         ablation_model, scaling_models = "DiT-S/4", ("DiT-S/8", "DiT-S/4", "DiT-S/2", "DiT-B/4")
-        budgets = (8.0, 8.5, 8.0)  # minutes per call (a call may run 10); B and C need two calls each
-    b = tuple(RunSpec(ablation_model, block=blk, seed=s, **common) for s in (0, 1) for blk in BLOCK_ORDER)
-    # the S/4 run is B's adaLN-Zero seed 0 (same spec, same record: trained once); compile pays for the big two
-    c = tuple(RunSpec(m, **common, compile=not quick and m in ("DiT-S/2", "DiT-B/4")) for m in scaling_models)
+        budgets = (9.0, 9.0, 9.0)  # minutes per call (a call may run 10)
+    b = tuple(RunSpec(ablation_model, block=blk, seed=s, compile=not quick, **common)
+              for s in (0, 1) for blk in BLOCK_ORDER)
+    # the S/4 run is B's adaLN-Zero seed 0 (same spec, same record: trained once)
+    c = tuple(RunSpec(m, **common, compile=not quick) for m in scaling_models)
     return {
-        "A": PartSpec("A", f"{a.model} (adaLN-Zero, learned sigma) on Fashion-MNIST", (a,), budgets[0]),
+        "A": PartSpec("A", f"{a.model} (adaLN-Zero, learned sigma) on Fashion-MNIST, lr {a.lr:g}", (a,), budgets[0]),
+        "A_paper_lr": PartSpec("A_paper_lr", f"{a_paper.model} at the paper's lr {a_paper.lr:g}", (a_paper,),
+                               budgets[0]),
         "B": PartSpec("B", f"conditioning-block ablation, {ablation_model}, 2 seeds", b, budgets[1]),
         "C": PartSpec("C", "scaling: " + ", ".join(scaling_models), c, budgets[2]),
     }
@@ -182,23 +224,21 @@ def estimate_seconds(spec: RunSpec) -> dict[str, float]:
     macs = gflops(spec) * 1e9
     step_s = max(spec.batch_size * 3 * macs / _TRAIN_MACS_PER_S[spec.compile], _MIN_STEP_S[spec.compile])
     train = spec.steps * step_s + (_COMPILE_S if spec.compile else 0.0)
-    guided = [s for s in spec.cfg_scales if s != 1.0]
-    evaluate = (len(spec.eval_steps) - 1) * _sampling_seconds(spec, spec.curve_samples, 1.0)
-    evaluate += _sampling_seconds(spec, spec.final_samples, 1.0)
-    evaluate += sum(_sampling_seconds(spec, spec.guided_samples, s) for s in guided)
-    evaluate += (len(spec.eval_steps) + 1 + len(guided)) * _EVAL_OVERHEAD_S
+    work = eval_work(spec)
+    evaluate = sum(_sampling_seconds(spec, num, scale, steps) for _, num, scale, _, steps in work)
+    evaluate += len(work) * _EVAL_OVERHEAD_S
     size = SIZES[spec.model.removeprefix("DiT-").split("/")[0]]
     params = 12 * size["depth"] * size["hidden_size"] ** 2
     ckpt = len(spec.eval_steps) * params * 4 * 6 / 1.5e9  # raw + EMA weights, model + EMA + 2 Adam moments
     return {"train": train, "eval": evaluate, "ckpt": ckpt, "total": train + evaluate + ckpt}
 
 
-def _sampling_seconds(spec: RunSpec, num: int, cfg_scale: float) -> float:
+def _sampling_seconds(spec: RunSpec, num: int, cfg_scale: float, steps: int | None = None) -> float:
     """Estimated seconds to draw `num` samples (a guided step runs the model on a doubled batch)."""
     passes = num * (2 if cfg_scale != 1.0 else 1)
     batches = -(-num // spec.sample_batch)
     per_step = max(passes * gflops(spec) * 1e9 / _SAMPLE_MACS_PER_S, batches * _MIN_SAMPLE_STEP_S)
-    return spec.sampling_steps * per_step
+    return (spec.sampling_steps if steps is None else steps) * per_step
 
 
 def plan(part: str, quick: bool = False, results_dir=None) -> str:
@@ -249,11 +289,45 @@ def _new_record(spec: RunSpec) -> dict:
             "evals": [], "grids": {}, "eval_time_s": 0.0}  # fmt: skip
 
 
-def find_eval(record: dict, step: int, num_samples: int, cfg_scale: float = 1.0) -> dict | None:
+def find_eval(record: dict, step: int, num_samples: int, cfg_scale: float = 1.0, sampling_steps: int | None = None
+              ) -> dict | None:
+    """The evaluation of `num_samples` samples at training step `step` (and sampling_steps DDPM steps, if given)."""
+    default_steps = record["spec"].get("sampling_steps")
     for e in record["evals"]:
         if e["step"] == step and e["num_samples"] == num_samples and e["cfg_scale"] == cfg_scale:
-            return e
+            if sampling_steps is None or e.get("sampling_steps", default_steps) == sampling_steps:
+                return e
     return None
+
+
+def n_final(spec: RunSpec, cfg_scale: float) -> int:
+    """Samples of the final evaluation at this guidance scale."""
+    return spec.final_samples if cfg_scale == 1.0 else spec.guided_samples
+
+
+def eval_work(spec: RunSpec) -> list[tuple[int, int, float, tuple[int, ...], int]]:
+    """What a run evaluates, in order: (step, samples drawn, cfg scale, subset sizes scored, DDPM steps).
+
+    The final evaluations come first (what a part is for), then the curve; a curve point at the last step that the final samples can give
+    (same DDPM steps) is scored on a subset of them instead of being drawn again.
+    """
+    shared = spec.final_steps == spec.sampling_steps
+    work, covered = [], set()
+    for scale in spec.cfg_scales:
+        num = n_final(spec, scale)
+        subsets = (num,)
+        if shared and scale in spec.curve_cfg_scales and spec.curve_samples < num:
+            subsets = (spec.curve_samples, num)
+            covered.add(scale)
+        elif shared and scale in spec.curve_cfg_scales:
+            covered.add(scale)
+        work.append((spec.steps, num, scale, subsets, spec.final_steps))
+    for step in spec.eval_steps:
+        for scale in spec.curve_cfg_scales:
+            if step == spec.steps and scale in covered:
+                continue
+            work.append((step, spec.curve_samples, scale, (spec.curve_samples,), spec.sampling_steps))
+    return work
 
 
 def _history_summary(history: dict) -> dict:
@@ -269,12 +343,13 @@ _FLOORS: dict[tuple, dict] = {}
 
 
 def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, per_class: bool = False, kid_subsets: int = 100,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, bootstrap: int = 0) -> dict:
     """images (N, 1, 32, 32) in [-1, 1], labels (N,) -> {"samples": metrics, "real_floor": metrics}.
 
     What `minidit.metrics.evaluation_report` computes (reference: N train images; floor: N test images against
     it), with the floor computed once per sample count and cached, and per-class FID (20 small eigendecompositions,
-    slow on a CPU) only when asked for.
+    slow on a CPU) only when asked for. bootstrap > 0 adds `metrics.bootstrap_fid`'s intervals and replicates
+    (the same resampled indices for every run, so replicates of two runs pair up).
     """
     from minidit import metrics
 
@@ -289,16 +364,21 @@ def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, per_class: bool
         test, test_labels = metrics.real_features("test", n, seed + 1)
         _FLOORS[key] = metrics.metrics_from_features(ref, test, ref_labels, test_labels, **options)
     samples = metrics.metrics_from_features(ref, fake, ref_labels, labels.to(device), **options)
+    if bootstrap:
+        samples.update(metrics.bootstrap_fid(ref["pool"], fake["pool"], fake["logits"], labels.to(device), bootstrap))
     return {"samples": samples, "real_floor": _FLOORS[key]}
 
 
-def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, device):
-    """Class-balanced EMA samples from a checkpoint -> (images (N, 1, 32, 32) in [-1, 1], labels (N,))."""
+def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, steps: int, device):
+    """Class-balanced EMA samples from a checkpoint -> (images (N, 1, 32, 32) in [-1, 1], labels (N,)).
+
+    The sampler is `minidit.sample.sample`, the function `python -m minidit.sample` runs (compiled, bf16 on CUDA).
+    """
     from minidit.evaluate import draw_samples
     from minidit.sample import load_model_for_sampling
 
     model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
-    return draw_samples(model, diffusion, num, cfg_scale=cfg_scale, sampler="ddpm", steps=spec.sampling_steps,
+    return draw_samples(model, diffusion, num, cfg_scale=cfg_scale, sampler="ddpm", steps=steps,
                         batch_size=spec.sample_batch, seed=EVAL_SEED)
 
 
@@ -310,10 +390,10 @@ def _final_grids(ckpt: pathlib.Path, spec: RunSpec, out: pathlib.Path, device) -
     labels = torch.arange(model.num_classes, device=device).repeat_interleave(GRID_PER_CLASS)  # (10 * 8,)
     shape = (len(labels), model.in_channels, model.input_size, model.input_size)
     grids = {}
-    for scale in sorted({1.0, *spec.cfg_scales}):
+    for scale in sorted({1.0, *spec.cfg_scales, *spec.grid_scales}):
         g = torch.Generator(device=device).manual_seed(EVAL_SEED)
         noise = torch.randn(shape, generator=g, device=device)  # (N, C, H, W) x_T
-        images = sample(model, diffusion, labels, cfg_scale=scale, steps=spec.sampling_steps, noise=noise, generator=g)
+        images = sample(model, diffusion, labels, cfg_scale=scale, steps=spec.final_steps, noise=noise, generator=g)
         grids[f"{scale:g}"] = str(save_image_grid(images, out / f"grid_{spec.name}_final_cfg{scale:g}.png",
                                                   nrow=GRID_PER_CLASS))
     return grids
@@ -372,33 +452,33 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
             torch._dynamo.reset()
             torch.cuda.empty_cache()
 
-    # (step, samples generated, cfg scale, subsets to score): the last curve point is a subset of the final samples
-    work = [(s, spec.curve_samples, 1.0, (spec.curve_samples,)) for s in spec.eval_steps[:-1]]
-    work.append((spec.steps, spec.final_samples, 1.0, (spec.curve_samples, spec.final_samples)))
-    work += [(spec.steps, spec.guided_samples, c, (spec.guided_samples,)) for c in spec.cfg_scales if c != 1.0]
-    for step, num, scale, subsets in work:
-        if all(find_eval(record, step, n, scale) for n in subsets):
+    for step, num, scale, subsets, steps in eval_work(spec):
+        if all(find_eval(record, step, n, scale, steps) for n in subsets):
             continue
-        if seconds_left() < _sampling_seconds(spec, num, scale) + _EVAL_OVERHEAD_S:
+        if seconds_left() < _sampling_seconds(spec, num, scale, steps) + _EVAL_OVERHEAD_S:
             log(f"{spec.name}: budget spent before evaluating step {step} (cfg {scale:g}); run the part again")
             return record
         start = time.monotonic()
         ckpt = run_dir / "checkpoints" / f"{step:07d}.safetensors"
-        images, labels = _generate(ckpt, spec, num, scale, device)
+        images, labels = _generate(ckpt, spec, num, scale, steps, device)
         sample_s = time.monotonic() - start
+        final = step == spec.steps and n_final(spec, scale) == num
         for n in subsets:
-            if find_eval(record, step, n, scale):
+            if find_eval(record, step, n, scale, steps):
                 continue
-            per_class = spec.per_class_fid and step == spec.steps and scale == 1.0
-            report = evaluate(images[:n], labels[:n], per_class=per_class, kid_subsets=spec.kid_subsets)
-            record["evals"].append({"step": step, "num_samples": n, "cfg_scale": scale, "metrics": report["samples"],
-                                    "floor": report["real_floor"], "sample_time_s": round(sample_s, 2),
-                                    "time_s": round(time.monotonic() - start, 2)})  # fmt: skip
-            log(f"{spec.name}: step {step}, {n} samples, cfg {scale:g}: FID {report['samples']['fid']:.2f} "
+            per_class = spec.per_class_fid and final and scale == 1.0 and n == num
+            extra = {"bootstrap": spec.bootstrap} if spec.bootstrap and final and n == num else {}
+            report = evaluate(images[:n], labels[:n], per_class=per_class, kid_subsets=spec.kid_subsets, **extra)
+            record["evals"].append({"step": step, "num_samples": n, "cfg_scale": scale, "sampling_steps": steps,
+                                    "metrics": report["samples"], "floor": report["real_floor"],
+                                    "sample_time_s": round(sample_s, 2), "time_s": round(time.monotonic() - start, 2)})
+            log(f"{spec.name}: step {step}, {n} samples, cfg {scale:g}, DDPM-{steps}: FID {report['samples']['fid']:.2f}"
+                f", class accuracy {report['samples'].get('class_accuracy', float('nan')):.1%} "
                 f"(real floor {report['real_floor']['fid']:.2f})")
+            save(record["status"])  # each score is kept at once: an interrupted evaluation resumes after it
         record["eval_time_s"] = round(record["eval_time_s"] + time.monotonic() - start, 2)
         save(record["status"])
-    if len(spec.cfg_scales) > 1:
+    if len(spec.cfg_scales) > 1 or spec.grid_scales:
         final = run_dir / "checkpoints" / f"{spec.steps:07d}.safetensors"
         grids = _final_grids(final, spec, results_dir, device)
         for scale, png in grids.items():
@@ -527,11 +607,12 @@ def load_part(part: str, quick: bool = False, results_dir=None) -> dict[str, dic
     return out
 
 
-def curve(record: dict, metric: str = "fid") -> tuple[list[int], list[float]]:
-    """The metric against training steps (curve_samples samples, no guidance)."""
-    n = record["spec"]["curve_samples"]
+def curve(record: dict, metric: str = "fid", cfg_scale: float = 1.0) -> tuple[list[int], list[float]]:
+    """The metric against training steps (curve_samples samples, the curve's DDPM steps)."""
+    spec = record["spec"]
+    n, steps = spec["curve_samples"], spec["sampling_steps"]
     points = sorted((e["step"], e["metrics"][metric]) for e in record["evals"] if e["num_samples"] == n
-                    and e["cfg_scale"] == 1.0)  # fmt: skip
+                    and e["cfg_scale"] == cfg_scale and e.get("sampling_steps", steps) == steps)
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -539,7 +620,8 @@ def final_eval(record: dict, cfg_scale: float = 1.0) -> dict | None:
     """The evaluation at the last step: final_samples without guidance, guided_samples with."""
     spec = record["spec"]
     n = spec["final_samples"] if cfg_scale == 1.0 else spec["guided_samples"]
-    return find_eval(record, spec["steps"], n, cfg_scale)
+    steps = spec.get("final_sampling_steps") or spec["sampling_steps"]
+    return find_eval(record, spec["steps"], n, cfg_scale, steps)
 
 
 def ablation_rows(records: dict[str, dict], blocks=BLOCK_ORDER) -> list[dict]:
@@ -645,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m minidit.experiments", description=main.__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("A", "B", "C"))
+    parser.add_argument("part", choices=tuple(part_specs()))
     parser.add_argument("--only", nargs="+", default=None, help="run names to work on (default: all of the part)")
     parser.add_argument("--budget", type=float, default=None, help="minutes for this call (default: the part's)")
     parser.add_argument("--quick", action="store_true", help="tiny CPU sizes (tests)")

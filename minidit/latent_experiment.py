@@ -207,8 +207,10 @@ def _sample_and_score(model, diffusion, cfg: LatentRunConfig, cfg_scale: float, 
         if images and left() < 1.5 * chunk_s + 10:  # keep time to score and to write
             break
         t0 = time.monotonic()
+        # compile=False: two models x (guided, unguided) would be four cold compiles, more than they save here
         x = sample(model, diffusion, labels[i:i + cfg.sample_batch].to(device), cfg_scale=cfg_scale, sampler="ddim",
-                   steps=cfg.sample_steps, generator=generator, clip_denoised=decode is None)  # latents: no clip
+                   steps=cfg.sample_steps, generator=generator, clip_denoised=decode is None,  # latents: no clip
+                   compile=False)
         images.append((x if decode is None else decode(x)).float().cpu())  # (n, 1, 32, 32)
         chunk_s = time.monotonic() - t0
     images = torch.cat(images)

@@ -117,6 +117,56 @@ def fid_from_features(real, fake) -> float:
     return frechet_distance(*feature_statistics(real), *feature_statistics(fake.to(real.device)))
 
 
+def bootstrap_fid(real, fake, fake_logits=None, fake_labels=None, num: int = 200, seed: int = 0,
+                  level: float = 0.95) -> dict:
+    """How much FID (and class accuracy) move when the generated samples are redrawn: a bootstrap.
+
+    real: (N, D), fake: (M, D) features; fake_logits (M, K) and fake_labels (M,) add class accuracy.
+    Each of `num` replicates resamples the M fake rows with replacement (the reference stays fixed:
+    it is common to every model compared). The indices come from `seed` and M alone, so two runs
+    scored on the same number of samples are resampled alike, and their replicates pair up: with
+    common random numbers (same x_T and labels for every model), replicate-wise differences give a
+    paired interval for the difference of two models (`paired_interval`). Note a bootstrap FID is
+    biased upwards (duplicated rows shrink the covariance); the interval's width is what it is for.
+    Returns {"fid_boot": [num floats], "fid_ci": [lo, hi], ...} and the same for class_accuracy.
+    """
+    if num < 2:
+        raise ValueError(f"num (bootstrap replicates) must be >= 2, got {num}")
+    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    _same_dim(real, fake)
+    fake = fake.to(real.device)
+    mu_r, sigma_r = feature_statistics(real)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(fake), (num, len(fake)), generator=g)  # (num, M), CPU: the same on every device
+    out: dict[str, list] = {"fid_boot": []}
+    for rows in idx:
+        mu_f, sigma_f = feature_statistics(fake[rows.to(fake.device)])
+        out["fid_boot"].append(round(frechet_distance(mu_r, sigma_r, mu_f, sigma_f), 5))
+    if fake_logits is not None and fake_labels is not None:
+        logits = _as_features(fake_logits, "logits", min_samples=1)
+        hits = (logits.argmax(1) == torch.as_tensor(fake_labels, device=logits.device)).double().cpu()  # (M,)
+        out["class_accuracy_boot"] = [round(float(hits[rows].mean()), 5) for rows in idx]
+    for key in list(out):
+        name = key.removesuffix("_boot")
+        out[f"{name}_ci"] = percentile_interval(out[key], level)
+    return out
+
+
+def percentile_interval(values, level: float = 0.95) -> list[float]:
+    """The central `level` interval of bootstrap replicates: [(1 - level) / 2, (1 + level) / 2] quantiles."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    lo, hi = torch.quantile(v, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return [float(lo), float(hi)]
+
+
+def paired_interval(boot_a, boot_b, level: float = 0.95) -> list[float]:
+    """Interval of (a - b) from paired bootstrap replicates (same resampled indices for a and b)."""
+    a, b = torch.as_tensor(boot_a, dtype=torch.float64), torch.as_tensor(boot_b, dtype=torch.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired replicates must have the same length, got {len(a)} and {len(b)}")
+    return percentile_interval(a - b, level)
+
+
 # ----------------------------------------------------------------------------- IS and class accuracy
 
 

@@ -18,6 +18,7 @@ import math
 import pathlib
 import struct
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from minidit import diffusion as _diffusion
+from minidit import ema as _ema
 from minidit.checkpoint import atomic_write, load_weights
 from minidit.data import from_model_range
 from minidit.device import get_device
@@ -57,11 +59,37 @@ def respace(diffusion: _diffusion.GaussianDiffusion, sampler: str = "ddpm", step
     return _diffusion.SpacedDiffusion(_diffusion.space_timesteps(diffusion.num_timesteps, section), betas, **kwargs)
 
 
+def _denoise(net: nn.Module, x, t, y):
+    """The model's conditional output at (x_t, t) for labels y: (N, C_out, H, W)."""
+    return net(x, t, y)
+
+
+def _denoise_guided(net: nn.Module, x, t, y, cfg_scale, guided_channels: int | None):
+    """The classifier-free guided output (`DiT.forward_with_cfg`): (N, C_out, H, W)."""
+    return net.forward_with_cfg(x, t, y, cfg_scale, guided_channels)
+
+
+# torch.compile of the two, made on first use. The model is an argument, not a constant, so one compiled
+# graph serves every model of the same architecture (each checkpoint an evaluation loads); two functions
+# keep the unguided and guided graphs in separate caches.
+_COMPILED: dict[str, object] = {}
+
+
+def denoiser(guided: bool, compile: bool):
+    """`_denoise` or `_denoise_guided`, compiled (CUDA: bf16 matmuls fused with their neighbours) or as is."""
+    fn = _denoise_guided if guided else _denoise
+    if not compile:
+        return fn
+    if fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False)
+    return _COMPILED[fn.__name__]
+
+
 @torch.no_grad()
 def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int | None = 250,
            eta: float = 0.0, generator: torch.Generator | None = None, guided_channels: int | None = None,
            progress: bool = False, noise: torch.Tensor | None = None, amp: bool | None = None,
-           clip_denoised: bool = True) -> torch.Tensor:
+           compile: bool | None = None, clip_denoised: bool = True) -> torch.Tensor:
     """Generate one image per label.
 
     model: a DiT (eval mode is used; the mode is restored after). diffusion: the full process the
@@ -69,7 +97,9 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     no guidance; otherwise `model.forward_with_cfg` (one doubled batch per step). sampler: "ddpm"
     (ancestral, DDPM Algorithm 2) or "ddim" (eta 0 = deterministic). generator: draws x_T and
     the per-step noise. noise: (N, C, H, W) x_T instead. amp: bf16 autocast for the model
-    (default: on CUDA). clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
+    (default: on CUDA). compile: torch.compile the model's forward (default: on CUDA; the first
+    call of a batch shape compiles, later ones reuse it; if compiling fails, sampling goes on
+    eagerly). clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
     which are not bounded, take False, as DiT's sampling does. Returns (N, C, H, W) float32.
     """
     net = unwrap_model(model)
@@ -81,11 +111,24 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
         raise ValueError("eta is a DDIM parameter; the DDPM sampler takes eta=0")
     process = respace(diffusion, sampler, steps, device)
     amp = device.type == "cuda" if amp is None else amp
+    compile = device.type == "cuda" if compile is None else compile
     guided = cfg_scale != 1.0
+    extra = ()
+    if guided:  # as a tensor when compiled: one graph serves every guidance scale
+        extra = (torch.tensor(float(cfg_scale), device=device) if compile else float(cfg_scale), guided_channels)
+    fn = [denoiser(guided, compile)]
 
     def model_fn(x, t, y):
         with autocast(device.type, torch.bfloat16 if amp else None):
-            out = model.forward_with_cfg(x, t, y, cfg_scale, guided_channels) if guided else model(x, t, y)
+            try:
+                out = fn[0](net, x, t, y, *extra)
+            except Exception as err:  # a compiler failure must not cost the samples
+                if not compile or isinstance(err, (torch.cuda.OutOfMemoryError, ValueError)):
+                    raise
+                print(f"minidit.sample: torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                      "sampling without it", file=sys.stderr)
+                fn[0] = denoiser(guided, compile=False)
+                out = fn[0](net, x, t, y, *extra)
         return out.float()
 
     shape = (len(labels), net.in_channels, net.input_size, net.input_size)
@@ -114,10 +157,31 @@ def load_model_for_sampling(ckpt_path, use_ema: bool = True, device=None):
     model, ema, config = load_weights(path, device=device)
     if use_ema and ema is None:
         raise ValueError(f"{path} has no EMA weights; pass use_ema=False (--raw) to sample the raw model")
+    young = _ema.young_ema_message(checkpoint_ema_stats(config)) if use_ema else None
+    if young:
+        warnings.warn(f"{path}: {young}", YoungEMAWarning, stacklevel=2)
     train_cfg = config.get("train", {})
     diffusion = _diffusion.create_diffusion(None, train_cfg.get("noise_schedule", "linear"), model.learn_sigma,
                                             train_cfg.get("diffusion_steps", 1000), device=device)
     return (ema if use_ema else model), diffusion
+
+
+class YoungEMAWarning(UserWarning):
+    """The EMA weights being sampled are still mostly their random initialisation."""
+
+
+def checkpoint_ema_stats(config: dict) -> dict:
+    """What the EMA of a weights file holds (`minidit.ema.ema_stats`), from its metadata.
+
+    Files written before these fields existed are recomputed from their training config and step;
+    {} when the file says too little (e.g. weights that did not come from minidit.train).
+    """
+    if "ema_init_share" in config:
+        return {k: v for k, v in config.items() if k.startswith("ema_")}
+    train_cfg = config.get("train") or {}
+    if "step" not in config or "ema_decay" not in train_cfg:
+        return {}
+    return _ema.ema_stats(int(config["step"]), train_cfg["ema_decay"], train_cfg.get("ema_warmup", "none"))
 
 
 def latest_checkpoint(path) -> pathlib.Path:
@@ -210,9 +274,16 @@ def main(argv: list[str] | None = None) -> int:
 
     course.apply_env()
     try:
-        model, diffusion = load_model_for_sampling(args.ckpt, use_ema=not args.raw, device=args.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", YoungEMAWarning)
+            model, diffusion = load_model_for_sampling(args.ckpt, use_ema=not args.raw, device=args.device)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    for w in caught:  # loud on the terminal, not a one-line Python warning
+        if issubclass(w.category, YoungEMAWarning):
+            print(f"minidit.sample: WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     num_classes = model.num_classes
     if args.num is not None:
         labels = torch.arange(args.num) % num_classes  # (N,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -81,3 +82,60 @@ def test_warmup_schedule():
     assert set(WARMUPS) == {"none", "ema_warmup"}
     with pytest.raises(ValueError, match="unknown EMA warm-up"):
         ema_decay_with_warmup(0, 0.9999, "linear")
+
+
+# ----------------------------------------------------------------------------- EMA safe by default (issue [10])
+
+
+@pytest.mark.parametrize("decay, warmup", [(0.9999, "none"), (0.9999, "ema_warmup"), (0.99, "ema_warmup"),
+                                           (0.5, "ema_warmup"), (0.05, "ema_warmup"), (1.0, "ema_warmup")])
+def test_ema_stats_match_the_product_of_the_decays(decay, warmup):
+    from minidit.ema import ema_stats
+
+    for updates in (0, 1, 7, 300, 2500):
+        decays = [ema_decay_with_warmup(s, decay, warmup) for s in range(updates)]
+        share = math.prod(decays) if decays else 1.0
+        stats = ema_stats(updates, decay, warmup)
+        assert stats["ema_updates"] == updates
+        assert stats["ema_init_share"] == pytest.approx(share, rel=1e-9, abs=1e-300), (updates, stats)
+        if decays and decays[-1] < 1:
+            assert stats["ema_window_steps"] == pytest.approx(1 / (1 - decays[-1]))
+
+
+def test_young_ema_message_names_the_fix():
+    from minidit.ema import ema_stats, young_ema_message
+
+    paper = young_ema_message(ema_stats(7420, 0.9999, "none"))  # the issue's run: 48% of the init left
+    assert paper is not None and "48%" in paper and "--ema-warmup" in paper and "--raw" in paper
+    assert young_ema_message(ema_stats(7420, 0.9999, "ema_warmup")) is None
+    assert young_ema_message(ema_stats(200_000, 0.9999, "none")) is None  # the paper's length: 0.9999^200000 ~ 0
+
+
+def _ema_lag(out_dir, **overrides) -> float:
+    """||EMA - raw|| / ||raw - init|| after training a tiny model: small = the EMA follows the weights."""
+    from minidit.bench import synthetic_data
+    from minidit.checkpoint import load_weights
+    from minidit.model import create_model
+    from minidit.train import TrainConfig, train
+
+    cfg = TrainConfig(model="DiT-T/4", global_batch_size=8, steps=200, log_every=100, ckpt_every=0,
+                      sample_every=0, device="cpu", progress=False, out_dir=str(out_dir), lr=1e-3, **overrides)
+    history = train(cfg, data=synthetic_data(n=128, size=16, seed=0))
+    raw, ema, config = load_weights(history["checkpoints"][-1])
+    torch.manual_seed(cfg.seed)  # train() builds its model right after seeding: the same initial weights
+    init = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
+
+    def flat(m):
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    assert config["ema_updates"] == 200 and "ema_window_steps" in config and "ema_init_share" in config
+    return float((flat(ema) - flat(raw)).norm() / (flat(raw) - flat(init)).norm())
+
+
+@pytest.mark.slow
+def test_default_flags_give_an_ema_close_to_the_trained_weights(tmp_path):
+    """A few hundred steps with the defaults: the EMA has moved with the weights (issue [10]: no noise)."""
+    lag = _ema_lag(tmp_path / "default")
+    assert lag < 0.3, f"the default EMA is {lag:.2f} of the distance travelled away from the trained weights"
+    paper = _ema_lag(tmp_path / "paper", ema_warmup="none")  # the paper's constant 0.9999: still ~97% init
+    assert paper > 0.9, f"with the paper's constant decay the EMA should still sit near the init, lag {paper:.2f}"

@@ -119,3 +119,52 @@ def test_cli(tmp_path, capsys):
             main(["--ckpt", *argv, "--out", str(tmp_path / "x.png")])
         assert info.value.code == 2 and message in capsys.readouterr().err
     assert ckpt.exists()
+
+
+def _weights(tmp_path, name: str, step: int, warmup: str | None, with_stats: bool = True):
+    """A weights file as minidit.train writes it after `step` steps with this EMA warm-up (None: no train config)."""
+    from minidit.ema import ema_stats
+
+    model = _model()
+    config = {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}}
+    if warmup is not None:
+        config = {"train": {**config["train"], "ema_decay": 0.9999, "ema_warmup": warmup}, "step": step}
+        if with_stats:
+            config.update(ema_stats(step, 0.9999, warmup))
+    return checkpoint.save_weights(tmp_path / name, model, model, config)
+
+
+def test_sampling_a_young_ema_warns_and_says_what_to_do(tmp_path, capsys):
+    import warnings
+
+    from minidit.sample import YoungEMAWarning, checkpoint_ema_stats, load_model_for_sampling
+
+    young = _weights(tmp_path, "young.safetensors", 7420, "none")  # the issue's run: 48% of the init left
+    with pytest.warns(YoungEMAWarning, match=r"48%.*--ema-warmup.*--raw"):
+        load_model_for_sampling(young, device="cpu")
+    # files written before the EMA fields existed: recomputed from the training config and step
+    old = _weights(tmp_path, "old.safetensors", 7420, "none", with_stats=False)
+    assert checkpoint_ema_stats(checkpoint.read_weights_config(old))["ema_init_share"] == pytest.approx(0.9999**7420)
+    with pytest.warns(YoungEMAWarning):
+        load_model_for_sampling(old, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these may warn
+        load_model_for_sampling(_weights(tmp_path, "ok.safetensors", 7420, "ema_warmup"), device="cpu")
+        load_model_for_sampling(young, use_ema=False, device="cpu")  # the raw weights are not an EMA
+        load_model_for_sampling(_weights(tmp_path, "bare.safetensors", 0, None), device="cpu")  # nothing known
+    # the CLI shows it too
+    assert main(["--ckpt", str(young), "--out", str(tmp_path / "g.png"), "--per-class", "1", "--sampler", "ddim",
+                 "--steps", "2", "--batch-size", "10"]) == 0
+    assert "48%" in capsys.readouterr().err
+
+
+def test_compiled_sampling_matches_eager():
+    """The compiled path (the CUDA default) draws the same images as the eager one, with and without guidance."""
+    model, diffusion = _model(), create_diffusion(None, "linear", True, 1000)
+    labels = torch.arange(4)
+    for scale in (1.0, 2.5):
+        eager = sample(model, diffusion, labels, cfg_scale=scale, steps=3, compile=False,
+                       generator=torch.Generator().manual_seed(0))
+        compiled = sample(model, diffusion, labels, cfg_scale=scale, steps=3, compile=True,
+                          generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(compiled, eager, atol=2e-3, rtol=0)  # fused kernels round differently

@@ -3,7 +3,8 @@
 #
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
-# PART: env | evaluator | bench | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 09 | 10 | scaling
+# PART: env | evaluator | bench | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 08-sitting | 08-wait
+#       | 09 | 10 | scaling
 #
 # First session, one H100: env evaluator bench(-ladder) 08A 08B 08C 09, one or two parts a call.
 # Second session, a 2-GPU H100 host (the same `export NCCL_NVLS_ENABLE=0 ...` in every call):
@@ -22,6 +23,7 @@
 # installed from wheels in .whl/ when present. Results land in notebooks/results/<experiment>/ and,
 # when $OUT is set (the lent GPU machine), a copy of the small files goes to $OUT.
 set -uo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export MINIDIT_DATA_DIR="${MINIDIT_DATA_DIR:-$PWD/.device_data}"
@@ -98,6 +100,36 @@ for part in "$@"; do
       tail -n 3 runs/logs/08*.log
       MINIDIT_SAVE_FIGURES=1 run_py notebooks/08_train_dit_and_ablation.py > runs/logs/08_figures.log 2>&1 || tail -20 runs/logs/08_figures.log
       cp runs/logs/08*.log notebooks/results/08_train_dit_and_ablation/ 2>/dev/null
+      pack_out notebooks/results/08_train_dit_and_ablation results_08 ;;
+    08-sitting)  # issue [10]: A and every pending B run as concurrent processes, in a new session (setsid) so the
+      # work goes on between calls; later calls run 08-wait while the machine stays held (runs/ survives only then).
+      mkdir -p runs/logs; rm -f runs/sitting.done
+      setsid nohup bash "$SELF" 08-sitting-body > runs/logs/08_sitting.log 2>&1 < /dev/null &
+      sleep 20; echo "08-sitting: started (budget ${SITTING_BUDGET:-23} min)"; cat runs/logs/08_sitting.log
+      nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv ;;
+    08-sitting-body)  # B runs one lane per block, its seeds in turn, so a short sitting still finishes whole runs
+      mkdir -p runs/logs
+      budget=${SITTING_BUDGET:-23}
+      export MINIDIT_NOTE="08-sitting: part A and the pending part B runs as concurrent processes on one GPU"
+      # EXP_ARGS: extra flags for minidit.experiments (a CPU rehearsal: "--quick --results-dir D --runs-dir R")
+      run_py -m minidit.experiments A --budget "$budget" ${EXP_ARGS:-} > runs/logs/08A.log 2>&1 &
+      for block in adaLN-Zero adaLN cross-attention in-context; do
+        names=$($PY -m minidit.experiments B --pending ${EXP_ARGS:-} | grep "_${block}_seed")
+        if [ -n "$names" ]; then
+          run_py -m minidit.experiments B --only $names --budget "$budget" ${EXP_ARGS:-} \
+            > "runs/logs/08B_${block}.log" 2>&1 &
+        fi
+      done
+      wait
+      [ -n "${EXP_ARGS:-}" ] || MINIDIT_SAVE_FIGURES=1 run_py notebooks/08_train_dit_and_ablation.py > runs/logs/08_figures.log 2>&1
+      touch runs/sitting.done ;;
+    08-wait)  # wait for 08-sitting (at most WAIT_S seconds), then send back what it has
+      end=$(( $(date +%s) + ${WAIT_S:-500} ))
+      while [ ! -f runs/sitting.done ] && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+      [ -f runs/sitting.done ] && echo "08-sitting: finished" || echo "08-sitting: still running"
+      nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+      for f in runs/logs/08*.log; do echo "--- $f"; tr '\r' '\n' < "$f" | grep -v "^\s*$" | tail -n 4; done
+      for f in runs/logs/08*.log; do cp "$f" "notebooks/results/08_train_dit_and_ablation/log_$(basename "$f" .log).txt"; done
       pack_out notebooks/results/08_train_dit_and_ablation results_08 ;;
     09)
       run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
