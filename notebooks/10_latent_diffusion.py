@@ -120,7 +120,8 @@ for name, model, size, channels in rows:
 
 # %% [markdown]
 # On the paper's images the latent route divides the sequence by 64 and the compute by about 200
-# (attention's $T^2$ term grows fastest at 16,384 tokens): without it, DiT-XL/2 could not have been trained.
+# (attention's $T^2$ term grows fastest at 16,384 tokens): every image DiT-XL/2 trained on would have cost
+# about 200 times as much.
 # Fashion-MNIST is small enough to train on pixels (notebook 08 does), so here the latent route is a
 # *choice*, and we can measure what it gives. We take $f = 4$: a 32×32×1 image becomes an 8×8×4 latent —
 # 256 numbers for 1,024 pixels, 4× fewer — and DiT-S/2 sees 16 tokens instead of 256, for 17× fewer
@@ -236,6 +237,19 @@ raw = latents.images / scale  # (2N, 4, 8, 8): the encoder's own scale
 print(f"{len(latents):,} latents of shape {tuple(latents.images.shape[1:])}, kept on {latents.images.device}")
 print(f"raw latents: mean {raw.mean():.3f}, std {raw.std():.3f}, per channel {[round(v, 3) for v in raw.std(dim=(0, 2, 3)).tolist()]}")
 print(f"scale factor c = 1 / std = {scale:.4f} (SD VAE: 0.18215); scaled latents: std {latents.images.std():.3f}")
+
+# what DiT sees: four 8x8 channels per image (scaled: c z; a training sample, so its own posterior draw),
+# and what the decoder makes of them
+fig, axes = plt.subplots(3, 6, figsize=(9, 4.8))
+for row, i in enumerate((0, 1, 2)):
+    x_i = to_model_range(train_split.images[i:i + 1]).to(DEVICE)
+    cells = [x_i[0, 0]] + list(latents.images[i]) + [lat.decode_latents(ae, latents.images[i:i + 1], scale)[0, 0]]
+    for col, cell in enumerate(cells):
+        axes[row, col].imshow(cell.cpu(), cmap="gray" if col in (0, 5) else "coolwarm", interpolation="nearest")
+        axes[row, col].set_axis_off()
+        if row == 0:
+            axes[row, col].set_title(["image 32x32", "c z, ch 0", "ch 1", "ch 2", "ch 3", "decoded"][col], fontsize=8)
+plt.show()
 
 # %% [markdown]
 # How much the schedule cares, in numbers: the SNR of $z_t$ at a few timesteps of DiT's linear schedule,
