@@ -60,7 +60,7 @@ class LatentRunConfig:
     cfg_scales: tuple[float, ...] = (1.0, 1.5)
     sample_steps: int = 50  # DDIM
     sample_batch: int = 1000
-    eval_reserve_s: float = 100.0  # kept for sampling, scoring and figures
+    eval_reserve_s: float = 110.0  # kept for sampling, scoring and figures
     end_margin_s: float = 10.0  # the run ends this long before the budget
     precision: str = "bf16"
     compile: bool = True
