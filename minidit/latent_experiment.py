@@ -54,7 +54,7 @@ class LatentRunConfig:
     batch_size: int = 256
     lr: float = 1e-4
     max_pixel_steps: int = 4000  # the latent DiT aims at this much compute; the pixel DiT then matches it
-    latent_share: float = 0.5  # of the DiT training time, for the latent DiT (it goes first)
+    latent_share: float = 0.55  # of the DiT training time, for the latent DiT (it goes first)
     num_recon: int = 5000  # test images reconstructed and scored (FID against the samples' reference)
     num_samples: int = 5000  # per model and guidance scale
     cfg_scales: tuple[float, ...] = (1.0, 1.5)

@@ -334,8 +334,8 @@ plt.show()
 #     python -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8
 #
 # trains the full-size autoencoder (a fixed share of the budget), scores its reconstructions, precomputes
-# 120,000 latents (the training split and its mirror images) on the GPU, trains the latent DiT-S/2 for half
-# of the remaining training time, then the pixel DiT-S/2 for exactly the latent run's compute (in whole
+# 120,000 latents (the training split and its mirror images) on the GPU, trains the latent DiT-S/2 for 55% of
+# the time left for training, then the pixel DiT-S/2 for exactly the latent run's compute (in whole
 # steps), both with the paper's recipe (batch 256, AdamW 1e-4, bf16, `torch.compile`), and samples 5,000
 # class-balanced images from each EMA model (50 DDIM steps, guidance 1 and 1.5), scored against the same
 # 5,000 training images. The autoencoder's own compute (training and encoding) is reported beside, not

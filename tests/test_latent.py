@@ -265,3 +265,61 @@ def test_config_and_command_line_errors(capsys):
     with pytest.raises(SystemExit):
         lx.main(["--out", "x", "--num-samples", "5"])
     assert "class-balanced" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_dir, monkeypatch):
+    """The GPU preset's time plan, replayed on a fake clock with timings of the order an H100/H200 shows
+    (60 s to compile each DiT, 5 ms per latent step, 36 ms per pixel step, 4-8 s per 1,000 pixel samples):
+    every phase must fit the 8-minute budget, all four sample sets must complete, and the pixel DiT must
+    reach the latent DiT's compute. Training and sampling are faked (a real 1-step run makes the checkpoint);
+    scoring and figures are real, on a few samples."""
+    import dataclasses
+    import types
+
+    import minidit.metrics
+    import minidit.sample
+    import minidit.train
+
+    clock = types.SimpleNamespace(t=0.0)
+    monkeypatch.setattr(lx, "time", types.SimpleNamespace(monotonic=lambda: clock.t))
+    real_ae, real_train, real_report = lat.train_autoencoder, minidit.train.train, minidit.metrics.evaluation_report
+
+    def fake_ae(images, cfg, *, max_seconds=None, **kw):
+        clock.t += max_seconds
+        return real_ae(images, cfg, **{**kw, "steps": 2, "log": lambda m: None})
+
+    def fake_train(cfg, data):
+        per_step = 0.005 if isinstance(data, LatentDataset) else 0.036
+        budget = cfg.max_minutes * 60
+        steps = max(1, min(cfg.steps, int((budget - 60) / per_step)))
+        clock.t += min(budget, 60 + steps * per_step)
+        history = real_train(dataclasses.replace(cfg, steps=1, max_minutes=None), data)
+        history.update(final_step=steps, stopped_by_budget=steps < cfg.steps, step=[steps], loss=[0.1],
+                       img_per_s=[cfg.global_batch_size / per_step], wall_time=[60 + steps * per_step])
+        return history
+
+    def fake_sample(model, diffusion, labels, cfg_scale=1.0, **kw):
+        pixel = model.input_size == 32
+        clock.t += (4.0 if cfg_scale == 1 else 8.0) if pixel else 0.5  # per 1,000 samples
+        return torch.rand(len(labels), model.in_channels, model.input_size, model.input_size) * 2 - 1
+
+    def slow_report(*args, **kwargs):
+        clock.t += 4.0
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(lat, "train_autoencoder", fake_ae)
+    monkeypatch.setattr(minidit.train, "train", fake_train)
+    monkeypatch.setattr(minidit.sample, "sample", fake_sample)
+    monkeypatch.setattr(minidit.metrics, "evaluation_report", slow_report)
+    gpu = lx.PRESETS["gpu"]
+    cfg = dataclasses.replace(gpu, ae=TINY, num_train=300, ae_batch_size=16, model="DiT-T/2", batch_size=8,
+                              num_recon=50, num_samples=50, sample_batch=10, precision="fp32", compile=False)
+    summary = lx.run(cfg, tmp_path / "out", minutes=8, work_dir=tmp_path / "work", log=lambda m: None)
+    assert summary["status"] == "done", summary.get("traceback")
+    assert clock.t <= 8 * 60 - gpu.end_margin_s + 1, f"the plan ran {clock.t:.0f} s of an 8-minute budget"
+    latent, pixel = summary["models"]["latent"], summary["models"]["pixel"]
+    assert latent["stopped_by_budget"] and not pixel["stopped_by_budget"], (latent["steps"], pixel["steps"])
+    assert summary["equal_compute"]["compute_ratio_pixel_to_latent"] == pytest.approx(1, abs=0.01)
+    assert all(s["complete"] for runs in summary["samples"].values() for s in runs.values())
+    assert len(summary["samples"]["latent"]) == len(summary["samples"]["pixel"]) == 2
