@@ -269,11 +269,12 @@ def test_config_and_command_line_errors(capsys):
 
 @pytest.mark.data
 def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_dir, monkeypatch):
-    """The GPU preset's time plan, replayed on a fake clock with timings of the order an H100/H200 shows
-    (60 s to compile each DiT, 5 ms per latent step, 36 ms per pixel step, 4-8 s per 1,000 pixel samples):
-    every phase must fit the 8-minute budget, all four sample sets must complete, and the pixel DiT must
-    reach the latent DiT's compute. Training and sampling are faked (a real 1-step run makes the checkpoint);
-    scoring and figures are real, on a few samples."""
+    """The GPU preset's time plan, replayed on a fake clock. Assumed timings: 36 ms per pixel DiT-S/2 step
+    (notebook 08 measured 6,445 img/s on an H100), 60 s to compile each DiT (its first 100 steps took 75 s
+    there), 5 ms per latent step (a guess: 16 tokens leave the GPU launch-bound), 4-8 s per 1,000 pixel
+    samples. Every phase must fit the 8-minute budget, all four sample sets must complete, and the pixel
+    DiT must reach the latent DiT's compute. Training and sampling are faked (a real 1-step run makes the
+    checkpoint); scoring and figures are real, on a few samples."""
     import dataclasses
     import types
 
