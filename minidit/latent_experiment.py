@@ -167,6 +167,7 @@ def _figures(out_dir: pathlib.Path, summary: dict, pictures: dict) -> list[str]:
             ax.imshow(make_grid(imgs, nrow=per_class), cmap="gray", vmin=0, vmax=255)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
+        fig.suptitle(f"EMA samples, {per_class} per class; rows, top to bottom: {', '.join(CLASS_NAMES)}", fontsize=9)
         _save_figure(fig, out_dir / "samples.png")
         written.append("samples.png")
     models = summary.get("models", {})
