@@ -299,7 +299,7 @@ print(f"at t = 999, unscaled SD latents keep a signal of std {sd:.3f} in x_T (sc
 from minidit.sample import load_model_for_sampling, sample
 from minidit.train import TrainConfig, train
 
-out_dir = tempfile.mkdtemp(prefix="minidit-latent-") if QUICK else "runs/10_latent_notebook"
+out_dir = tempfile.mkdtemp(prefix="minidit-latent-") if QUICK else str(course.repo_root() / "runs" / "10_latent_notebook")
 cfg = TrainConfig(model=DIT_MODEL, global_batch_size=DIT_BATCH, steps=DIT_STEPS, lr=1e-3 if QUICK else 1e-4,
                   ema_warmup="ema_warmup", flip=False, log_every=max(DIT_STEPS // 10, 1), ckpt_every=0, sample_every=0,
                   out_dir=out_dir, progress=False, seed=SEED)
