@@ -112,8 +112,10 @@ def show_grid(images, nrow, title, ax=None):
 # counts both:
 
 # %%
-rows = [("paper: DiT-XL/2 on SD-VAE latents", "DiT-XL/2", 32, 4), ("paper: DiT-XL/2 on 256x256 RGB pixels", "DiT-XL/2", 256, 3),
-        ("ours: DiT-S/2 on 32x32x1 pixels", "DiT-S/2", 32, 1), ("ours: DiT-S/2 on 8x8x4 latents", "DiT-S/2", 8, 4)]
+rows = [("paper: DiT-XL/2 on SD-VAE latents", "DiT-XL/2", 32, 4),
+        ("paper: DiT-XL/2 on 256x256 RGB pixels", "DiT-XL/2", 256, 3),
+        ("ours: DiT-S/2 on 32x32x1 pixels", "DiT-S/2", 32, 1),
+        ("ours: DiT-S/2 on 8x8x4 latents", "DiT-S/2", 8, 4)]
 print(f"{'setting':<40}{'tokens':>8}{'Gflops':>12}")
 for name, model, size, channels in rows:
     print(f"{name:<40}{(size // 2) ** 2:>8,}{dit_gflops(model, input_size=size, in_channels=channels):>12,.2f}")
@@ -167,7 +169,8 @@ print("kl_divergence:", lat.kl_divergence(mean, logvar).tolist(), " torch.distri
 ae = lat.AutoencoderKL(AE_CFG)
 posterior = ae.encode(to_model_range(test_split.images[:2]), g)
 print(f"\nAutoencoderKL {AE_CFG.widths}: {sum(p.numel() for p in ae.parameters()):,} parameters, f = {AE_CFG.factor}")
-print(f"x {(2, 1, 32, 32)} -> mean, logvar, z {tuple(posterior.mean.shape)} -> D(z) {tuple(ae.decode(posterior.sample).shape)}")
+print(f"x {(2, 1, 32, 32)} -> mean, logvar, z {tuple(posterior.mean.shape)} "
+      f"-> D(z) {tuple(ae.decode(posterior.sample).shape)}")
 
 # %% [markdown]
 # ## 3. Train it, and measure what it loses
@@ -235,7 +238,8 @@ plt.show()
 latents, scale = lat.encode_dataset(ae, train_split.images.to(DEVICE), train_split.labels, seed=SEED)
 raw = latents.images / scale  # (2N, 4, 8, 8): the encoder's own scale
 print(f"{len(latents):,} latents of shape {tuple(latents.images.shape[1:])}, kept on {latents.images.device}")
-print(f"raw latents: mean {raw.mean():.3f}, std {raw.std():.3f}, per channel {[round(v, 3) for v in raw.std(dim=(0, 2, 3)).tolist()]}")
+print(f"raw latents: mean {raw.mean():.3f}, std {raw.std():.3f}, "
+      f"per channel {[round(v, 3) for v in raw.std(dim=(0, 2, 3)).tolist()]}")
 print(f"scale factor c = 1 / std = {scale:.4f} (SD VAE: 0.18215); scaled latents: std {latents.images.std():.3f}")
 
 # what DiT sees: four 8x8 channels per image (scaled: c z; a training sample, so its own posterior draw),
@@ -258,7 +262,8 @@ plt.show()
 
 # %%
 abar = create_diffusion().alphas_cumprod.double().cpu()  # (1000,)
-stds = {"scaled (std 1)": 1.0, f"ours, raw (std {raw.std():.2f})": raw.std().item(), "SD VAE, raw (std 5.49)": 1 / 0.18215}
+stds = {"scaled (std 1)": 1.0, f"ours, raw (std {raw.std():.2f})": raw.std().item(),
+        "SD VAE, raw (std 5.49)": 1 / 0.18215}
 ts = [0, 100, 250, 500, 750, 900, 999]
 print(f"{'latents':<26}" + "".join(f"{'t=' + str(t):>10}" for t in ts) + f"{'SNR >= 1 until':>16}{'steps SNR < 1':>15}")
 for name, s in stds.items():
@@ -299,7 +304,7 @@ print(f"at t = 999, unscaled SD latents keep a signal of std {sd:.3f} in x_T (sc
 from minidit.sample import load_model_for_sampling, sample
 from minidit.train import TrainConfig, train
 
-out_dir = tempfile.mkdtemp(prefix="minidit-latent-") if QUICK else str(course.repo_root() / "runs" / "10_latent_notebook")
+out_dir = tempfile.mkdtemp(prefix="minidit-latent-") if QUICK else str(course.repo_root() / "runs" / "10_latent_nb")
 cfg = TrainConfig(model=DIT_MODEL, global_batch_size=DIT_BATCH, steps=DIT_STEPS, lr=1e-3 if QUICK else 1e-4,
                   ema_warmup="ema_warmup", flip=False, log_every=max(DIT_STEPS // 10, 1), ckpt_every=0, sample_every=0,
                   out_dir=out_dir, progress=False, seed=SEED)
@@ -361,7 +366,8 @@ else:
           f"FID {r['fid']:.2f} (real floor {r['floor']['fid']:.2f}), precision {r['precision']:.3f}, recall "
           f"{r['recall']:.3f}, class accuracy {r['class_accuracy']:.3f} (real {r['floor']['class_accuracy']:.3f})")
     la = gpu["latents"]
-    print(f"latents: raw std {la['raw_std']:.3f} -> scale factor {la['scale_factor']:.4f} (SD VAE {la['sd_vae_scale_factor']})")
+    print(f"latents: raw std {la['raw_std']:.3f} -> scale factor {la['scale_factor']:.4f} "
+          f"(SD VAE {la['sd_vae_scale_factor']})")
     print()
     print(f"{'model':<8}{'tokens':>7}{'Gflops':>8}{'steps':>8}{'img/s':>9}{'TFLOP/s':>9}{'compute':>10}  "
           f"{'cfg':>4}{'FID':>8}{'acc':>7}{'prec':>7}{'recall':>7}")
@@ -399,7 +405,8 @@ if gpu is not None and gpu.get("samples", {}).get("latent") and gpu.get("samples
               and "fid" in gpu["samples"]["latent"][k] and "fid" in gpu["samples"]["pixel"][k]]
     rec_fid = gpu["autoencoder"]["reconstruction"]["fid"]
     print(f"compute ratio pixel / latent: {pm['training_compute'] / lm['training_compute']:.3f}; "
-          f"steps ratio latent / pixel: {lm['steps'] / pm['steps']:.1f} (Gflops ratio {pm['gflops'] / lm['gflops']:.1f})")
+          f"steps ratio latent / pixel: {lm['steps'] / pm['steps']:.1f} "
+          f"(Gflops ratio {pm['gflops'] / lm['gflops']:.1f})")
     print(f"training img/s: latent {lm['img_per_s']:,.0f}, pixel {pm['img_per_s']:,.0f} -> "
           f"{lm['img_per_s'] / pm['img_per_s']:.1f}x ({pm['gflops'] / lm['gflops']:.1f}x fewer Gflops per image); "
           f"achieved TFLOP/s {lm['tflops_per_s']:.1f} vs {pm['tflops_per_s']:.1f}")
@@ -408,7 +415,8 @@ if gpu is not None and gpu.get("samples", {}).get("latent") and gpu.get("samples
     for k in common:
         ls, ps = gpu["samples"]["latent"][k], gpu["samples"]["pixel"][k]
         claims = {
-            f"guidance {k}: the latent DiT has the lower FID ({ls['fid']:.2f} vs {ps['fid']:.2f})": ls["fid"] < ps["fid"],
+            f"guidance {k}: the latent DiT has the lower FID ({ls['fid']:.2f} vs {ps['fid']:.2f})":
+                ls["fid"] < ps["fid"],
             f"guidance {k}: the latent DiT has the higher class accuracy ({ls['class_accuracy']:.3f} vs "
             f"{ps['class_accuracy']:.3f})": ls["class_accuracy"] > ps["class_accuracy"],
             f"guidance {k}: the latent DiT has the higher precision ({ls['precision']:.3f} vs {ps['precision']:.3f})":
