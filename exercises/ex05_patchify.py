@@ -1,6 +1,6 @@
 """ex05: patchify and unpatchify (about 20 minutes).
 
-DiT's first step cuts an image into p x p patches and treats each patch as one token (DiT §3.1,
+DiT's first step cuts an image into p x p patches and treats each patch as one token (DiT §3.2,
 Figure 4): an (N, C, H, W) image becomes (N, T, p*p*C) with T = (H/p) * (W/p). The last step
 (unpatchify) puts the tokens back. The layouts below are the official DiT's, so that its
 checkpoints and its unpatchify agree with ours: tokens in raster order (row by row), and inside a
@@ -19,7 +19,7 @@ from einops import rearrange
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Cut images into non-overlapping p x p patches, one token per patch (DiT §3.1).
+    """Cut images into non-overlapping p x p patches, one token per patch (DiT §3.2 *Patchify*).
 
     Args:
         x: (N, C, H, W) images; H and W must be divisible by p.

@@ -2,7 +2,7 @@
 
 The network is told the noise level t through the same kind of sinusoids as positions: t is
 multiplied by dim/2 frequencies from 1 down to 1/max_period, and the cosines and sines of those
-angles form a vector (DDPM §4 / ADM; DiT §3.1 then passes 256 of them through a 2-layer MLP, the
+angles form a vector (DDPM §4 / ADM; DiT §3.2 then passes 256 of them through a 2-layer MLP, the
 TimestepEmbedder). t may be fractional (respaced samplers feed the original, non-integer steps).
 Note the order: the official DiT puts the cosines first, unlike the position embedding (ex06).
 

@@ -16,7 +16,10 @@ def test_without_noise_x_start_is_scaled_by_sqrt_abar(impl):
     t = torch.arange(5)
     x_t = impl.q_sample(x0, t, torch.zeros_like(x0), ABAR)
     scale = ABAR.float().view(-1, 1, 1, 1)
+    shifted = ABAR.float()[t - 1].view(-1, 1, 1, 1)  # t - 1 = -1 at t = 0 reads the last entry
     check(x_t, scale.sqrt() * x0, what="q_sample(x0, t, noise=0)", atol=1e-6, mistakes={
+        "alphas_cumprod[t - 1] was used (off by one): t is already the 0-based index of the step, "
+        "so use alphas_cumprod[t]": shifted.sqrt() * x0,
         "x_0 is multiplied by alphas_cumprod itself; it needs its square root, sqrt(alphas_cumprod[t])": scale * x0,
         "the coefficients are swapped: x_0 gets sqrt(alphas_cumprod), the noise sqrt(1 - alphas_cumprod)":
             (1 - scale).sqrt() * x0,
@@ -34,13 +37,17 @@ def test_noise_part_has_variance_one_minus_abar(impl, t_value):
     abar = float(ABAR[t_value])
     expected, got = 1 - abar, float(x_t.var())
     guesses = {
+        1 - float(ABAR[t_value - 1]): "the variance is 1 - alphas_cumprod[t - 1] (off by one): t is already the "
+                                      "0-based index of the step, so use alphas_cumprod[t]",
+        1 - float(ABAR[t_value + 1]): "the variance is 1 - alphas_cumprod[t + 1] (off by one): use alphas_cumprod[t]",
         abar: "the coefficients are swapped: the noise gets sqrt(1 - alphas_cumprod)",
         (1 - abar) ** 2: "did you use 1 - alphas_cumprod instead of its square root?",
         1 - abar**2: "did you use sqrt(1 - alphas_cumprod ** 2)? It is sqrt(1 - alphas_cumprod)",
         1.0: "the noise is not scaled at all: multiply it by sqrt(1 - alphas_cumprod[t])",
     }
     if abs(got - expected) > 1e-6:
-        hint = next((h for v, h in guesses.items() if abs(got - v) < 1e-6), "check the noise coefficient")
+        hint = next((h for v, h in guesses.items() if abs(got - v) < 1e-6),
+                    "the noise is multiplied by sqrt(1 - alphas_cumprod[t]): check that factor and the index t")
         raise AssertionError(f"with x_0 = 0, x_t has variance {got:.4g} where {expected:.4g} was expected: {hint}")
 
 

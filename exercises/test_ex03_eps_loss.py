@@ -74,11 +74,21 @@ def test_simple_training_loss_runs_algorithm_1(impl):
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
     check(x_seen, x_t, what="the model's input", atol=1e-6, mistakes={
         "the model must see x_t = q_sample(x_0, t, noise), not the clean x_0": x0,
-        "the model must see x_t = q_sample(x_0, t, noise), not the noise": noise})
+        "the model must see x_t = q_sample(x_0, t, noise), not the noise": noise,
+        "x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps: both square roots are missing (call diffusion.q_sample, "
+        "your ex02, instead of writing x_t again)": a * x0 + (1 - a) * noise,
+        "x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps: the square root on the noise's factor is missing "
+        "(call diffusion.q_sample, your ex02)": a.sqrt() * x0 + (1 - a) * noise,
+        "x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps: the square root on x_0's factor is missing "
+        "(call diffusion.q_sample, your ex02)": a * x0 + (1 - a).sqrt() * noise})
     assert torch.equal(t_seen, t), "the model must be called with the timesteps t"
     assert y_seen == "labels", "pass model_kwargs on to the model: model(x_t, t, **model_kwargs)"
     eps = 0.5 * x_t + 0.1 * t.view(-1, 1, 1, 1)
-    check(loss, ((eps - noise) ** 2).mean(dim=(1, 2, 3)), what="simple_training_loss", atol=1e-5)
+    check(loss, ((eps - noise) ** 2).mean(dim=(1, 2, 3)), what="simple_training_loss", atol=1e-5, mistakes={
+        "the target is the noise eps that made x_t, not the clean image x_0: the network predicts eps (DDPM Eq. 14)":
+            ((eps - x0) ** 2).mean(dim=(1, 2, 3)),
+        "the target is the noise eps that made x_t, not x_t itself": ((eps - x_t) ** 2).mean(dim=(1, 2, 3)),
+    })
 
 
 def test_simple_training_loss_agrees_with_minidit(impl):

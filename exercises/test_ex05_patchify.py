@@ -7,14 +7,16 @@ import torch.nn.functional as F
 from exercises._testing import check, check_shape, generator
 
 
-def _by_hand(x: torch.Tensor, p: int, column_major: bool = False) -> torch.Tensor:
-    """The patches cut out one by one with slicing: token k = grid row k // (W/p), column k % (W/p)."""
+def _by_hand(x: torch.Tensor, p: int, column_major: bool = False, order: tuple[int, ...] = (0, 2, 3, 1)) -> torch.Tensor:
+    """The patches cut out one by one with slicing: token k = grid row k // (W/p), column k % (W/p).
+
+    order: how a patch (N, C, p1, p2) is laid out in its token; (0, 2, 3, 1) is (p1, p2, c)."""
     n, c, h, w = x.shape
     tokens = []
     cells = [(i, j) for i in range(h // p) for j in range(w // p)]
     for i, j in sorted(cells, key=lambda ij: ij[::-1]) if column_major else cells:
         patch = x[:, :, i * p:(i + 1) * p, j * p:(j + 1) * p]  # (N, C, p, p)
-        tokens.append(patch.permute(0, 2, 3, 1).reshape(n, -1))  # (N, p*p*C), ordered (p1, p2, c)
+        tokens.append(patch.permute(*order).reshape(n, -1))  # (N, p*p*C), (p1, p2, c) by default
     return torch.stack(tokens, dim=1)  # (N, T, p*p*C)
 
 
@@ -33,6 +35,10 @@ def test_patchify_cuts_patches_in_raster_order(impl):
         "official DiT.unpatchify expects; yours has the channel first (c p1 p2)": _channel_first(x, 4),
         "tokens go row by row (raster order): token k is grid row k // (W/p), column k % (W/p); yours go "
         "column by column": _by_hand(x, 4, column_major=True),
+        "inside a token the numbers are ordered (row in patch, column in patch, channel) = (p1 p2 c); yours are "
+        "(p2 p1 c), column in patch first": _by_hand(x, 4, order=(0, 3, 2, 1)),
+        "a plain reshape keeps memory order, so each 'token' is a run of one channel's pixel rows, not a p x p "
+        "patch: cut the patches with rearrange 'n c (h p1) (w p2) -> n (h w) (p1 p2 c)'": x.reshape(2, 6, 48),
     })
 
 
@@ -61,6 +67,8 @@ def test_unpatchify_is_the_official_layout(impl):
     check(impl.unpatchify(tokens, p, c), official, what="unpatchify", atol=0, mistakes={
         "the tokens' numbers are ordered (p1, p2, c), channel last":
             tokens.reshape(n, h, h, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h * p, h * p),
+        "a plain reshape does not put the patches back where they were cut: read the tokens with rearrange "
+        "'n (h w) (p1 p2 c) -> n c (h p1) (w p2)'": tokens.reshape(n, c, h * p, h * p),
     })
 
 

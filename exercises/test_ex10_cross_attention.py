@@ -8,15 +8,23 @@ from exercises._testing import (check, check_inside_dit, check_state_dict_keys, 
 D, HEADS = 32, 4
 
 
-def _attention(module, x, cond, heads=HEADS, swap_kv=False, scale=True):
+def _attention(module, x, cond, heads=HEADS, swap_kv=False, scale=True, kv_per_head=False, proj=True):
+    """CrossAttention from its state dict; the flags plant the mistakes the hints name."""
     sd = module.state_dict()
     q = linear(x, sd, "q.")
-    k, v = linear(cond, sd, "kv.").chunk(2, dim=-1)
+    kv = linear(cond, sd, "kv.")  # (N, S, 2D): [k, v]
+    if kv_per_head:  # each head's slice read as that head's [k, v]: "(h two d)" instead of "(two h d)"
+        n, s, _ = kv.shape
+        kv = kv.reshape(n, s, HEADS, 2, D // HEADS)
+        k, v = kv[..., 0, :].reshape(n, s, D), kv[..., 1, :].reshape(n, s, D)
+    else:
+        k, v = kv.chunk(2, dim=-1)
     if swap_kv:
         k, v = v, k
     if not scale:
         q = q * (D // heads) ** 0.5  # undoes the 1 / sqrt(d) inside multi_head_attention
-    return linear(multi_head_attention(q, k, v, heads), sd, "proj.")
+    out = multi_head_attention(q, k, v, heads)  # (N, T, D), the heads concatenated
+    return linear(out, sd, "proj.") if proj else out
 
 
 def _cross(impl, seed=0):
@@ -47,6 +55,11 @@ def test_cross_attention_matches_torch_multihead_attention(impl):
             _attention(attn, x, cond, heads=1),
         "scale the scores by 1 / sqrt(D / num_heads) (scaled_dot_product_attention does it for you)":
             _attention(attn, x, cond, scale=False),
+        "kv's output is [k, v]: all D numbers of k first, then all of v, each split into heads inside "
+        "('(two h d)'); yours reads each head's slice as that head's k and v ('(h two d)')":
+            _attention(attn, x, cond, kv_per_head=True),
+        "the heads' outputs, concatenated back to (N, T, D), go through the output projection proj; yours "
+        "returns them without it": _attention(attn, x, cond, proj=False),
     })
 
 

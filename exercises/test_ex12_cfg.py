@@ -5,6 +5,10 @@ import torch
 from exercises._testing import check, check_shape, generator, randomize_
 
 NUM_CLASSES = 10
+IN_PLACE_HINT = ("token_drop changed the labels tensor it was given (in place, e.g. labels[drop] = num_classes): "
+                 "the caller's labels must stay as they were; return a new tensor (torch.where(drop, null, labels))")
+DEVICE_HINT = ("make every new tensor on the labels' device (torch.rand(..., device=labels.device), "
+               ".to(y.device)): in training the labels are on the GPU")
 
 
 def test_token_drop_forced(impl):
@@ -13,9 +17,30 @@ def test_token_drop_forced(impl):
     check(out, torch.tensor([10, 1, 4, 10, 5]), what="token_drop with force_drop_ids", atol=0, mistakes={
         "dropped labels become the null label num_classes (here 10), not 0": torch.tensor([0, 1, 4, 0, 5]),
         "force_drop_ids == 1 marks the labels to drop (not the ones to keep)": torch.tensor([3, 10, 10, 1, 10]),
-        "with force_drop_ids given, drop exactly those rows (dropout_prob is 0 here)": labels,
+        "with force_drop_ids given, drop exactly those rows (dropout_prob is 0 here)": torch.tensor([3, 1, 4, 1, 5]),
     })
     assert out.dtype == torch.long, f"labels must stay long (embedding indices), got {out.dtype}"
+    assert torch.equal(labels, torch.tensor([3, 1, 4, 1, 5])), IN_PLACE_HINT
+
+
+def _off_the_cpu(fn, what):
+    """fn() on PyTorch's "meta" device, which holds shapes without data: a tensor made on the CPU next to
+    meta tensors fails as it would next to GPU tensors, so device mistakes show up without a GPU."""
+    __tracebackhide__ = True
+    try:
+        return fn()
+    except (RuntimeError, NotImplementedError) as err:
+        if isinstance(err, NotImplementedError) and str(err).startswith("ex12"):
+            raise  # the stub: not started
+        raise AssertionError(f"{what} with tensors that are not on the CPU failed: {DEVICE_HINT}"
+                             f"\n\n{type(err).__name__}: {err}") from None
+
+
+def test_token_drop_keeps_the_labels_device(impl):
+    labels = torch.arange(8, device="meta")
+    for kind, kwargs in (("random", {}), ("forced", {"force_drop_ids": torch.ones(8, dtype=torch.long, device="meta")})):
+        out = _off_the_cpu(lambda: impl.token_drop(labels, NUM_CLASSES, 0.5, **kwargs), f"token_drop ({kind} drop)")
+        assert out.device == labels.device, f"token_drop returned labels on {out.device}, not {labels.device}: {DEVICE_HINT}"
 
 
 def test_token_drop_forced_ignores_the_probability(impl):
@@ -43,6 +68,7 @@ def test_token_drop_random_rate(impl):
 def test_token_drop_uses_the_generator(impl):
     labels = torch.arange(64) % NUM_CLASSES
     a = impl.token_drop(labels, NUM_CLASSES, 0.5, generator=generator(3))
+    assert torch.equal(labels, torch.arange(64) % NUM_CLASSES), IN_PLACE_HINT
     b = impl.token_drop(labels, NUM_CLASSES, 0.5, generator=generator(3))
     c = impl.token_drop(labels, NUM_CLASSES, 0.5, generator=generator(4))
     assert torch.equal(a, b) and not torch.equal(a, c), (
@@ -105,6 +131,13 @@ def test_forward_with_cfg_guided_channels(impl):
     check(out, expected, what="forward_with_cfg(..., guided_channels=1)", atol=1e-4, rtol=1e-4, mistakes={
         "guide only the first guided_channels channels; the rest keep the conditional prediction":
             uncond + 2.0 * (cond - uncond)})
+
+
+def test_forward_with_cfg_keeps_the_inputs_device(impl):
+    model = _tiny_dit().train().to("meta")  # train mode: an eval-mode DiT reads the label values back (y.max())
+    x, t, y = (v.to("meta") for v in _inputs())
+    out = _off_the_cpu(lambda: impl.forward_with_cfg(model, x, t, y, 3.0), "forward_with_cfg")
+    assert out.device == x.device, f"forward_with_cfg returned {out.device}, not {x.device}: {DEVICE_HINT}"
 
 
 def test_forward_with_cfg_is_one_batched_pass(impl):

@@ -42,7 +42,9 @@ def test_last_step_returns_the_x0_estimate(impl):
     check(out, x0, what="ddim_step to t_prev = -1", atol=1e-8, mistakes={
         "t_prev = -1 means alphas_cumprod_prev = 1 (x_0 itself); alphas_cumprod[-1] is the *last* step of the "
         "schedule": _noised(x0, eps, torch.full((3,), 999)),
-    })
+    }, nan_hint="t_prev = -1 must mean alphas_cumprod_prev = 1, but alphas_cumprod[-1] wraps to the *last* step "
+                "(about 4e-5), so 1 - abar_t / abar_prev < 0 and sigma takes the square root of a negative number "
+                "(NaN, even times eta = 0): prepend a 1 to alphas_cumprod and index it with t_prev + 1")
 
 
 def test_integer_steps(impl):

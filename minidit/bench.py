@@ -54,7 +54,8 @@ import torch
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
 from minidit.blocks import set_recompute_gelu
-from minidit.checkpoint import atomic_write_json
+from minidit.checkpoint import atomic_write_json, writable_target
+from minidit.cli import ArgumentParser
 from minidit.data import FashionMNIST, sample_batch
 from minidit.device import get_device
 from minidit.model import DiT_models, create_model
@@ -348,9 +349,9 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minidit.bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m minidit.bench", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", nargs="+", default=["DiT-S/2"], help="configs to time")
     parser.add_argument("--block", default="adaLN-Zero", help="conditioning block")
     parser.add_argument("--batch", type=int, default=256, help="training batch size")
@@ -387,14 +388,18 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("batch", "steps", "ddpm_steps", "ddim_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    device = get_device(args.device)
+    try:
+        device = get_device(args.device)
+        out = pathlib.Path(args.out) if args.out else default_out(device)
+        writable_target(out, "--out")
+    except ValueError as err:
+        parser.error(str(err))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the official recipe's fp32 runs with TF32
         torch.backends.cudnn.allow_tf32 = True
     else:
         print(f"minidit.bench: on {device.type} every variant runs in fp32 without compile (CUDA-only features)")
     peak, peak_source = peak_tflops(device, args.peak_tflops)
-    out = pathlib.Path(args.out) if args.out else default_out(device)
     report = {
         "device": str(device), "device_name": device_name(device), "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),

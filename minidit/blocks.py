@@ -2,7 +2,7 @@
 
     "in-context"       t and y are two extra tokens of the sequence; a standard ViT block.
     "cross-attention"  a standard block plus a cross-attention layer, after self-attention, that
-                       attends to the length-2 sequence [t_emb, y_emb] (about 15% more Gflops).
+                       attends to the length-2 sequence [t_emb, y_emb] (about 16% more Gflops).
     "adaLN"            LayerNorms without learned affine; their shift and scale (beta, gamma) are
                        regressed from c = t_emb + y_emb.
     "adaLN-Zero"       adaLN plus a gate alpha before each residual connection, also regressed from c;

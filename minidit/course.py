@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -137,15 +138,26 @@ EXERCISES: dict[str, Exercise] = {
 
 # ----------------------------------------------------------------------------- folders and loading
 
+def _is_checkout(folder: pathlib.Path) -> bool:
+    return any((folder / "exercises").glob("ex[0-9][0-9]_*.py"))
+
+
 def repo_root() -> pathlib.Path:
-    """The folder that holds exercises/ (the checkout minidit was installed from, else the working dir)."""
-    here = pathlib.Path(__file__).resolve().parent.parent
-    if (here / "exercises").is_dir():
-        return here
-    for folder in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]:
-        if (folder / "exercises").is_dir():
-            return folder
-    return here
+    """The course checkout the student works in, the folder that holds exercises/.
+
+    Looked for from where the student is first: the running notebook's folder (Jupyter sets
+    $JPY_SESSION_NAME to the notebook's path) and the working directory, each with its parents; only
+    then the checkout minidit was imported from. So two clones sharing one virtual environment each
+    see their own exercises/.
+    """
+    starts = [pathlib.Path.cwd()]
+    if os.environ.get("JPY_SESSION_NAME"):
+        starts.insert(0, (pathlib.Path.cwd() / os.environ["JPY_SESSION_NAME"]).parent)
+    for start in starts:
+        for folder in [start, *start.parents]:
+            if _is_checkout(folder):
+                return folder
+    return pathlib.Path(__file__).resolve().parent.parent
 
 
 def get(exercise_id: str) -> Exercise:
@@ -171,11 +183,27 @@ def exercise_folder(source: str = "student") -> pathlib.Path:
 
 
 _LOADED: dict[tuple[str, str], types.ModuleType] = {}
+_REMOTE_LOADER: Callable[[str], Any] | None = None
+
+
+def set_remote_loader(loader: Callable[[str], Any] | None) -> None:
+    """Graded mode (minidit.sandbox): load(id, "student") returns loader(id), a module whose calls run in a
+    confined child process; the student's file is never imported here."""
+    global _REMOTE_LOADER
+    _REMOTE_LOADER = loader
+    _LOADED.clear()
+
+
+def graded() -> bool:
+    """True inside a grading run (the student's code runs in a child process, see minidit.sandbox)."""
+    return _REMOTE_LOADER is not None
 
 
 def load(exercise_id: str, source: str = "student") -> types.ModuleType:
     """Import an exercise file of a source as a fresh module (re-imported whenever the file changes)."""
     ex = get(exercise_id)
+    if source == "student" and _REMOTE_LOADER is not None:
+        return _REMOTE_LOADER(ex.id)
     path = exercise_folder(source) / f"{ex.stem}.py"
     if not path.is_file():
         raise FileNotFoundError(f"{ex.id}: no file {path}")
@@ -213,6 +241,73 @@ def is_started(obj: Any) -> bool:
     if inspect.isclass(obj):
         return not any(_is_stub(f) for f in vars(obj).values() if inspect.isfunction(f))
     return not _is_stub(obj)
+
+
+# ----------------------------------------------------------------------------- the student release
+
+RELEASE_ATTR = "__minidit_release__"  # set on minidit's pieces that a release delegates to exercises/
+
+
+def _student_piece(exercise_id: str, name: str) -> Any:
+    """The student's object for a piece (exercises/, or $MINIDIT_EXERCISES), adapted to minidit's signature."""
+    ex = get(exercise_id)
+    obj = getattr(load(ex.id, "student"), name)
+    adapt = ex.adapters.get(name)
+    return adapt(obj) if adapt else obj
+
+
+def _call_student(ex: Exercise, name: str, args: tuple, kwargs: dict) -> Any:
+    """Run the student's piece; a stub's NotImplementedError says which file to write (and still starts "exNN:")."""
+    try:
+        return _student_piece(ex.id, name)(*args, **kwargs)
+    except NotImplementedError as err:
+        if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
+            raise NotImplementedError(f"{err} - minidit runs your {name} here, and it is not written yet: write it "
+                                      f"in exercises/{ex.stem}.py, then check it with `pytest exercises -k {ex.id}`"
+                                      ) from None
+        raise
+
+
+def release_piece(exercise_id: str, name: str) -> Callable[[Callable], Callable]:
+    """Decorator of a function or method whose body the student release removed: it runs the student's version."""
+    ex = get(exercise_id)
+
+    def decorate(stub: Callable) -> Callable:
+        @functools.wraps(stub)
+        def delegate(*args, **kwargs):
+            return _call_student(ex, name, args, kwargs)
+
+        setattr(delegate, RELEASE_ATTR, ex.id)
+        return delegate
+
+    return decorate
+
+
+def release_class(exercise_id: str, name: str) -> Callable[[type], type]:
+    """Class decorator for the student release: building minidit's class builds the student's instead."""
+    ex = get(exercise_id)
+
+    def decorate(cls: type) -> type:
+        def __new__(klass, *args, **kwargs):  # returns the student's instance, so cls.__init__ never runs
+            return _call_student(ex, name, args, kwargs)
+
+        cls.__new__ = staticmethod(__new__)
+        setattr(cls, RELEASE_ATTR, ex.id)
+        return cls
+
+    return decorate
+
+
+def in_release(exercise_id: str) -> bool:
+    """True in the student release, where minidit's own versions of this exercise's pieces are not shipped."""
+    ex = get(exercise_id)
+    for targets in ex.targets.values():
+        try:
+            if getattr(original(targets[0]), RELEASE_ATTR, None) == ex.id:
+                return True
+        except (ImportError, AttributeError, KeyError):
+            continue
+    return False
 
 
 # ----------------------------------------------------------------------------- patching
@@ -405,14 +500,23 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
         return lambda mine, ref: (mine(*args), ref(*args))
 
     def block(*forward_args, ctor=(32, 4)):
-        def run(mine, ref):
+        def weights(ref):
             torch.manual_seed(0)
             theirs = ref(*ctor)
             for p in theirs.parameters():  # non-zero everywhere, so that every path matters
                 torch.nn.init.normal_(p, std=0.1)
+            return theirs
+
+        def yours_with(mine, state):
             yours = mine(*ctor)
-            yours.load_state_dict(theirs.state_dict())
-            return yours(*forward_args), theirs(*forward_args)
+            yours.load_state_dict(state)
+            return yours(*forward_args)
+
+        def run(mine, ref):
+            theirs = weights(ref)
+            return yours_with(mine, theirs.state_dict()), theirs(*forward_args)
+
+        run.weights, run.yours_with, run.forward_args = weights, yours_with, forward_args  # for the release's record
         return run
 
     def tiny_dit():
@@ -430,13 +534,13 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
         labels, force = torch.arange(8) % 3, torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
         return mine(labels, 3, 0.5, force), ref(LabelEmbedder(3, 8, 0.5), labels, force)
 
-    def forward_with_cfg(mine, ref):
+    def forward_with_cfg(mine, ref):  # needs a DiT, hence blocks: no record in the student release
         model = tiny_dit()
         with torch.no_grad():
             args = (xt, t, torch.tensor([0, 1, 2, 0]), 4.0)
             return mine(model, *args), ref(model, *args)
 
-    def update_ema(mine, ref):
+    def update_ema(mine, ref):  # (idem)
         model, yours = tiny_dit(), tiny_dit()
         for p in yours.parameters():
             torch.nn.init.normal_(p, std=0.1)
@@ -445,6 +549,7 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
         ref(theirs, model, 0.9)
         return [p.detach() for p in yours.parameters()], [p.detach() for p in theirs.parameters()]
 
+    forward_with_cfg.needs_dit = update_ema.needs_dit = True
     a = np.random.default_rng(0).normal(size=(2, 8, 24))
     cov1, cov2 = a[0] @ a[0].T / 24, a[1] @ a[1].T / 24
     cases: dict[str, dict[str, Callable]] = {
@@ -472,8 +577,64 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
     return cases.get(ex.id, {})
 
 
+RECORD_FILE = "assets/release_reference.safetensors"  # minidit's outputs on the compare inputs, in a release
+
+
+def _flat(value: Any) -> list:
+    """An output as a flat list of tensors (what a record holds)."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flat(v)]
+    if isinstance(value, torch.Tensor):
+        return [value.detach().cpu()]
+    return [torch.as_tensor(np.asarray(value))]
+
+
+def _unused(*args, **kwargs) -> None:
+    return None
+
+
+def record_reference_outputs() -> dict:
+    """minidit's outputs (and the blocks' weights) on compare()'s seeded inputs, for the student release:
+    it ships these numbers instead of minidit's code, so compare() still measures max |yours - minidit|."""
+    record = {}
+    for ex in EXERCISES.values():
+        cases, ref = _random_cases(ex), reference(ex.id)
+        for name, case in cases.items():
+            if getattr(case, "needs_dit", False) or not hasattr(ref, name):
+                continue
+            if hasattr(case, "weights"):
+                theirs = case.weights(getattr(ref, name))
+                record.update({f"{ex.id}/{name}/state/{k}": v.detach().clone() for k, v in theirs.state_dict().items()})
+                outputs = _flat(theirs(*case.forward_args))
+            else:
+                outputs = _flat(case(_unused, getattr(ref, name))[1])
+            record.update({f"{ex.id}/{name}/out/{i}": t.contiguous().clone() for i, t in enumerate(outputs)})
+    return record
+
+
+def _recorded(ex_id: str, name: str) -> tuple[list, dict] | None:
+    """(outputs, block weights) recorded for a piece in the student release, or None."""
+    path = pathlib.Path(__file__).resolve().parent / RECORD_FILE
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    prefix = f"{ex_id}/{name}/"
+    items = {k[len(prefix):]: v for k, v in load_file(path).items() if k.startswith(prefix)}
+    outputs = [items[f"out/{i}"] for i in range(sum(k.startswith("out/") for k in items))]
+    state = {k[len("state/"):]: v for k, v in items.items() if k.startswith("state/")}
+    return (outputs, state) if outputs else None
+
+
 def compare(exercise_id: str, source: str = "student") -> dict[str, float | str]:
-    """Print and return, for each piece of an exercise: "not started", an error, or max |yours - minidit|."""
+    """Print and return, for each piece of an exercise: "not started", an error, or max |yours - minidit|.
+
+    In the student release minidit's own code is not there: the comparison is with minidit's outputs
+    recorded when the release was made (record_reference_outputs).
+    """
     ex = get(exercise_id)
     result: dict[str, float | str] = {}
     try:
@@ -482,19 +643,26 @@ def compare(exercise_id: str, source: str = "student") -> dict[str, float | str]
         print(f"{ex.id} {ex.title}: cannot import your file: {type(err).__name__}: {err}")
         return {name: "import error" for name in ex.names}
     cases = _random_cases(ex)
-    ref = reference(ex.id)
+    release = in_release(ex.id)
+    ref = None if release else reference(ex.id)
     for name in ex.names:
         obj = getattr(module, name, None)
+        record = _recorded(ex.id, name) if release else None
         if obj is None:
             result[name] = "missing"
         elif not is_started(obj):
             result[name] = "not started"
-        elif name not in cases or not hasattr(ref, name):
+        elif name not in cases or not (record if release else hasattr(ref, name)):
             result[name] = "no random comparison (see its tests)"
         else:
             try:
-                mine, theirs = cases[name](obj, getattr(ref, name))
-                result[name] = _max_err(mine, theirs)
+                if release:
+                    case, (theirs, state) = cases[name], record
+                    mine = case.yours_with(obj, state) if hasattr(case, "yours_with") else case(obj, _unused)[0]
+                    result[name] = _max_err(_flat(mine), theirs)
+                else:
+                    mine, theirs = cases[name](obj, getattr(ref, name))
+                    result[name] = _max_err(mine, theirs)
             except NotImplementedError:
                 result[name] = "not started"
             except Exception as err:

@@ -70,9 +70,13 @@ def find_data_dir(root: str | os.PathLike | None = None) -> pathlib.Path:
     Raises:
         FileNotFoundError: the files are nowhere; the message says how to get them.
     """
-    for folder, origin in ((root, "the root argument"), (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
+    for folder, origin in ((root, "the data folder given (--data-dir / root)"),
+                           (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
         if folder is not None:  # an explicit choice that is wrong is an error, not a reason to look elsewhere
             folder = pathlib.Path(folder).expanduser()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{origin} points to {folder}, which is not a folder; give the folder "
+                                        f"holding {', '.join(MD5)}")
             if not _has_files(folder):
                 raise FileNotFoundError(f"{origin} points to {folder}, which lacks {', '.join(_missing(folder))}")
             return folder
@@ -102,7 +106,8 @@ def download_fashion_mnist(dest: str | os.PathLike | None = None) -> pathlib.Pat
     failed or interrupted download leaves no partial file behind. Files already present and correct are kept.
     Raises:
         ValueError: a downloaded file does not match its published md5.
-        OSError: the download itself failed (no network, HTTP error).
+        OSError: the download itself failed (no network, HTTP error); the message names the URL and
+            the ways to get the files without a network.
     """
     dest = pathlib.Path(dest).expanduser() if dest is not None else default_cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
@@ -113,10 +118,18 @@ def download_fashion_mnist(dest: str | os.PathLike | None = None) -> pathlib.Pat
         fd, tmp = tempfile.mkstemp(dir=dest, prefix=name + ".", suffix=".part")
         try:
             digest = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, _urlopen(BASE_URL + name, timeout=60) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    with _urlopen(BASE_URL + name, timeout=60) as response:
+                        for chunk in iter(lambda: response.read(1 << 20), b""):
+                            digest.update(chunk)
+                            out.write(chunk)
+                except OSError as err:  # URLError, HTTPError, timeouts, resets are all OSErrors
+                    raise OSError(
+                        f"could not download {BASE_URL + name} ({getattr(err, 'reason', err)}). Without a network: "
+                        f"sudo apt-get install dataset-fashion-mnist (into {SYSTEM_DATA_DIR}), or put the four "
+                        f".gz files in a folder and `export {ENV_VAR}=/that/folder`"
+                    ) from err
             if digest.hexdigest() != expected:
                 raise ValueError(f"{BASE_URL + name}: md5 {digest.hexdigest()} where {expected} was expected")
             os.chmod(tmp, 0o644)  # mkstemp makes it private; a data file may be shared

@@ -15,7 +15,10 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
             that must be available on this machine.
     """
     if prefer is not None:
-        device = torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError:  # torch's own message lists twenty device types minidit does not run on
+            raise ValueError(f"unknown device {prefer!r}; expected one of {_KNOWN} (e.g. 'cuda:1')") from None
         if device.type not in _KNOWN:
             raise ValueError(f"unknown device type {device.type!r}; expected one of {_KNOWN}")
         if device.type == "cuda" and not torch.cuda.is_available():

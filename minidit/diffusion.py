@@ -328,7 +328,9 @@ class GaussianDiffusion:
         model_output = model_output.to(x.dtype)
         if self.learn_sigma:
             eps, v = model_output.chunk(2, dim=1)  # (N, C, H, W) each
-            # IDDPM Eq. 15: log variance between the posterior's (v = -1) and beta_t's (v = +1).
+            # Log variance between the posterior's and beta_t's. IDDPM's Eq. 15 weighs log beta_t by v;
+            # the ADM code (DiT's) weighs it by (v + 1) / 2, so v = -1 is the posterior's, v = +1 beta_t's.
+            # v is not clamped: values outside [-1, 1] extrapolate beyond the two.
             min_log = _extract(self.posterior_log_variance_clipped, t, x)
             max_log = _extract(torch.log(self.betas), t, x)
             frac = (v + 1) / 2

@@ -64,6 +64,8 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, input_size: int = 32, patch_size: int = 2, in_channels: int = 4, hidden_size: int = 1152):
         super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"patch size must be >= 1, got {patch_size}")
         if input_size % patch_size:
             raise ValueError(f"image size {input_size} is not divisible by patch size {patch_size}")
         self.patch_size = patch_size

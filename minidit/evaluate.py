@@ -13,7 +13,6 @@ real-vs-real floor (test split against the same train reference); the JSON is wr
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -22,14 +21,19 @@ import time
 import numpy as np
 import torch
 
+from minidit.cli import ArgumentParser
+
 IMAGE_KEYS, LABEL_KEYS = ("samples", "images", "x", "arr_0"), ("labels", "y", "arr_1")
 
 
 def to_images(array, source: str = "samples") -> torch.Tensor:
     """array: (N, 32, 32), (N, 1, 32, 32) or (N, 32, 32, 1), uint8 [0, 255] or float [-1, 1] -> (N, 1, 32, 32) float32.
 
-    Float values are not checked here; `minidit.metrics.check_images` rejects any outside [-1, 1].
+    The values are checked by `minidit.metrics.check_images` (floats in [0, 1] or [0, 255] are refused
+    with the conversion they need).
     """
+    from minidit.metrics import check_images
+
     x = torch.as_tensor(np.asarray(array))
     if x.dim() == 3:
         x = x[:, None]  # (N, 1, H, W)
@@ -38,11 +42,10 @@ def to_images(array, source: str = "samples") -> torch.Tensor:
     if x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32):
         raise ValueError(f"{source}: expected images of shape (N, 32, 32), (N, 1, 32, 32) or (N, 32, 32, 1), "
                          f"got {tuple(x.shape)}")
-    if x.dtype == torch.uint8:
-        return x.float() / 127.5 - 1.0
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"{source}: expected uint8 pixels or floats in [-1, 1], got dtype {x.dtype}")
-    return x.float()
+    try:
+        return check_images(x, "images")
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 def _read_png(path: pathlib.Path) -> np.ndarray:
@@ -55,7 +58,13 @@ def _read_png(path: pathlib.Path) -> np.ndarray:
 
 
 def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A .npy/.npz file or a folder of PNGs -> (images (N, 1, 32, 32) float32, labels (N,) int64 or None)."""
+    """A .npy/.npz file or a folder of PNGs -> (images (N, 1, 32, 32) float32, labels (N,) int64 or None).
+
+    Labels must be integers in [0, 10), one per image (`minidit.metrics.check_labels`).
+    """
+    from minidit.data import CLASS_NAMES
+    from minidit.metrics import check_labels
+
     path = pathlib.Path(path)
     if path.is_dir():
         files = sorted(path.rglob("*.png"))
@@ -64,8 +73,11 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
         parents = {f.parent.relative_to(path).as_posix() for f in files}
         labels = None
         if all(p.isdigit() for p in parents):  # ImageFolder layout: 0/xxx.png, 1/yyy.png, ...
-            labels = torch.tensor([int(f.parent.name) for f in files])
+            labels = check_labels(torch.tensor([int(f.parent.name) for f in files]), len(files), len(CLASS_NAMES),
+                                  f"{path}: the class folders")
         return to_images(np.stack([_read_png(f) for f in files]), str(path)), labels
+    if path.suffix in (".npy", ".npz") and not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
     if path.suffix == ".npy":
         return to_images(np.load(path), str(path)), None
     if path.suffix == ".npz":
@@ -74,8 +86,11 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
             if key is None:
                 raise ValueError(f"{path}: no array named one of {IMAGE_KEYS} (found {list(data)})")
             label_key = next((k for k in LABEL_KEYS if k in data), None)
-            labels = torch.as_tensor(data[label_key]).long() if label_key else None
-            return to_images(data[key], str(path)), labels
+            images = to_images(data[key], str(path))
+            labels = None
+            if label_key:
+                labels = check_labels(data[label_key], len(images), len(CLASS_NAMES), f"{path}: {label_key!r}")
+            return images, labels
     raise ValueError(f"{path}: expected a .npy or .npz file or a folder of PNGs")
 
 
@@ -95,6 +110,16 @@ def draw_samples(model, diffusion, num_samples: int, cfg_scale: float = 1.0, sam
     return torch.cat(images), labels
 
 
+def _check_reference(data_dir, num_reference: int | None) -> None:
+    """Both Fashion-MNIST splits load (ValueError / OSError naming the problem) and hold num_reference train images."""
+    from minidit.data import load_fashion_mnist
+
+    train = load_fashion_mnist("train", root=data_dir)
+    load_fashion_mnist("test", root=data_dir)
+    if num_reference is not None and num_reference > len(train):
+        raise ValueError(f"--num-reference {num_reference} is more than the {len(train)} train images")
+
+
 def format_report(report: dict) -> str:
     """A two-column text table: the samples' numbers beside the real-vs-real floor."""
     rows = [f"{'metric':<20}{'samples':>12}{'real floor':>12}"]
@@ -105,7 +130,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidit.evaluate", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m minidit.evaluate", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="a checkpoint to sample from (minidit.sample)")
     source.add_argument("--samples", help=".npy / .npz file or folder of PNGs")
@@ -124,8 +149,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
-    from minidit.checkpoint import atomic_write_json
+    from minidit.checkpoint import atomic_write_json, writable_target
     from minidit.metrics import evaluation_report
+    from minidit.sample import check_sampling_args
+
+    check_sampling_args(args, parser)
+    if args.kid_subsets < 1 or (args.num_reference is not None and args.num_reference < 2):
+        parser.error(f"need --kid-subsets >= 1 and --num-reference >= 2, got {args.kid_subsets}, {args.num_reference}")
 
     common = dict(num_reference=args.num_reference, seed=args.seed, device=args.device, data_dir=args.data_dir,
                   kid_subsets=args.kid_subsets)
@@ -133,9 +163,20 @@ def main(argv=None) -> int:
     source_path = pathlib.Path(args.ckpt or args.samples)
     default_out = source_path / "scores.json" if source_path.is_dir() else source_path.with_name("scores.json")
     out = pathlib.Path(args.out) if args.out else default_out
+    try:  # outputs, inputs and the reference data, before any sampling or scoring
+        writable_target(out, "--out")
+        if args.save_samples:
+            writable_target(args.save_samples, "--save-samples")
+        samples = load_samples(args.samples) if args.samples else None
+        _check_reference(args.data_dir, args.num_reference or args.num_samples if args.ckpt else args.num_reference)
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
     if args.samples:
         start = time.perf_counter()
-        report = evaluation_report(*load_samples(args.samples), **common)
+        try:
+            report = evaluation_report(*samples, **common)
+        except ValueError as err:  # e.g. more reference images asked for than the split holds
+            parser.error(str(err))
         report.update(samples_path=str(args.samples), eval_time_s=round(time.perf_counter() - start, 2),
                       command=command)
         atomic_write_json(out, report)
@@ -144,10 +185,10 @@ def main(argv=None) -> int:
         return 0
 
     from minidit import course
-    from minidit.sample import load_model_for_sampling, save_npz
+    from minidit.sample import load_for_cli, save_npz
 
     course.apply_env()  # $MINIDIT_IMPL=student samples with the student's own diffusion code
-    model, diffusion = load_model_for_sampling(args.ckpt, use_ema=True, device=args.device)
+    model, diffusion = load_for_cli(args, parser, use_ema=True)
     reports = []
     for scale in args.cfg_scale:
         start = time.perf_counter()

@@ -20,7 +20,6 @@ the weights' sha256, which `load_evaluator` checks before use.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from minidit.cli import ArgumentParser
 from minidit.device import get_device
 
 ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
@@ -223,7 +223,7 @@ def save_evaluator(model: Evaluator, info: dict, out: str | os.PathLike) -> dict
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidit.evaluator", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m minidit.evaluator", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train the evaluator and write weights + JSON record")
     p.add_argument("--out", default=str(EVALUATOR_PATH))
@@ -238,9 +238,26 @@ def main(argv=None) -> int:
     sub.add_parser("check", help="load the committed weights, verify the sha256, print the record")
     args = parser.parse_args(argv)
     if args.command == "check":
-        load_evaluator("cpu")
+        try:
+            load_evaluator("cpu")
+        except (ValueError, FileNotFoundError) as err:  # missing, or a sha256 that does not match
+            parser.fail(str(err))
         print(json.dumps(evaluator_info(), indent=2))
         return 0
+    from minidit.checkpoint import writable_target
+    from minidit.data import load_fashion_mnist
+
+    for name in ("epochs", "batch_size", "max_train", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    try:  # before the training: outputs, device, data
+        writable_target(args.out, "--out")
+        get_device(args.device)
+        load_fashion_mnist("train", root=args.data_dir)
+        load_fashion_mnist("test", root=args.data_dir)
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
     model, info = train_evaluator(args.epochs, args.batch_size, args.lr, seed=args.seed, device=args.device,

@@ -43,7 +43,7 @@ BLOCK_ORDER = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")  # the pa
 EVAL_SEED = 1234  # every model is sampled from the same x_T and labels (common random numbers)
 GRID_PER_CLASS = 8
 
-# DiT §4.1 and Figure 5: DiT-XL/2 on ImageNet 256x256, FID-50K after 400K steps, no guidance; Gflops of each block.
+# DiT §5 and Figure 5: DiT-XL/2 on ImageNet 256x256, FID-50K after 400K steps, no guidance; Gflops of each block.
 PAPER_FIG5 = {
     "adaLN-Zero": {"fid": 19.47, "gflops": 118.6},
     "adaLN": {"fid": 25.21, "gflops": 118.6},

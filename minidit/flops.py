@@ -12,7 +12,7 @@ Per block, with S tokens (S = T, or T + 2 for in-context), width D, MLP width rD
     MLP              2 r S D^2
     adaLN-Zero       6 D^2 (regressing shift, scale, gate twice, once per image)
     adaLN            4 D^2
-    cross-attention  q T D^2, kv 2 * 2 D^2, scores + values 2 * 2 T D, proj T D^2   (the ~15% extra)
+    cross-attention  q T D^2, kv 2 * 2 D^2, scores + values 2 * 2 T D, proj T D^2   (the ~16% extra)
 """
 
 from __future__ import annotations

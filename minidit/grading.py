@@ -1,24 +1,29 @@
-"""Instructor tools: grade students' exercises/ folders, and write a student release without solutions/.
+"""Instructor tools: grade students' exercises/ folders, and write a student release without solutions.
 
     python -m minidit.grading grade submissions/alice submissions/bob --out grades   # JSON + CSV
-    python -m minidit.grading release --out release                                 # no solutions/
-    python -m minidit.grading list                                                  # exercises and points
-    python -m minidit.grading stubs [ex15 ...]    # (re)write exercises/exNN_*.py stubs from solutions/
+    python -m minidit.grading grade submission --gradescope results/results.json     # + Gradescope's file
+    python -m minidit.grading release --out release     # no solutions/, minidit's exercised pieces run exercises/
+    python -m minidit.grading list                      # exercises and points
+    python -m minidit.grading stubs [ex15 ...]          # (re)write exercises/exNN_*.py stubs from solutions/
 
-Grading runs this checkout's tests (exercises/test_exNN_*.py, not the student's copies) against the
-student's files, one exercise per subprocess: a crash costs that exercise only. Each test has a
-time limit (--test-timeout; an infinite loop fails the tests that reach it) and each exercise a
-hard one (--timeout; the subprocess is killed and the exercise scores 0). An exercise scores
+Grading runs this checkout's tests (exercises/test_exNN_*.py, the same oracles and hints students
+run) in a clean pytest process per exercise; the student's code runs only in a confined child of
+that process (minidit.sandbox), which decides nothing and writes no report. Each test has a time
+limit (--test-timeout: a loop fails the tests that reach it) and each exercise a hard one
+(--timeout: everything is killed and the exercise scores 0). A file that imports or reaches the
+exercise's own answer from minidit or solutions/ scores 0 ("rejected"). An exercise scores
 points * passed / total tests; its status is passed, partial, failed, not started, missing,
-timeout (a time limit was hit) or crashed (the test process died).
-Student code runs with your user's rights: grade untrusted submissions inside a container or VM.
+timeout, crashed (the student's process died) or rejected. See README "For instructors" for what
+this guarantees and what it does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -29,14 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 
-from minidit import course
+from minidit import course, sandbox
 
 # tests/ files that need solutions/; they do not ship in the student release.
-RELEASE_EXCLUDE = ("solutions/", "tests/test_exercises.py", "tests/test_course.py", "tests/test_grading.py",
-                   "tests/_exercise_runner.py")
-TIMEOUT_MESSAGE = "test ran longer than"  # exercises/conftest.py words a timed-out test so
+RELEASE_EXCLUDE = ("solutions/", "tests/")  # tests/ checks minidit's own pieces, which the release does not ship
+TIMEOUT_MESSAGE = sandbox.TIMEOUT_MESSAGE  # exercises/conftest.py words a timed-out test so
 _NEVER_COPY = {".git", ".venv", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "release", "grades"}
 
 
@@ -57,74 +60,218 @@ def exercise_status(outcomes: list[str]) -> tuple[str, int, int]:
     return "in progress", passed, total
 
 
+# ----------------------------------------------------------------------------- honesty
+
+_DYNAMIC = {"importlib", "__import__", "exec", "eval", "compile", "runpy"}
+
+
+def exercised_names(ex: course.Exercise) -> set[str]:
+    """The names an exercise asks for and the minidit attributes they replace (DiT.forward_with_cfg -> forward_with_cfg)."""
+    names = set(ex.names)
+    for targets in ex.targets.values():
+        for target in targets:
+            path = target.partition(":")[2]
+            if not path.endswith("]"):
+                names.add(path.rsplit(".", 1)[-1])
+    return names
+
+
+def honesty_problems(ex: course.Exercise, source: str) -> list[str]:
+    """Why a submission file is not the student's own implementation (empty: nothing found), by reading it.
+
+    Not allowed: importing or reaching the exercise's own names from minidit or solutions
+    (`from minidit.diffusion import q_sample`, `diffusion.q_sample(...)`, `model.forward_with_cfg(...)`,
+    `getattr(m, "q_sample")`), importing solutions at all, and loading code dynamically (importlib,
+    exec, eval, ...). Everything else is allowed: other exercises' pieces and minidit's building blocks
+    (Attention, Mlp, modulate in ex11, diffusion.q_sample in ex03). The child process adds a runtime
+    check (minidit's own versions of the graded pieces raise there), see minidit.sandbox.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # the tests report the syntax error
+    own, problems = exercised_names(ex), []
+
+    def add(node: ast.AST, text: str) -> None:
+        problems.append(f"line {getattr(node, 'lineno', '?')}: {text}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "solutions":
+                    add(node, f"imports {alias.name}")
+                elif alias.name.split(".")[0] in _DYNAMIC:
+                    add(node, f"imports {alias.name} (loading code dynamically)")
+        elif isinstance(node, ast.ImportFrom):
+            top = (node.module or "").split(".")[0]
+            if top == "solutions":
+                add(node, f"imports from {node.module}")
+            elif top in _DYNAMIC:
+                add(node, f"imports from {node.module} (loading code dynamically)")
+            elif top == "minidit":
+                for alias in node.names:
+                    if alias.name in own or alias.name == "*":
+                        add(node, f"imports {alias.name} from {node.module}")
+        elif isinstance(node, ast.Attribute) and node.attr in own:
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                add(node, f"uses {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in _DYNAMIC:
+                add(node, f"calls {node.func.id}() (loading code dynamically)")
+            elif node.func.id in ("getattr", "hasattr") and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) \
+                    and node.args[1].value in own:
+                add(node, f"uses {ast.unparse(node)}")
+    return problems
+
+
 # ----------------------------------------------------------------------------- grading
 
-def _read_junit(path: pathlib.Path) -> list[str]:
-    outcomes = []
-    for case in ET.parse(path).getroot().iter("testcase"):
-        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
-        if problem is not None and TIMEOUT_MESSAGE in (problem.get("message") or "") + (problem.text or ""):
-            outcomes.append("timeout")
-        elif case.find("failure") is not None:
-            outcomes.append("failed")
-        elif case.find("error") is not None:
-            outcomes.append("error")
-        elif (skip := case.find("skipped")) is not None:
-            outcomes.append("not started" if "not started" in (skip.get("message") or "") else "skipped")
-        else:
-            outcomes.append("passed")
-    return outcomes
+@dataclasses.dataclass
+class Options:
+    """Limits of one grading run (see minidit.sandbox.Limits for what each means in the child)."""
+
+    timeout: float = 600.0  # seconds per exercise, all its tests together (the verdict process is killed)
+    test_timeout: float = 30.0  # seconds per test (and per call into the student's code)
+    memory_mb: int = 2048
+    max_processes: int = 32
+    output_mb: int = 16
+    user: str = "nobody"
+
+    def limits(self) -> sandbox.Limits:
+        call = self.test_timeout if self.test_timeout > 0 else self.timeout
+        return sandbox.Limits(call_seconds=call, memory_mb=self.memory_mb, cpu_seconds=int(self.timeout) + 1,
+                              output_mb=self.output_mb, max_processes=self.max_processes, user=self.user)
 
 
-def _run_pytest(test_file: pathlib.Path, folder: pathlib.Path, timeout: float,
-                test_timeout: float = 0) -> tuple[str, list[str], str]:
-    """Run one exercise's tests against `folder` in a subprocess -> (status, outcomes, short log)."""
+def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: Options) -> dict[str, dict]:
+    """Run this checkout's tests of these exercises against `folder` -> per exercise: status, tests, log, notes.
+
+    The tests run in one clean pytest process with minidit.sandbox as plugin: the student's code runs
+    only in that process's confined children, one per exercise, each killed (with all it started)
+    before the next exercise's tests; an exercise whose tests together run longer than
+    options.timeout stops there and scores 0. Output goes to files (never pipes); at the end every
+    process still alive below us (setsid or not) is killed, then the report is read.
+    """
     root = course.repo_root()
+    files = [str(root / "exercises" / f"test_{ex.stem}.py") for ex in exercises]
+    sandbox.become_subreaper()
+    before = set(sandbox.children())
+    limit = options.timeout * len(exercises) + 60  # the exercise budgets hold it well within this
     with tempfile.TemporaryDirectory(prefix="minidit-grade-") as tmp:
-        junit = pathlib.Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider",
-               "-o", "addopts=", "--no-header", f"--junitxml={junit}", "--basetemp", str(pathlib.Path(tmp) / "t")]
-        env = dict(os.environ, **{course.ENV_EXERCISES: str(folder), "PYTHONDONTWRITEBYTECODE": "1",
-                                  "MINIDIT_TEST_TIMEOUT": str(test_timeout)})
-        env.pop(course.ENV_IMPL, None)
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        report, log_path = pathlib.Path(tmp) / "report.json", pathlib.Path(tmp) / "pytest.log"
+        cmd = [sys.executable, "-m", "pytest", *files, "-p", "minidit.sandbox", "-q", "-p", "no:cacheprovider",
+               "-o", "addopts=", "--no-header", "-rN", "--basetemp", str(pathlib.Path(tmp) / "t")]
+        env = {k: v for k, v in os.environ.items() if k not in (course.ENV_IMPL, course.ENV_EXERCISES)}
+        env.update({sandbox.ENV_SUBMISSION: str(folder), sandbox.ENV_REPORT: str(report),
+                    sandbox.ENV_LIMITS: json.dumps(dataclasses.asdict(options.limits())),
+                    sandbox.ENV_BUDGET: str(options.timeout),
+                    "MINIDIT_TEST_TIMEOUT": str(options.test_timeout), "PYTHONDONTWRITEBYTECODE": "1"})
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
         try:
-            log, _ = proc.communicate(timeout=timeout)
+            proc.wait(limit)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: pytest and anything the student started
-            log, _ = proc.communicate()
-            return "timeout", [], f"killed after {timeout:g} s (an infinite loop?)\n" + (log or "")[-2000:]
-        if not junit.is_file():
-            return "crashed", [], f"pytest exited with code {proc.returncode} and wrote no report\n" + log[-2000:]
-        return "ran", _read_junit(junit), log[-2000:]
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            sandbox.kill_descendants(keep=before)  # whatever is left (daemons, setsid children) dies here
+        log = log_path.read_text(errors="replace")[-2000:]
+        data = json.loads(report.read_text()) if report.is_file() and not timed_out else None
+    if data is None:
+        status, why = ("timeout", f"killed after {limit:g} s") if timed_out else (
+            "crashed", f"the test process exited with code {proc.returncode} and wrote no report")
+        return {ex.id: {"status": status, "tests": [], "log": f"{why}\n{log}", "notes": [], "seconds": 0.0}
+                for ex in exercises}
+    out = {}
+    for ex in exercises:
+        info = data["exercises"].get(ex.id, {})
+        tests = [t for t in data["tests"] if t["exercise"] == ex.id]
+        problems = [f"{t['name']}: {t['outcome']}: {t['message']}" for t in tests if t["outcome"] != "passed"]
+        output = info.get("output", "").strip()
+        text = "\n".join(problems) + (f"\n--- your code's output ---\n{output}" if output else "")
+        status, over = _status(tests), bool(info.get("over_budget"))
+        if over:
+            status, text = "timeout", f"its tests ran longer than {options.timeout:g} s together: scored 0\n{text}"
+        out[ex.id] = {"status": status, "tests": tests, "log": text[-4000:], "notes": info.get("notes", []),
+                      "seconds": round(info.get("seconds", 0.0), 1), "over_budget": over}
+    return out
 
 
-def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 600.0, test_timeout: float = 30.0) -> dict:
-    """Grade one student's exercises folder -> a JSON-able dict with per-exercise points."""
-    folder = course.exercise_folder(str(folder))
-    results = {}
-    for ex in [course.get(i) for i in (exercise_ids or course.EXERCISES)]:
-        test_file = course.repo_root() / "exercises" / f"test_{ex.stem}.py"
-        start = time.perf_counter()
-        if not (folder / f"{ex.stem}.py").is_file():
-            status, outcomes, log = "missing", [], f"no file {ex.stem}.py"
+def _status(tests: list[dict]) -> str:
+    outcomes = [t["outcome"] for t in tests]
+    for special in ("rejected", "timeout", "crashed"):
+        if special in outcomes:
+            return special
+    status = exercise_status([{"crashed": "error", "rejected": "error"}.get(o, o) for o in outcomes])[0]
+    return {"done": "passed", "failing": "failed" if "passed" not in outcomes else "partial",
+            "in progress": "partial"}.get(status, status)
+
+
+def _instructor_files(root: pathlib.Path) -> dict[str, bytes]:
+    """The files a grading run trusts: the exercise tests and helpers, the package, the root conftest."""
+    files = {}
+    for pattern in ("exercises/*.py", "minidit/**/*.py", "conftest.py", "pyproject.toml"):
+        for path in sorted(root.glob(pattern)):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return {k: v for k, v in files.items() if not k.startswith("exercises/ex")}  # not the instructor's own stubs
+
+
+def _restore_checkout(root: pathlib.Path, snapshot: dict[str, bytes]) -> list[str]:
+    """Put back any trusted file a submission changed, removed or added; returns what was wrong."""
+    now = _instructor_files(root)
+    wrong = sorted(set(now) ^ set(snapshot) | {k for k in now.keys() & snapshot.keys() if now[k] != snapshot[k]})
+    for rel in wrong:
+        if rel in snapshot:
+            _atomic_write_bytes(root / rel, snapshot[rel])
         else:
-            status, outcomes, log = _run_pytest(test_file, folder, timeout, test_timeout)
-        if status == "ran":
-            status = exercise_status(outcomes)[0]
-            status = {"done": "passed", "failing": "failed" if "passed" not in outcomes else "partial",
-                      "in progress": "partial"}.get(status, status)
-            if "timeout" in outcomes:
-                status = "timeout"
-        passed, total = outcomes.count("passed"), len([o for o in outcomes if o != "skipped"])
-        score = round(ex.points * passed / total, 2) if total else 0.0
+            (root / rel).unlink(missing_ok=True)
+    return wrong
+
+
+def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 600.0, test_timeout: float = 30.0,
+                 options: Options | None = None, snapshot: dict[str, bytes] | None = None) -> dict:
+    """Grade one student's exercises folder -> a JSON-able dict with per-exercise points and per-test results."""
+    options = options or Options(timeout=timeout, test_timeout=test_timeout)
+    folder = course.exercise_folder(str(folder))
+    root = course.repo_root()
+    snapshot = snapshot if snapshot is not None else _instructor_files(root)
+    chosen = [course.get(i) for i in (exercise_ids or course.EXERCISES)]
+    early: dict[str, dict] = {}  # exercises decided without running anything
+    for ex in chosen:
+        file = folder / f"{ex.stem}.py"
+        if not file.is_file():
+            early[ex.id] = {"status": "missing", "log": f"no file {ex.stem}.py"}
+        elif problems := honesty_problems(ex, file.read_text(errors="replace")):
+            early[ex.id] = {"status": "rejected", "log": (
+                f"{ex.id} scores 0: {ex.stem}.py does not implement the exercise itself - " + "; ".join(problems)
+                + ". Write your own code (other exercises' pieces and building blocks such as Attention and Mlp "
+                "may be imported).")}
+    to_run = [ex for ex in chosen if ex.id not in early]
+    ran = _run_tests(to_run, folder, options) if to_run else {}
+    tampered = _restore_checkout(root, snapshot)  # only possible without Landlock; the next student is safe
+    results = {}
+    for ex in chosen:
+        r = {"tests": [], "notes": [], "seconds": 0.0, **early.get(ex.id, {}), **ran.get(ex.id, {})}
+        tests, status, log = r["tests"], r["status"], r["log"]
+        if tampered and ex.id in ran:
+            log = f"WARNING: the submission changed the grader's files {tampered}; they were restored\n{log}"
+        passed = sum(t["outcome"] == "passed" for t in tests)
+        total = sum(t["outcome"] != "skipped" for t in tests)
+        over = r.get("over_budget", False)
+        score = round(ex.points * passed / total, 2) if total and status != "rejected" and not over else 0.0
         results[ex.id] = {
             "title": ex.title, "status": status, "points": score, "max_points": ex.points,
             "optional": ex.optional, "passed": passed, "tests": total,
-            "failed": outcomes.count("failed") + outcomes.count("error") + outcomes.count("timeout"),
-            "not_started": outcomes.count("not started"), "seconds": round(time.perf_counter() - start, 1),
-            "log": log if status not in ("passed", "not started", "missing") else "",
+            "failed": sum(t["outcome"] in ("failed", "error", "timeout", "crashed", "rejected") for t in tests),
+            "not_started": sum(t["outcome"] == "not started" for t in tests),
+            "seconds": r["seconds"],
+            "log": log if status not in ("passed", "not started") or (tampered and ex.id in ran) else "",
+            "results": tests, "tampered": tampered if ex.id in ran else [], "sandbox": r["notes"],
         }
     required = [r for r in results.values() if not r["optional"]]
     return {
@@ -140,9 +287,20 @@ def _student_name(folder: pathlib.Path) -> str:
 
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic_write_bytes(path, text.encode())
+
+
+def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    """Write a temp file beside `path` and rename it over: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
@@ -161,6 +319,37 @@ def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Pa
     _atomic_write(json_path, json.dumps({"students": grades}, indent=2) + "\n")
     _atomic_write(csv_path, buffer.getvalue())
     return json_path, csv_path
+
+
+def gradescope_results(grade: dict) -> dict:
+    """One student's grade as Gradescope's autograder results.json: one entry per test, hints as output."""
+    entries = []
+    for ex_id, r in grade["exercises"].items():
+        title = f"{ex_id} {r['title']}" + (" (optional bonus)" if r["optional"] else "")
+        graded = [t for t in r["results"] if t["outcome"] != "skipped"]
+        if not graded or r["status"] in ("rejected", "missing"):
+            entries.append({"name": title, "number": ex_id, "score": r["points"], "max_score": r["max_points"],
+                            "status": "passed" if r["status"] == "passed" else "failed",
+                            "output": r["log"] or r["status"]})
+            continue
+        each = r["max_points"] / len(graded)
+        per_pass = r["points"] / max(1, sum(t["outcome"] == "passed" for t in graded))  # sums to the exercise's points
+        for i, t in enumerate(graded, 1):
+            passed = t["outcome"] == "passed"
+            entries.append({"name": f"{title}: {t['name']}", "number": f"{ex_id}.{i}",
+                            "score": round(per_pass if passed else 0.0, 4), "max_score": round(each, 4),
+                            "status": "passed" if passed else "failed",
+                            "output": "" if passed else f"{t['outcome']}: {t['message']}"})
+    summary = "\n".join(f"{ex_id}  {r['points']:g}/{r['max_points']:g}  {r['status']}"
+                        for ex_id, r in grade["exercises"].items())
+    return {"score": grade["total"], "output": summary, "tests": entries, "stdout_visibility": "hidden"}
+
+
+def write_gradescope(grade: dict, path: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(gradescope_results(grade), indent=2) + "\n")
+    return path
 
 
 # ----------------------------------------------------------------------------- stubs
@@ -233,6 +422,74 @@ def _release_files(root: pathlib.Path) -> list[str]:
     return sorted(f for f in files if not f.startswith(RELEASE_EXCLUDE) and not _NEVER_COPY.intersection(f.split("/")))
 
 
+def _release_targets() -> dict[str, list[tuple[str, str, str]]]:
+    """minidit file -> [(exercise id, name, qualified name in the file)] of every exercised piece."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for ex in course.EXERCISES.values():
+        for name, targets in ex.targets.items():
+            for target in targets:
+                module, _, path = target.partition(":")
+                if module.startswith("minidit.") and not path.endswith("]"):  # BLOCKS[...] holds a class already done
+                    out.setdefault(module.replace(".", "/") + ".py", []).append((ex.id, name, path))
+    return out
+
+
+def release_source(source: str, pieces: list[tuple[str, str, str]]) -> str:
+    """A minidit module's text with the bodies of the exercised pieces removed and delegation added.
+
+    Functions and methods keep their signature and docstring and get `@_course.release_piece(id, name)`
+    (they call the student's exercises/ version); a class keeps its attributes and method signatures and
+    gets `@_course.release_class(id, name)` (building it builds the student's class). So the release
+    holds no solution, and notebooks run on the student's code (or stop with a message naming the file).
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    edits: list[tuple[int, int, str]] = []  # (start, end) 0-based line slice -> replacement
+
+    def empty_body(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        first = fn.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+        start = first.end_lineno if has_doc else first.lineno - 1
+        indent = " " * first.col_offset
+        edits.append((start, fn.end_lineno, "" if has_doc else f"{indent}...\n"))
+
+    def decorate(node: ast.AST, text: str) -> None:
+        first = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+        edits.append((first, first, " " * node.col_offset + text + "\n"))
+
+    def find(qualname: str):
+        scope: list[ast.stmt] = tree.body
+        node = None
+        for part in qualname.split("."):
+            node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                         and n.name == part), None)
+            if node is None:
+                raise ValueError(f"{qualname} not found")
+            scope = node.body
+        return node
+
+    for ex_id, name, qualname in pieces:
+        node = find(qualname)
+        if isinstance(node, ast.ClassDef):
+            decorate(node, f"@_course.release_class({ex_id!r}, {name!r})")
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    empty_body(item)
+        else:
+            decorate(node, f"@_course.release_piece({ex_id!r}, {name!r})")
+            empty_body(node)
+    # the import goes after `from __future__ ...` (which must come first) or the docstring
+    anchor = 0
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__" or (
+                stmt is tree.body[0] and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            anchor = stmt.end_lineno
+    edits.append((anchor, anchor, "\nfrom minidit import course as _course  # the student release: pieces run exercises/\n"))
+    for start, end, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        lines[start:end] = [text]
+    return "".join(lines)
+
+
 def check_stubs(root: pathlib.Path) -> list[str]:
     """Names in exercises/ that are implemented rather than stubs (a release must not ship answers)."""
     problems = []
@@ -260,6 +517,13 @@ def release(out: str | os.PathLike, force: bool = False) -> list[str]:
     for rel in files:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, tmp / rel)
+    for rel, pieces in _release_targets().items():  # minidit without the solutions: it runs the student's code
+        if (tmp / rel).is_file():
+            (tmp / rel).write_text(release_source((root / rel).read_text(), pieces))
+    from safetensors.torch import save_file  # minidit's outputs on compare()'s inputs instead of its code
+
+    (tmp / "minidit" / course.RECORD_FILE).parent.mkdir(parents=True, exist_ok=True)
+    save_file(course.record_reference_outputs(), tmp / "minidit" / course.RECORD_FILE)
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +542,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--timeout", type=float, default=600.0, help="seconds per exercise before it is killed (scores 0)")
     g.add_argument("--test-timeout", type=float, default=30.0, help="seconds per test before that test fails")
     g.add_argument("--only", nargs="+", metavar="EXNN", help="grade only these exercises")
+    g.add_argument("--memory-mb", type=int, default=2048, help="address space of the student's process (RLIMIT_AS)")
+    g.add_argument("--max-processes", type=int, default=32, help="processes the student's code may start")
+    g.add_argument("--output-mb", type=int, default=16, help="largest file or output the student's code may write")
+    g.add_argument("--child-user", default="nobody",
+                   help="when grading as root, run the student's code as this user ('' keeps root, capabilities dropped)")
+    g.add_argument("--gradescope", metavar="RESULTS_JSON",
+                   help="also write Gradescope's results.json (one folder only), e.g. /autograder/results/results.json")
     r = sub.add_parser("release", help="write a student release without solutions/")
     r.add_argument("--out", default="release")
     r.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -308,18 +579,31 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {len(files)} files to {args.out} (no solutions/)")
         return 0
+    if args.gradescope and len(args.folders) != 1:
+        print("error: --gradescope grades exactly one folder", file=sys.stderr)
+        return 2
+    options = Options(timeout=args.timeout, test_timeout=args.test_timeout, memory_mb=args.memory_mb,
+                      max_processes=args.max_processes, output_mb=args.output_mb, user=args.child_user)
+    sandbox.become_subreaper()  # what a submission leaves running (daemons, setsid) stays ours to kill
+    snapshot = _instructor_files(course.repo_root())
     grades = []
     for folder in args.folders:
         if not course.exercise_folder(folder).is_dir():
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
-        result = grade_folder(folder, args.only, args.timeout, args.test_timeout)
+        result = grade_folder(folder, args.only, options=options, snapshot=snapshot)
         grades.append(result)
         print(f"{result['student']}: {result['total']:g} / {result['max_total']:g}")
+        notes = sorted({n for r in result["exercises"].values() for n in r["sandbox"]})
+        if notes:
+            print(f"  (the student's code ran confined: {'; '.join(notes)})")
         for ex_id, r in result["exercises"].items():
             print(f"  {ex_id}  {r['points']:>5g}/{r['max_points']:<3g} {r['status']:<12} {r['passed']}/{r['tests']} tests")
+    sandbox.kill_descendants()  # nothing a submission started outlives the grader; then the reports
     json_path, csv_path = write_grades(grades, args.out)
     print(f"wrote {json_path} and {csv_path}")
+    if args.gradescope:
+        print(f"wrote {write_gradescope(grades[0], args.gradescope)}")
     return 0
 
 

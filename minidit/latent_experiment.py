@@ -353,6 +353,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
                                ema_warmup="ema_warmup", seed=cfg.seed, flip=s["flip"], precision=cfg.precision,
                                compile=cfg.compile, out_dir=str(work_dir / name), log_every=cfg.log_every, ckpt_every=0,
                                sample_every=0, max_minutes=seconds / 60, device=cfg.device, progress=False,
+                               overwrite=True,  # the work dir is this experiment's scratch: a re-run starts afresh
                                data_dir=None if data_dir is None else str(data_dir))
             history = train(tcfg, s["data"])
             m.update(steps=history["final_step"], stopped_by_budget=history["stopped_by_budget"],

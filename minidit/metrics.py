@@ -1,6 +1,6 @@
 """Sample-quality metrics: the paper's suite and what it lacks, in a feature space that fits the data.
 
-DiT reports FID-50K, sFID, Inception Score, precision and recall (DiT §4 "Evaluation metrics", Table 4),
+DiT reports FID-50K, sFID, Inception Score, precision and recall (DiT §4 "Evaluation metrics", Table 2),
 all computed with ADM's evaluator on ImageNet Inception-v3 features. Here the same quantities are
 computed on the features of a small Fashion-MNIST classifier (`minidit.evaluator`):
 
@@ -54,6 +54,25 @@ def _as_features(x, name: str, min_samples: int = 2, device=None) -> torch.Tenso
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
+
+
+def check_labels(labels, n: int, num_classes: int, name: str = "labels") -> torch.Tensor:
+    """labels: (n,) integer class indices in [0, num_classes) (tensor, array or list) -> int64 tensor; else ValueError.
+
+    Float labels are refused rather than truncated (2.7 would silently become class 2).
+    """
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer class indices, got dtype {labels.dtype} (floats are not truncated "
+                         "silently; convert whole-number labels with .long() / .astype(int))")
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), one per sample, got {tuple(labels.shape)}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{name} must be class indices in [0, {num_classes - 1}], got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return labels.long()
 
 
 def _same_dim(a: torch.Tensor, b: torch.Tensor, names=("real", "fake")) -> None:
@@ -193,9 +212,7 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
 def class_accuracy(logits, labels) -> float:
     """logits: (N, K), labels: (N,) the classes the samples were generated for -> fraction classified as asked."""
     x = _as_features(logits, "logits", min_samples=1)
-    labels = torch.as_tensor(labels, device=x.device)
-    if labels.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
+    labels = check_labels(labels, x.shape[0], x.shape[1]).to(x.device)
     return float((x.argmax(1) == labels).double().mean())
 
 
@@ -315,9 +332,8 @@ def per_class_fid(real, real_labels, fake, fake_labels, num_classes: int = 10) -
     """real: (N, D) with real_labels (N,), fake: (M, D) with fake_labels (M,) -> {class: FID}; NaN if < 2 samples."""
     real, fake = _as_features(real, "real"), _as_features(fake, "fake")
     _same_dim(real, fake)
-    real_labels, fake_labels = torch.as_tensor(real_labels).cpu(), torch.as_tensor(fake_labels).cpu()
-    if real_labels.shape != (real.shape[0],) or fake_labels.shape != (fake.shape[0],):
-        raise ValueError("real_labels and fake_labels must have shapes (N,) and (M,) matching the features")
+    real_labels = check_labels(torch.as_tensor(real_labels).cpu(), real.shape[0], num_classes, "real_labels")
+    fake_labels = check_labels(torch.as_tensor(fake_labels).cpu(), fake.shape[0], num_classes, "fake_labels")
     out = {}
     for c in range(num_classes):
         r, f = real[(real_labels == c).to(real.device)], fake[(fake_labels == c).to(fake.device)]
@@ -329,20 +345,34 @@ def per_class_fid(real, real_labels, fake, fake_labels, num_classes: int = 10) -
 
 
 def check_images(images, name: str = "samples") -> torch.Tensor:
-    """images: (N, 1, 32, 32) float in [-1, 1] (tensor or array) -> float32 tensor; anything else -> ValueError."""
+    """images: (N, 1, 32, 32) uint8 pixels in [0, 255] or floats in [-1, 1] (tensor or array) -> float32 in [-1, 1].
+
+    Floats must use the model range, and their minimum must go below 0: images in [0, 1] (what
+    many libraries produce) would otherwise be scored as uniformly bright and give a meaningless FID.
+    Anything else -> ValueError saying which conversion is needed.
+    """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(images).__name__}")
-    if not images.dtype.is_floating_point:
-        raise ValueError(f"{name} must be floating point in [-1, 1], got dtype {images.dtype}"
-                         + ("; convert pixels with minidit.data.to_model_range" if images.dtype == torch.uint8 else ""))
     if images.dim() != 4 or tuple(images.shape[1:]) != (1, 32, 32):
         raise ValueError(f"{name} must have shape (N, 1, 32, 32), got {tuple(images.shape)}")
-    if len(images) == 0 or not torch.isfinite(images).all():
-        raise ValueError(f"{name} is empty or holds NaN/inf values")
+    if len(images) == 0:
+        raise ValueError(f"{name} is empty")
+    if images.dtype == torch.uint8:
+        return images.float() / 127.5 - 1.0  # minidit.data.to_model_range
+    if not images.dtype.is_floating_point:
+        raise ValueError(f"{name} must be uint8 pixels in [0, 255] or floats in [-1, 1], got dtype {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} holds NaN/inf values (a diverged model?)")
     lo, hi = float(images.min()), float(images.max())
-    if lo < -1.001 or hi > 1.001:  # a little slack for round-off; more means the wrong range (e.g. [0, 1] or [0, 255])
+    if lo >= 0 and hi <= 1.001:
+        raise ValueError(f"{name} spans [{lo:.3g}, {hi:.3g}]: this looks like images in [0, 1], but floats must be in "
+                         "the model range [-1, 1]; convert them with x * 2 - 1")
+    if lo >= 0 and hi <= 255.5:
+        raise ValueError(f"{name} spans [{lo:.3g}, {hi:.3g}]: this looks like pixels in [0, 255]; pass them as uint8 "
+                         "or convert them with x / 127.5 - 1")
+    if lo < -1.001 or hi > 1.001:  # a little slack for round-off
         raise ValueError(f"{name} must lie in [-1, 1] (the model range), but spans [{lo:.3g}, {hi:.3g}]")
     return images.float().clamp(-1, 1)
 
@@ -418,18 +448,19 @@ def evaluation_report(samples, labels=None, num_reference: int | None = None, se
                       device=None, data_dir=None, kid_subsets: int = 100) -> dict:
     """Score generated samples against real data, with the real-vs-real floor beside them.
 
-    samples: (N, 1, 32, 32) in [-1, 1]; labels: (N,) the classes they were generated for, or None.
+    samples: (N, 1, 32, 32) floats in [-1, 1] or uint8 pixels (`check_images`); labels: (N,) integer classes
+    they were generated for, or None (`check_labels`).
     The reference is `num_reference` (default N) random train images. The floor scores min(N, 10000) random
     test images against the same reference: the best a perfect generator could do with this many samples.
     """
     from minidit.evaluator import evaluator_info
 
+    from minidit.data import CLASS_NAMES
+
     samples = check_images(samples, "samples")
     n = len(samples)
     if labels is not None:
-        labels = torch.as_tensor(labels).long()
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        labels = check_labels(labels, n, len(CLASS_NAMES))
     n_ref, n_floor = num_reference or n, min(n, 10_000)
     ref, ref_labels = real_features("train", n_ref, seed, evaluator, device, data_dir)
     test, test_labels = real_features("test", n_floor, seed + 1, evaluator, device, data_dir)

@@ -68,6 +68,15 @@ class DiT(nn.Module):
         registry = _blocks.BLOCKS  # looked up now, so that a patched registry is honoured
         if block not in registry:
             raise ValueError(f"unknown block {block!r}; expected one of {sorted(registry)}")
+        sizes = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
+                     num_heads=num_heads, num_classes=num_classes)
+        for name, value in sizes.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(depth, int) or depth < 0 or mlp_ratio <= 0:
+            raise ValueError(f"need depth >= 0 and mlp_ratio > 0, got depth={depth!r}, mlp_ratio={mlp_ratio!r}")
+        if not 0 <= class_dropout_prob < 1:
+            raise ValueError(f"class_dropout_prob must be in [0, 1), got {class_dropout_prob}")
         if input_size % patch_size:
             raise ValueError(f"image size {input_size} is not divisible by patch size {patch_size}")
         if hidden_size % num_heads:
@@ -162,6 +171,9 @@ class DiT(nn.Module):
     def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise ValueError(f"x must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"x must be floating point (images in [-1, 1], e.g. minidit.data.to_model_range of "
+                            f"uint8 pixels), got dtype {x.dtype}")
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"x has {c} channels, this DiT was built for in_channels={self.in_channels}")
@@ -198,9 +210,15 @@ class DiT(nn.Module):
         x: (N, C, H, W) noisy images or latents x_t; t: (N,) timesteps (long or float);
         y: (N,) long class labels (num_classes = the null label); force_drop_ids: optional (N,),
         1 where the label is replaced by the null label (random label dropout happens only in
-        training mode, self.training). Returns (N, C_out, H, W).
+        training mode, self.training). Returns (N, C_out, H, W). A floating x of another dtype than
+        the weights (e.g. float64) is cast to theirs; the output has the weights' dtype.
         """
         self._check_inputs(x, t, y)
+        if force_drop_ids is not None and (not isinstance(force_drop_ids, torch.Tensor)
+                                           or force_drop_ids.shape != y.shape):
+            raise ValueError(f"force_drop_ids must be a tensor of shape (N,) = {tuple(y.shape)} like y, got "
+                             f"{getattr(force_drop_ids, 'shape', type(force_drop_ids))}")
+        x = x.to(self.pos_embed.dtype)  # a no-op for the usual fp32 input (autocast decides the matmul dtype)
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)

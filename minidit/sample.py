@@ -1,7 +1,7 @@
 """Sample images from a trained DiT: DDPM with respaced steps, DDIM, classifier-free guidance.
 
 DiT samples with 250 respaced DDPM steps (IDDPM §4.1) and, for its best FID, classifier-free
-guidance at scale 1.5 (DiT §3.1, Table 4); its figures use scale 4.0. DDIM (Song et al. 2021,
+guidance at scale 1.5 (DiT §3.1, Table 2); its figures use scale 4.0. DDIM (Song et al. 2021,
 Eq. 12) with 50 steps is the fast alternative.
 
     python -m minidit.sample --ckpt runs/s2/checkpoints/0020000.safetensors --out grid.png
@@ -27,7 +27,8 @@ from torch import nn
 
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
-from minidit.checkpoint import atomic_write, load_weights
+from minidit.checkpoint import atomic_write, load_weights, read_weights_config, writable_target
+from minidit.cli import ArgumentParser
 from minidit.data import from_model_range
 from minidit.device import get_device
 from minidit.ema import unwrap_model
@@ -100,7 +101,8 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     (default: on CUDA). compile: torch.compile the model's forward (default: on CUDA; the first
     call of a batch shape compiles, later ones reuse it; if compiling fails, sampling goes on
     eagerly). clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
-    which are not bounded, take False, as DiT's sampling does. Returns (N, C, H, W) float32.
+    which are not bounded, take False, as DiT's sampling does. Returns (N, C, H, W) float32;
+    ValueError if the model produced NaN/inf.
     """
     net = unwrap_model(model)
     device = next(net.parameters()).device
@@ -143,6 +145,8 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
             x = process.ddim_sample_loop(model_fn, shape, eta=eta, **kwargs)
     finally:
         net.train(was_training)
+    if not torch.isfinite(x).all():  # clamp and uint8 conversion would turn NaN into plausible black images
+        raise ValueError("sampling produced NaN/inf values: the model's weights are not finite (a diverged run?)")
     return x.clamp(-1, 1) if clip_denoised else x  # (N, C, H, W)
 
 
@@ -195,6 +199,50 @@ def latest_checkpoint(path) -> pathlib.Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
+
+
+def describe_checkpoint(path, use_ema: bool = True) -> str:
+    """One line for the log: which weights file, its training step, EMA or raw weights."""
+    step = read_weights_config(path).get("step")
+    when = "step unknown" if step is None else f"step {step}"
+    return f"{path} ({when}, {'EMA' if use_ema else 'raw'} weights)"
+
+
+def check_sampling_args(args, parser: argparse.ArgumentParser) -> None:
+    """parser.error for counts below 1 and for eta with DDPM (shared by the sample and evaluate CLIs)."""
+    for name in ("per_class", "num", "num_samples", "batch_size", "steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if getattr(args, "eta", 0.0) != 0.0 and args.sampler == "ddpm":
+        parser.error("--eta is a DDIM parameter; use it with --sampler ddim")
+
+
+def load_for_cli(args, parser: argparse.ArgumentParser, use_ema: bool = True):
+    """(model, diffusion) from args.ckpt, checked against args.sampler / steps / cfg scales; prints what it loaded.
+
+    Every problem (missing or damaged file, a step count the process cannot take, guidance for a
+    model without a null label) is a parser.error, raised before any sampling.
+    """
+    try:
+        path = latest_checkpoint(args.ckpt)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", YoungEMAWarning)
+            model, diffusion = load_model_for_sampling(path, use_ema=use_ema, device=args.device)
+        respace(diffusion, args.sampler, args.steps)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    for w in caught:  # loud on the terminal, not a one-line Python warning
+        if issubclass(w.category, YoungEMAWarning):
+            print(f"{parser.prog}: WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    scales = args.cfg_scale if isinstance(args.cfg_scale, list) else [args.cfg_scale]
+    if any(s != 1.0 for s in scales) and model.class_dropout_prob == 0:
+        parser.error(f"{path} was trained without label dropout (no null label), so it cannot use classifier-free "
+                     "guidance; use --cfg-scale 1")
+    print(f"{parser.prog}: loaded {describe_checkpoint(path, use_ema)}")
+    return model, diffusion
 
 
 # ----------------------------------------------------------------------------- image files
@@ -254,8 +302,8 @@ def save_npz(images: torch.Tensor, labels: torch.Tensor, path) -> pathlib.Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidit.sample", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="python -m minidit.sample", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="weights .safetensors, or a run folder (newest checkpoint)")
     parser.add_argument("--out", default="samples.png", help="PNG grid to write")
     parser.add_argument("--npz", default=None, help="also write all samples to this .npz")
@@ -273,17 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     from minidit import course
 
     course.apply_env()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", YoungEMAWarning)
-            model, diffusion = load_model_for_sampling(args.ckpt, use_ema=not args.raw, device=args.device)
-    except (ValueError, FileNotFoundError) as err:
+    check_sampling_args(args, parser)
+    try:  # the outputs first: a bad path must not cost the sampling
+        for flag, path in (("--out", args.out), ("--npz", args.npz)):
+            if path is not None:
+                writable_target(path, flag)
+    except ValueError as err:
         parser.error(str(err))
-    for w in caught:  # loud on the terminal, not a one-line Python warning
-        if issubclass(w.category, YoungEMAWarning):
-            print(f"minidit.sample: WARNING: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    model, diffusion = load_for_cli(args, parser, use_ema=not args.raw)
     num_classes = model.num_classes
     if args.num is not None:
         labels = torch.arange(args.num) % num_classes  # (N,)

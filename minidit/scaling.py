@@ -582,8 +582,10 @@ def _report(results: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minidit.scaling", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    from minidit.cli import ArgumentParser
+
+    parser = ArgumentParser(prog="python -m minidit.scaling", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("--models", default="DiT-S/2,DiT-B/2", help="comma-separated DiT configs")
     parser.add_argument("--curve-models", default=None, help="models that get the 1-process reference loss "
                         "curve at the N-GPU global batch (default: the first model)")
@@ -740,10 +742,12 @@ def main(argv: list[str] | None = None) -> int:
         if unplanned or not only:
             parser.error(f"--only: {unplanned or [args.only]} not among the planned runs {[r.name for r in runs]}")
     try:  # here rather than in N failed runs
+        from minidit.checkpoint import writable_target
         from minidit.data import find_data_dir
 
+        writable_target(args.out, "--out")
         find_data_dir(args.data_dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     out = pathlib.Path(args.out)
     records = {r["name"]: r for r in _read_results(parser, out)["runs"]} if out.is_file() else {}  # earlier calls

@@ -25,7 +25,6 @@ Michaeli (2018) prove the two cannot both be optimal: the perception-distortion 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import pathlib
@@ -135,7 +134,7 @@ def concat_low_res(x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
 
 
 def low_res_pos_embed(embed_dim: int, lr_grid_size: int, grid_size: int) -> np.ndarray:
-    """2D sin-cos embedding of LR tokens at their place on the high-res token grid (DiT §3.1 layout).
+    """2D sin-cos embedding of LR tokens at their place on the high-res token grid (DiT §3.2 layout).
 
     LR token i (along one axis) covers high-res tokens [i s, (i + 1) s), s = grid_size / lr_grid_size, so
     its position is their centre, (i + 0.5) s - 0.5 (fractional); with lr_grid_size == grid_size this is
@@ -715,7 +714,9 @@ def format_table(table: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m minidit.superres --out DIR [--minutes 8] [--quick] [--model DiT-S/2] [--cond concat] ..."""
-    parser = argparse.ArgumentParser(prog="python -m minidit.superres", description=__doc__.split("\n\n")[0])
+    from minidit.cli import ArgumentParser
+
+    parser = ArgumentParser(prog="python -m minidit.superres", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json and the figures")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-clock budget of training and evaluation (default 8; quick 5); each model's "
@@ -749,11 +750,22 @@ def main(argv: list[str] | None = None) -> int:
     values.update(block=args.block, cond=args.cond, degradation=args.degradation, seed=args.seed)
     if args.no_compile:
         values["compile"] = False
-    try:
+    try:  # everything a user can get wrong, before the training
+        from minidit.checkpoint import writable_folder
+        from minidit.data import load_fashion_mnist
+
         cfg = SRConfig(**values)
-        if args.samples_per_input < 1:
-            raise ValueError("--samples-per-input must be >= 1")
-    except ValueError as err:
+        for name in ("samples_per_input", "num_eval", "sample_steps", "num_reference"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if args.minutes is not None and args.minutes <= 0:
+            raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+        writable_folder(args.out, "--out")
+        get_device(cfg.device)
+        load_fashion_mnist("train")
+        load_fashion_mnist("test")
+    except (ValueError, OSError) as err:
         parser.error(str(err))
     minutes = args.minutes if args.minutes is not None else (5.0 if args.quick else 8.0)
     num_eval = args.num_eval or (64 if args.quick else 2000)

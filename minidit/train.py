@@ -20,6 +20,12 @@ step fast (`minidit.bench` measures each piece against the official recipe):
     torchrun --nproc_per_node=8 -m minidit.train --model DiT-B/2 --out-dir runs/b2
     python -m minidit.train --out-dir runs/s2 --resume --max-minutes 9   # continue, in chunks
 
+A run folder belongs to one run: without --resume, a folder that already holds a run is refused
+(--overwrite deletes that run's files first). A loss or weight that turns NaN/inf stops the run
+with an error naming the step, before anything non-finite is saved (--skip-nonfinite skips such
+steps instead, at the cost of one host sync per step). Stale temporary files of a killed save are
+deleted on the next start; every saved file carries a checksum that is verified on load.
+
 Python API (notebook 08): `history = train(TrainConfig(...), data=None)`. Files in out_dir:
 config.json, history.json, state.pt (resumable), checkpoints/NNNNNNN.safetensors (raw + EMA
 weights, config in the metadata), samples/NNNNNNN.png (EMA sample grids, one row per class).
@@ -51,6 +57,7 @@ from minidit import checkpoint as _checkpoint
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
 from minidit.blocks import set_recompute_gelu
+from minidit.cli import ArgumentParser
 from minidit.data import FashionMNIST, LatentDataset, load_fashion_mnist, sample_batch
 from minidit.device import get_device
 from minidit.model import create_model, model_config
@@ -96,6 +103,8 @@ class TrainConfig:
     sample_steps: int = 50
     sample_cfg_scale: float = 4.0
     resume: bool = False
+    overwrite: bool = False
+    skip_nonfinite: bool = False
     max_minutes: float | None = None
     device: str | None = None
     progress: bool = True
@@ -124,6 +133,9 @@ class TrainConfig:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: --resume continues the run in out_dir, "
+                             "--overwrite deletes it")
 
 
 # Named starting points; CLI flags override them (--preset cpu --steps 100).
@@ -166,10 +178,14 @@ class FastStep:
     model: the DiT (or its DDP wrapper); optimizer: e.g. `make_optimizer(model)`; amp_dtype:
     torch.bfloat16 for autocast, None for fp32; ema: the EMA copy (None: no EMA, e.g. DDP ranks > 0).
     The first call compiles; if torch.compile fails, it says why and continues without it.
+    skip_nonfinite: a step whose loss or gradients are NaN/inf changes nothing (no optimiser or EMA
+    update) and returns NaN losses; this costs one host sync per step. `skipped` counts such steps.
     """
 
     def __init__(self, model, diffusion, optimizer, *, amp_dtype=None, compile: bool = False,
-                 compile_mode: str = "default", compile_scope: str = "loss", ema=None, log: Callable = print):
+                 compile_mode: str = "default", compile_scope: str = "loss", ema=None, log: Callable = print,
+                 skip_nonfinite: bool = False):
+        self.skip_nonfinite, self.skipped = skip_nonfinite, 0
         self.model, self.raw = model, _ema.unwrap_model(model)
         self.diffusion, self.optimizer, self.ema, self.log = diffusion, optimizer, ema, log
         self.amp_dtype, self.compile_mode, self.compile_scope = amp_dtype, compile_mode, compile_scope
@@ -218,11 +234,22 @@ class FastStep:
         else:
             loss = self.forward_backward(batch)
         self._first_call = False
+        if self.skip_nonfinite and not self._finite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            return torch.full_like(loss, math.nan)  # a skipped step counts as non-finite wherever it is logged
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None and ema_decay is not None:
             _ema.update_ema(self.ema, self.raw, ema_decay)  # a module global: the course switch can swap it
         return loss
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Are the loss and every gradient finite? One host sync; under DDP the gradients are all-reduced, so
+        every rank gets the same answer."""
+        grads = [p.grad for p in self.raw.parameters() if p.grad is not None]
+        flags = [torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]
+        return bool(torch.stack(flags).all())
 
 
 def autocast(device_type: str, amp_dtype: torch.dtype | None):
@@ -291,12 +318,74 @@ def _restore_rng(rng: dict, generator: torch.Generator, fallback_seed: int, log:
             f"{generator.device.type}: batches continue from a new seed (same model, not bit-for-bit)")
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN/inf loss or weight; nothing non-finite was saved."""
+
+
+class RunFolderError(ValueError):
+    """out_dir cannot take this run (it holds another run, is a file, or is not writable)."""
+
+
+def _weights_finite(model: torch.nn.Module) -> torch.Tensor:
+    """A 0-d bool on the model's device: are all parameters finite? (no host sync by itself)
+
+    The EMA is not checked: it averages the weights, so it is finite while they have been.
+    """
+    return torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+
+
+def run_files(out_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """The files of a run that out_dir holds: state.pt, history.json, checkpoints/*.safetensors, samples/*.png."""
+    out_dir = pathlib.Path(out_dir)
+    found = [out_dir / name for name in ("state.pt", "history.json") if (out_dir / name).is_file()]
+    for folder, pattern in (("checkpoints", "*.safetensors"), ("samples", "*.png")):
+        found += sorted((out_dir / folder).glob(pattern))
+    return found
+
+
+def claim_out_dir(cfg: TrainConfig, is_main: bool = True, log: Callable = print) -> None:
+    """Make sure cfg.out_dir can take this run, before any work; RunFolderError with the fix if not.
+
+    A folder that holds a run (`run_files`) is refused unless cfg.resume (continue it from its
+    state.pt) or cfg.overwrite (its run files are deleted first, by the main process; other files
+    in the folder are left alone). Stale temporary files of killed saves are deleted.
+    """
+    out_dir = pathlib.Path(cfg.out_dir)
+    try:
+        _checkpoint.writable_folder(out_dir, "--out-dir")
+    except ValueError as err:
+        raise RunFolderError(str(err)) from None
+    found = run_files(out_dir)
+    if is_main:
+        removed = _checkpoint.remove_stale_tmp(out_dir, out_dir / "checkpoints", out_dir / "samples")
+        if removed:
+            log(f"deleted {len(removed)} temporary file(s) left by an interrupted save: "
+                f"{', '.join(p.name for p in removed)}")
+    if not found:
+        return
+    names = ", ".join(str(p.relative_to(out_dir)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+    if cfg.overwrite:
+        if is_main:
+            for path in found + [out_dir / "config.json"]:
+                path.unlink(missing_ok=True)
+            for folder in (out_dir / "checkpoints", out_dir / "samples"):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            log(f"--overwrite: deleted the earlier run in {out_dir} ({len(found)} files: {names})")
+    elif cfg.resume and not (out_dir / "state.pt").is_file():
+        raise RunFolderError(f"cannot resume {out_dir}: it holds files of a run ({names}) but no state.pt to "
+                             "continue from. Pass --overwrite to start afresh there, or use a new --out-dir")
+    elif not cfg.resume:
+        raise RunFolderError(f"{out_dir} already holds a run ({names}). Pass --resume to continue it, a new "
+                             "--out-dir to keep it, or --overwrite to delete it and start afresh")
+
+
 def _check_resume_config(saved: dict, cfg: TrainConfig, path) -> None:
     diffs = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}"
              for k in RESUME_MUST_MATCH if saved.get(k) != getattr(cfg, k)]
     if diffs:
-        raise ValueError(f"cannot resume {path}: the run was started with a different config ({'; '.join(diffs)}). "
-                         "Use a new --out-dir, or drop --resume to start afresh")
+        raise RunFolderError(f"cannot resume {path}: the run was started with a different config "
+                             f"({'; '.join(diffs)}). Use a new --out-dir, or --overwrite to start afresh there")
 
 
 def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, compiled: bool) -> dict:
@@ -313,6 +402,7 @@ def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, co
         "step": [], "loss": [], "loss_per_quarter": {f"q{i}": [] for i in range(4)},
         "img_per_s": [], "wall_time": [],
         "checkpoints": [], "samples": [], "state": None, "final_step": 0, "stopped_by_budget": False,
+        "skipped_steps": [],
     }
 
 
@@ -329,6 +419,7 @@ def _load_history(path: pathlib.Path, step: int) -> dict | None:
         history["loss_per_quarter"][q] = [history["loss_per_quarter"][q][i] for i in keep]
     for key in ("checkpoints", "samples"):
         history[key] = [p for p in history[key] if int(pathlib.Path(p).stem) <= step]
+    history["skipped_steps"] = [s for s in history.get("skipped_steps", []) if s <= step]
     return history
 
 
@@ -357,6 +448,7 @@ def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) ->
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     world = _world_from_env()
     check_batch_split(cfg.global_batch_size, world.world_size)
+    claim_out_dir(cfg, is_main=world.rank == 0, log=lambda message: print(f"minidit.train: {message}"))
     if world.world_size > 1 and not dist.is_initialized():
         device = get_device(cfg.device)
         if device.type == "cuda":
@@ -368,6 +460,21 @@ def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) ->
     finally:
         if world.owns_group:
             dist.destroy_process_group()
+
+
+def check_data(data: FashionMNIST | LatentDataset, cfg: TrainConfig) -> None:
+    """TypeError / ValueError unless `data` is a FashionMNIST (or LatentDataset) of square images with labels
+    < cfg.num_classes."""
+    if not isinstance(data, (FashionMNIST, LatentDataset)):
+        raise TypeError(f"data must be a minidit.data.FashionMNIST or LatentDataset, got {type(data).__name__}")
+    if isinstance(data, LatentDataset) and cfg.sample_every:
+        raise ValueError("sample grids show images, and latents need the autoencoder's decoder first: "
+                         "train on latents with sample_every=0 (minidit.latent decodes the samples)")
+    _, _, height, width = data.images.shape
+    if height != width:
+        raise ValueError(f"images must be square, got {height}x{width}")
+    if len(data) and int(data.labels.max()) >= cfg.num_classes:
+        raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
 
 
 def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _Dist) -> dict:
@@ -397,16 +504,8 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     # data on the device: one uint8 tensor of images, or one float tensor of latents
     if data is None:
         data = load_fashion_mnist("train", root=cfg.data_dir)
-    if not isinstance(data, (FashionMNIST, LatentDataset)):
-        raise TypeError(f"data must be a minidit.data.FashionMNIST or LatentDataset, got {type(data).__name__}")
-    if isinstance(data, LatentDataset) and cfg.sample_every:
-        raise ValueError("sample grids show images, and latents need the autoencoder's decoder first: "
-                         "train on latents with sample_every=0 (minidit.latent decodes the samples)")
+    check_data(data, cfg)
     _, channels, height, width = data.images.shape
-    if height != width:
-        raise ValueError(f"images must be square, got {height}x{width}")
-    if len(data) and int(data.labels.max()) >= cfg.num_classes:
-        raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
     data = data.to(device)
 
     # model, EMA, diffusion, optimiser
@@ -428,20 +527,27 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     step, pending_loss, pending_t = 0, [], []
     history = _new_history(cfg, model, device, world.world_size, amp_dtype, use_compile)
     if cfg.resume and state_path.is_file():
-        state = _checkpoint.load_state(state_path, model=model, ema=ema, optimizer=optimizer, map_location="cpu")
+        try:
+            state = _checkpoint.load_state(state_path, model=model, ema=ema, optimizer=optimizer, map_location="cpu")
+        except _checkpoint.ChecksumError as err:
+            raise _checkpoint.ChecksumError(f"{err}. A damaged state cannot be resumed: sample from the intact "
+                                            "weights, or start afresh with --overwrite or a new --out-dir") from None
         _check_resume_config(state["config"], cfg, state_path)
         step = state["step"]
         _restore_rng(state["rng"], generator, cfg.seed + step, log)
         pending_loss = [state["extra"]["pending_loss"].to(device)] if len(state["extra"]["pending_loss"]) else []
         pending_t = [state["extra"]["pending_t"].to(device)] if pending_loss else []
         history = _load_history(history_path, step) or history
+        if pending_loss and history["world_size"] != world.world_size:  # another per-rank batch: steps unsplittable
+            pending_loss, pending_t = [], []
+            log(f"the world size changed ({history['world_size']} -> {world.world_size}): the first loss logged "
+                "after resuming averages only the steps run now")
         history.update(device=str(device), world_size=world.world_size, compiled=use_compile,
                        precision="bf16" if amp_dtype is not None else "fp32", config=dataclasses.asdict(cfg))
+        history.update(state=str(state_path), final_step=step)  # the last finite state, until the next save
         log(f"resumed {state_path} at step {step}")
     elif cfg.resume:
         log(f"--resume: no {state_path} yet, starting a new run")
-    elif state_path.is_file():
-        log(f"{out_dir} holds an earlier run; starting afresh and overwriting it (--resume would continue it)")
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _checkpoint.atomic_write_json(out_dir / "config.json", dataclasses.asdict(cfg))
@@ -454,9 +560,47 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     stepper = FastStep(train_model, diffusion, optimizer, amp_dtype=amp_dtype, compile=use_compile,
-                       compile_mode=cfg.compile_mode, compile_scope=scope, ema=ema, log=log)
+                       compile_mode=cfg.compile_mode, compile_scope=scope, ema=ema, log=log,
+                       skip_nonfinite=cfg.skip_nonfinite)
+    per_rank = cfg.global_batch_size // world.world_size
+
+    def diverged(what: str) -> NonFiniteError:
+        saved = (f"{state_path} and the checkpoints still hold the last finite state (step {history['final_step']})"
+                 if history["state"] else "nothing had been saved yet")
+        return NonFiniteError(f"training diverged: {what}. Nothing non-finite was saved; {saved}. Lower --lr (now "
+                              f"{cfg.lr:g}), or pass --skip-nonfinite to skip such steps")
+
+    def check_finite(losses: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Raise NonFiniteError on NaN/inf weights, or losses unless they were skipped; one host sync.
+
+        losses: (world * k * n,) of the last k steps, gathered (at logging steps); None: this
+        rank's pending losses, only to name the step when the weights are bad (at saves). With
+        skip_nonfinite the stepper skipped the steps whose loss is not finite: they are recorded
+        and the (k,) mask of the steps to keep is returned.
+        """
+        gathered = losses is not None
+        if not gathered:
+            losses = torch.cat(pending_loss) if pending_loss else torch.zeros(0, device=device)
+        ranks = world.world_size if gathered else 1
+        flags = torch.cat([_weights_finite(model)[None],  # (1 + k,)
+                           torch.isfinite(losses.view(ranks, -1, per_rank)).all(2).all(0)]).cpu()
+        k = len(flags) - 1
+        bad = [step - k + 1 + i for i in torch.nonzero(~flags[1:]).flatten().tolist()]
+        where = f"the loss turned NaN/inf at step {bad[0]}" if bad else "the weights hold NaN/inf"
+        if not flags[0]:
+            raise diverged(f"{where} (found after step {step})")
+        if not bad or not gathered:
+            return None
+        if not cfg.skip_nonfinite:
+            raise diverged(f"{where} (found at the logging step {step})")
+        if len(bad) == k:
+            raise diverged(f"every step from {bad[0]} to {step} had a NaN/inf loss and was skipped")
+        history["skipped_steps"].extend(bad)
+        log(f"skipped {len(bad)} step(s) with a NaN/inf loss or gradient: {bad[:10]}")
+        return flags[1:].to(losses.device)
 
     def save() -> None:
+        check_finite()  # every rank holds the same weights, so every rank raises alike
         if not is_main:
             return
         weights = out_dir / "checkpoints" / f"{step:07d}.safetensors"
@@ -473,6 +617,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
         _checkpoint.atomic_write_json(history_path, history)
 
     def sample_grid() -> None:
+        check_finite()  # a grid of a diverged model would be black, not an error
         if not is_main:
             return
         from minidit.sample import sample, save_image_grid
@@ -507,6 +652,10 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
             if step % cfg.log_every == 0 or step == cfg.steps or stop:
                 losses = _gather(torch.cat(pending_loss), world.world_size)  # (k * B,)
                 ts = _gather(torch.cat(pending_t), world.world_size)
+                keep = check_finite(losses)
+                if keep is not None:  # drop the skipped steps' losses: (world, k, n) -> kept steps only
+                    losses = losses.view(world.world_size, -1, per_rank)[:, keep].reshape(-1)
+                    ts = ts.view(world.world_size, -1, per_rank)[:, keep].reshape(-1)
                 quarters = _diffusion.loss_per_quarter(losses, ts, diffusion.num_timesteps)
                 now = time.monotonic()
                 img_per_s = (step - last_log_step) * cfg.global_batch_size / max(now - last_log_time, 1e-9)
@@ -573,15 +722,18 @@ _HELP = {
     "sample_every": "write an EMA sample grid every k steps (0: never)",
     "sample_steps": "DDIM steps for the sample grids",
     "resume": "continue from out_dir/state.pt when it exists",
+    "overwrite": "delete the run already in out_dir (state, history, checkpoints, samples) and start afresh",
+    "skip_nonfinite": "skip (do not apply) steps whose loss or gradients are NaN/inf, instead of stopping the run; "
+                      "costs one host sync per step",
     "max_minutes": "wall-clock budget: stop, save and exit after this many minutes",
     "data_dir": "folder with the Fashion-MNIST .gz files (default: see minidit.data.find_data_dir)",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """One flag per TrainConfig field (--global-batch-size, --no-flip, ...), plus --preset."""
-    parser = argparse.ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+    parser = ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
+                            allow_abbrev=False)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config; flags override it")
     defaults = TrainConfig.__dataclass_fields__
     for field in dataclasses.fields(TrainConfig):
@@ -615,17 +767,23 @@ def main(argv: list[str] | None = None) -> int:
     from minidit import course
 
     source = course.apply_env()
-    try:
+    try:  # everything a user can get wrong, checked before any work
         cfg = config_from_args(args)
         check_batch_split(cfg.global_batch_size, _world_from_env().world_size)
-        from minidit.data import find_data_dir
-
-        find_data_dir(cfg.data_dir)
-    except (ValueError, FileNotFoundError) as err:
+        get_device(cfg.device)
+        claim_out_dir(cfg, is_main=False)  # checks only; train() clears for --overwrite
+        data = load_fashion_mnist("train", root=cfg.data_dir)
+        check_data(data, cfg)
+    except (ValueError, OSError) as err:  # bad flags, a taken or unwritable --out-dir, missing or damaged data
         parser.error(str(err))
     if source != "minidit" and _world_from_env().rank == 0:
         print(f"minidit.train: running the {source!r} implementation of the exercises (MINIDIT_IMPL)")
-    history = train(cfg)
+    try:
+        history = train(cfg, data)
+    except (_checkpoint.CheckpointError, RunFolderError) as err:  # a damaged or different run to resume
+        parser.error(str(err))
+    except NonFiniteError as err:
+        parser.fail(str(err))
     if _world_from_env().rank == 0:
         last = history["loss"][-1] if history["loss"] else math.nan
         print(f"minidit.train: step {history['final_step']}, loss {last:.4f}, weights {history['checkpoints'][-1]}")

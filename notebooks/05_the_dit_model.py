@@ -114,8 +114,9 @@ print("model.unpatchify(final_layer(...)) == model(x, t, y)")
 # %% [markdown]
 # **`learn_sigma`: why $2C$ output channels.** The first $C$ output channels are the predicted
 # noise $\varepsilon_\theta(x_t)$. With `learn_sigma=True` (DiT's setting, from Improved DDPM) the
-# other $C$ are a number $v \in [-1, 1]$ per pixel that sets the reverse-process variance between
-# the two natural choices $\beta_t$ and $\tilde\beta_t$ (notebook 02, section 5):
+# other $C$ are a number $v$ per pixel that sets the reverse-process variance between the two
+# natural choices $\beta_t$ and $\tilde\beta_t$ (notebook 02, section 7; $v = -1$ gives $\tilde\beta_t$,
+# $v = +1$ gives $\beta_t$, and nothing clamps $v$ to that range):
 #
 # $$\Sigma_\theta(x_t) = \exp\!\big(\tfrac{v+1}{2}\log\beta_t + \big(1-\tfrac{v+1}{2}\big)\log\tilde\beta_t\big).$$
 #
@@ -299,7 +300,7 @@ from minidit import course
 
 torch.manual_seed(SEED)
 reference = create_model("DiT-T/2", input_size=32, in_channels=1, num_classes=10).eval()
-for p in reference.parameters():  # leave the zero init, so every layer matters in the comparison
+for p in reference.parameters():  # replace the zero init by random weights, so every layer matters in the comparison
     torch.nn.init.normal_(p, std=0.05)
 with torch.no_grad():
     expected = reference(x, t, y)

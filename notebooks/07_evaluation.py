@@ -14,7 +14,7 @@
 # # 07 · Evaluation beyond FID: what each number measures, and when it misleads
 #
 # **Paper:** DiT §4, *Evaluation metrics*: FID-50K is the headline number of every scaling plot;
-# Table 4 adds sFID, Inception Score, precision and recall, all computed with the evaluation
+# Table 2 adds sFID, Inception Score, precision and recall, all computed with the evaluation
 # suite of ADM (Dhariwal & Nichol 2021) on Inception-v3 features. Behind them: FID (Heusel et al.
 # 2017), sFID (Nash et al. 2021), IS (Salimans et al. 2016), improved precision and recall
 # (Kynkäänniemi et al. 2019); and two the paper does not use: KID (Bińkowski et al. 2018),
@@ -36,8 +36,8 @@
 # %% [markdown]
 # ## Parameters
 #
-# `MINIDIT_QUICK=1` (CI) uses 1,000 images per set and a tiny DiT trained for 100 steps, so its
-# guidance curve is a smoke test; the full run uses 5,000 images and a longer training.
+# `MINIDIT_QUICK=1` (CI) uses 500 images per set and a tiny DiT trained for 30 steps, so its
+# numbers are noisy and its guidance curve is a smoke test; the full run uses 5,000 images and a longer training.
 
 # %%
 import os
@@ -45,19 +45,19 @@ import os
 from minidit.device import get_device
 
 QUICK = os.environ.get("MINIDIT_QUICK", "0") == "1"
-N_EVAL = 1_000 if QUICK else 5_000  # images per set (reference, floor, each corruption)
-POOL = 4_000 if QUICK else 10_000  # test images with features, to pick subsets from
-BIAS_SIZES = [100, 250, 500, 1_000] if QUICK else [100, 250, 500, 1_000, 2_500, 5_000]
+N_EVAL = 500 if QUICK else 5_000  # images per set (reference, floor, each corruption)
+POOL = 2_000 if QUICK else 10_000  # test images with features, to pick subsets from
+BIAS_SIZES = [100, 250, 500] if QUICK else [100, 250, 500, 1_000, 2_500, 5_000]
 REPEATS = 3 if QUICK else 5  # independent draws per sample size
 NOISE_LEVELS = [0.0, 0.05, 0.1, 0.2, 0.4]  # std of added Gaussian noise, in [-1, 1] units
 BLUR_LEVELS = [0.0, 0.5, 0.8, 1.2, 2.0]  # std of the Gaussian blur, in pixels
 KID_SUBSETS = 10 if QUICK else 100
 MODEL = "DiT-T/4"  # depth 4, D = 128, p = 4: 64 tokens
-TRAIN_STEPS = 100 if QUICK else 3_000
+TRAIN_STEPS = 30 if QUICK else 3_000
 BATCH = 16 if QUICK else 128
 LR = 1e-3  # a tiny model trains faster with a larger step than DiT's 1e-4
 GUIDANCE_SCALES = [1.0, 2.0, 4.0] if QUICK else [1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
-N_GUIDANCE = 100 if QUICK else 2_000  # samples per guidance scale
+N_GUIDANCE = 50 if QUICK else 2_000  # samples per guidance scale
 SAMPLE_STEPS = 10 if QUICK else 50  # DDIM steps
 SEED = 0
 DEVICE = get_device()
@@ -363,7 +363,7 @@ print({name: [round(m, 3) for m, _ in values] for name, values in bias.items()})
 # ## 7. The guidance trade-off
 #
 # Classifier-free guidance (notebook 06) pushes samples towards what the model thinks is typical
-# of their class: fidelity up, diversity down. DiT's Table 4 shows it as FID falling from 9.62 to
+# of their class: fidelity up, diversity down. DiT's Table 2 (ImageNet 256×256) shows it as FID falling from 9.62 to
 # 2.27 at scale 1.5, with precision up and recall down. Here a tiny DiT is trained with
 # `minidit.train.train` (the GPU trainer of notebook 08) and sampled at several scales from the same
 # starting noise; `minidit.evaluate.draw_samples` and `metrics.evaluation_report` are what
@@ -382,17 +382,20 @@ sweep, grids = [], []
 for scale in GUIDANCE_SCALES:
     images, labels = draw_samples(ema, diffusion, N_GUIDANCE, scale, "ddim", SAMPLE_STEPS, seed=SEED)
     sweep.append(metrics.evaluation_report(images, labels, evaluator=evaluator, kid_subsets=KID_SUBSETS))
-    grids.append(images[:10])
+    grids.append((images[:10], labels[:10]))
 show({f"scale {s:g}": r["samples"] for s, r in zip(GUIDANCE_SCALES, sweep)} | {"real floor": sweep[0]["real_floor"]})
 
 fig, axes = plt.subplots(len(GUIDANCE_SCALES), 10, figsize=(10, 1.1 * len(GUIDANCE_SCALES)))
-for row, scale, images in zip(np.atleast_2d(axes), GUIDANCE_SCALES, grids):
-    for ax, image in zip(row, images):
+for i, (row, scale, (images, classes)) in enumerate(zip(np.atleast_2d(axes), GUIDANCE_SCALES, grids)):
+    for ax, image, label in zip(row, images, classes.tolist()):
         ax.imshow(image[0], cmap="gray", vmin=-1, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
+        if i == 0:
+            ax.set_title(CLASS_NAMES[label], fontsize=8)
     row[0].set_ylabel(f"s = {scale:g}", fontsize=9)
-plt.suptitle("one sample per class at each guidance scale (same starting noise)", fontsize=10)
+plt.suptitle("one sample per class at each guidance scale (same starting noise)"
+             + ("\nquick mode: a few training steps, so these samples are noise" if QUICK else ""), fontsize=10)
 plt.show()
 
 # %% [markdown]

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 08 · Train DiT-S/2, re-run the paper's block ablation, and scale it
 #
-# **Paper:** DiT §4 *Experimental setup* (the training recipe), §4.1 and **Figure 5** (the four
+# **Paper:** DiT §4 *Experimental setup* (the training recipe), §5 and **Figure 5** (the four
 # conditioning blocks), **Figures 2 and 8** (FID against Gflops), Table 4 (DiT-S/2 and the other
 # configs) (Peebles & Xie, ICCV 2023).
 #
@@ -270,7 +270,7 @@ if A is not None and A["evals"]:
 #
 # The same starting noise $x_T$ and labels for every scale, so only the guidance differs
 # (`DiT.forward_with_cfg`, notebook 06). DiT reports its best FID at scale 1.5 and shows its pictures at
-# scale 4 (DiT §3.1, Table 4, Figure 1).
+# scale 4 (DiT §3.1, Table 2, Figure 1).
 
 # %%
 if A is not None and any(k.startswith("final_cfg") for k in A["grids"]):
@@ -344,7 +344,7 @@ if final_a is not None and "per_class_fid" in final_a["metrics"]:
 # embeddings), **adaLN** (LayerNorm scale and shift regressed from $c = t_\text{emb} + y_\text{emb}$) and
 # **adaLN-Zero** (adaLN plus a per-channel residual gate, all initialised to zero so that every block
 # starts as the identity). The paper trains all four as DiT-XL/2 for 400K steps and reports, without
-# guidance (DiT §4.1, Figure 5): FID-50K **19.47** for adaLN-Zero, **25.21** for adaLN, **26.14** for
+# guidance (DiT §5, Figure 5): FID-50K **19.47** for adaLN-Zero, **25.21** for adaLN, **26.14** for
 # cross-attention and **35.24** for in-context, at **118.6 / 118.6 / 137.6 / 119.4** Gflops.
 #
 # Here: the same four blocks in a DiT-S/4 (12 blocks, width 384, 64 tokens: the budget allows eight

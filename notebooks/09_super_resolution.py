@@ -229,7 +229,7 @@ del model
 # The LR tokens need positions. An $8 \times 8$ LR image with LR patch size 1 gives an $8 \times 8$ grid of
 # tokens; the image tokens form a $16 \times 16$ grid (patch size 2). `low_res_pos_embed` puts LR token
 # $i$ (along each axis) at the centre of the image tokens it covers, $(i + 0.5)\,s - 0.5$ with
-# $s = 16 / 8$, using the same 2D sin-cos functions as `pos_embed` (DiT §3.1). Then the dot product of an
+# $s = 16 / 8$, using the same 2D sin-cos functions as `pos_embed` (DiT §3.2). Then the dot product of an
 # LR token's position with every image token's position peaks exactly where that LR pixel lies:
 
 # %%

@@ -307,7 +307,7 @@ from minidit.train import TrainConfig, train
 out_dir = tempfile.mkdtemp(prefix="minidit-latent-") if QUICK else str(course.repo_root() / "runs" / "10_latent_nb")
 cfg = TrainConfig(model=DIT_MODEL, global_batch_size=DIT_BATCH, steps=DIT_STEPS, lr=1e-3 if QUICK else 1e-4,
                   ema_warmup="ema_warmup", flip=False, log_every=max(DIT_STEPS // 10, 1), ckpt_every=0, sample_every=0,
-                  out_dir=out_dir, progress=False, seed=SEED)
+                  out_dir=out_dir, progress=False, seed=SEED, overwrite=True)
 history = train(cfg, latents)
 model, diffusion = load_model_for_sampling(history["checkpoints"][-1], device=DEVICE)
 print(f"{DIT_MODEL} on {model.input_size}x{model.input_size}x{model.in_channels} latents: "

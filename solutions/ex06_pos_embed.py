@@ -1,7 +1,7 @@
 """ex06: the 2D sine-cosine position embedding (about 25 minutes).
 
 Attention is blind to order, so each token gets a fixed vector that says where its patch sits
-(DiT §3.1 uses the "frequency-based" embedding of ViT/MAE; Vaswani et al. 2017 §3.5 in 1D). In
+(DiT §3.2 uses the "frequency-based" embedding of ViT/MAE; Vaswani et al. 2017 §3.5 in 1D). In
 1D, position pos and frequency omega_k = 1 / 10000 ** (k / (D/2)), k = 0 .. D/2 - 1, give
 [sin(pos * omega), cos(pos * omega)]. In 2D, half the channels embed the column and half the row.
 It returns numpy, as the official code; the model copies it into its pos_embed buffer.
@@ -30,11 +30,11 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim: int, pos: np.ndarray) -> np.nda
     """
     omega = 1.0 / 10000 ** (np.arange(embed_dim // 2, dtype=np.float64) / (embed_dim / 2))  # (D'/2,)
     angles = np.outer(np.asarray(pos, dtype=np.float64).reshape(-1), omega)  # (M, D'/2)
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)  # (M, D')
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)  # (M, D'): sines, then cosines
 
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
-    """The fixed position embedding of a grid_size x grid_size grid of tokens (DiT §3.1, from MAE).
+    """The fixed position embedding of a grid_size x grid_size grid of tokens (DiT §3.2, from MAE).
 
     Args:
         embed_dim: D, divisible by 4.

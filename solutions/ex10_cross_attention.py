@@ -3,7 +3,8 @@
 DiT §3.2, "Cross-attention block": t_emb and y_emb form a separate length-2 sequence
 c = [t_emb, y_emb] of shape (N, 2, D), and a multi-head cross-attention layer is added after
 self-attention: its queries come from the image tokens, its keys and values from c (as text
-conditioning does in latent diffusion). It costs about 15% more Gflops than the other blocks.
+conditioning does in latent diffusion). It costs about 16% more Gflops than adaLN-Zero
+(DiT-XL/2: 137.6 against 118.6).
 
     CrossAttention:  q = x W_q, (k, v) = c W_kv, per head softmax(q k^T / sqrt(D / heads)) v, then proj
     block:           x = x + attn(norm1(x));  x = x + cross_attn(norm2(x), c);  x = x + mlp(norm3(x))

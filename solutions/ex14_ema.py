@@ -33,7 +33,7 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
     Hint: pair the parameters by name (named_parameters); tensor.mul_(a).add_(b, alpha=w) works in place.
     """
     ema_params = dict(ema_model.named_parameters())
-    for name, param in model.named_parameters():
-        ema_params[name].mul_(decay).add_(param, alpha=1 - decay)
+    for name, weight in model.named_parameters():
+        ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)
     for ema_buffer, buffer in zip(ema_model.buffers(), model.buffers()):
         ema_buffer.copy_(buffer)

@@ -46,7 +46,7 @@ def concat_low_res(x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
 
 
 def low_res_pos_embed(embed_dim: int, lr_grid_size: int, grid_size: int) -> np.ndarray:
-    """2D sin-cos embedding of LR tokens, placed on the grid of the image tokens (DiT §3.1 layout).
+    """2D sin-cos embedding of LR tokens, placed on the grid of the image tokens (DiT §3.2 layout).
 
     Along one axis, LR token i covers image tokens i*s .. (i+1)*s - 1, s = grid_size / lr_grid_size,
     so its position is their centre, (i + 0.5) * s - 0.5 -- fractional in general. With

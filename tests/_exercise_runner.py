@@ -6,7 +6,7 @@ Used by tests/test_exercises.py for the solutions run and the planted-bug (mutan
 
 JOBS.json: [{"label": str, "folder": str, "ids": ["ex02", ...], "exitfirst": bool}, ...]
 OUT.json:  {label: {"exit_code": int, "outcomes": {nodeid: "passed"|"failed"|"error"|"not started"|"skipped"},
-                    "log": the tail of pytest's output}}
+                    "messages": {nodeid: the failure's message}, "log": the tail of pytest's output}}
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.outcomes: dict[str, str] = {}
+        self.messages: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report) -> None:
         if report.outcome == "skipped":
@@ -41,6 +42,9 @@ class _Recorder:
             return
         if self.outcomes.get(report.nodeid) not in ("failed", "error"):
             self.outcomes[report.nodeid] = kind
+            if kind in ("failed", "error"):
+                crash = getattr(report.longrepr, "reprcrash", None)
+                self.messages[report.nodeid] = crash.message if crash is not None else str(report.longrepr)
 
 
 def run_job(job: dict) -> dict:
@@ -54,7 +58,8 @@ def run_job(job: dict) -> dict:
     recorder, out = _Recorder(), io.StringIO()
     with contextlib.redirect_stdout(out):
         code = pytest.main(args, plugins=[recorder])
-    return {"exit_code": int(code), "outcomes": recorder.outcomes, "log": out.getvalue()[-3000:]}
+    return {"exit_code": int(code), "outcomes": recorder.outcomes, "messages": recorder.messages,
+            "log": out.getvalue()[-3000:]}
 
 
 def main(argv: list[str]) -> int:

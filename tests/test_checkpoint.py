@@ -152,3 +152,109 @@ def test_killed_write_keeps_the_previous_checkpoint(tmp_path):
                             cwd=str(pathlib.Path(checkpoint.__file__).parent.parent))
     assert result.returncode == 9, result.stderr
     assert checkpoint.load_state(path, model=_tiny())["step"] == 1
+
+
+# ----------------------------------------------------------------------------- integrity
+
+
+def _flip(path: pathlib.Path, offset: int, n: int = 64) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + n] = bytes(b ^ 0xFF for b in raw[offset:offset + n])
+    path.write_bytes(bytes(raw))
+
+
+def test_flipped_bytes_in_a_state_are_caught(tmp_path):
+    """torch.load does not check the zip CRCs: without the digest this file would load with damaged tensors."""
+    model = _tiny()
+    ema, opt = _trained_state(model)
+    path = checkpoint.save_state(tmp_path / "state.pt", model=model, ema=ema, optimizer=opt, step=3)
+    _flip(path, path.stat().st_size // 2)
+    raw = torch.load(path, weights_only=True)  # what torch alone says: fine
+    assert raw["step"] == 3
+    fresh = _tiny(seed=1)
+    before = copy.deepcopy(fresh.state_dict())
+    with pytest.raises(checkpoint.ChecksumError, match=r"state\.pt failed its checksum.*no intact checkpoint"):
+        checkpoint.load_state(path, model=fresh)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items()), "damaged weights were loaded"
+
+
+def test_flipped_bytes_in_weights_are_caught_and_the_newest_intact_file_named(tmp_path):
+    model = _tiny()
+    ema, _ = _trained_state(model)
+    folder = tmp_path / "checkpoints"
+    paths = [checkpoint.save_weights(folder / f"{s:07d}.safetensors", model, ema, {"step": s}) for s in (1, 2, 3)]
+    assert all(checkpoint.verify_weights(p) for p in paths)
+    _flip(paths[2], paths[2].stat().st_size // 2)
+    _flip(paths[1], paths[1].stat().st_size - 100, n=1)  # one byte of the last tensor
+    assert [checkpoint.verify_weights(p) for p in paths] == [True, False, False]
+    with pytest.raises(checkpoint.ChecksumError, match=r"0000003\.safetensors failed.*newest intact.*0000001"):
+        checkpoint.load_weights(paths[2])
+    assert checkpoint.newest_intact_weights(paths[2]) == paths[0]
+    paths[2].write_bytes(paths[2].read_bytes()[:1000])  # a copy cut short: unreadable, and the intact one named
+    with pytest.raises(checkpoint.CheckpointError, match=r"corrupt or truncated.*newest intact.*0000001"):
+        checkpoint.load_weights(paths[2])
+
+
+def test_a_file_without_a_checksum_loads_with_a_warning(tmp_path):
+    """Files of an older minidit (no digest) still load, and say that they could not be verified."""
+    from safetensors.torch import load_file, save_file
+
+    model = _tiny()
+    path = checkpoint.save_weights(tmp_path / "w.safetensors", model)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != checkpoint.DIGEST_KEY}
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    with pytest.warns(UserWarning, match="no checksum"):
+        loaded, _, _ = checkpoint.load_weights(path)
+    assert _same(loaded, model)
+
+
+def test_a_code_running_pickle_is_refused_as_such(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"format": checkpoint.STATE_FORMAT, "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.load_state(tmp_path / "evil.pt")
+    message = str(info.value)
+    assert "refused" in message and "print" in message and "nothing in it was run" in message
+    assert "corrupt or truncated" not in message
+
+
+def test_a_killed_save_leaves_a_tmp_file_that_the_next_start_removes(tmp_path):
+    """The child dies half-way through a save: its .tmp file stays, remove_stale_tmp deletes it (dead pid)."""
+    script = textwrap.dedent(f"""
+        import os, torch
+        from minidit import checkpoint
+        from minidit.model import create_model
+        model = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
+        def dies_half_way(obj, f, *a, **k):
+            open(f, "wb").write(b"PK half a file")
+            os._exit(9)
+        torch.save = dies_half_way
+        checkpoint.save_state({str(tmp_path / "s.pt")!r}, model=model, optimizer=torch.optim.AdamW(model.parameters()),
+                              step=2)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=str(pathlib.Path(checkpoint.__file__).parent.parent))
+    assert result.returncode == 9, result.stderr
+    left = list(tmp_path.glob(".s.pt.*.tmp"))
+    assert len(left) == 1 and not (tmp_path / "s.pt").exists()
+    (tmp_path / "notes.tmp").write_text("not ours")  # only atomic_write's .<name>.<pid>.tmp files are touched
+    assert checkpoint.remove_stale_tmp(tmp_path) == left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp"]
+
+
+def test_output_checks(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert checkpoint.writable_target(tmp_path / "new" / "deeper" / "a.png") == tmp_path / "new" / "deeper" / "a.png"
+    with pytest.raises(ValueError, match="existing folder"):
+        checkpoint.writable_target(tmp_path)
+    with pytest.raises(ValueError, match="is a file, so no folder"):
+        checkpoint.writable_target(tmp_path / "f" / "a.png")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        checkpoint.writable_folder(tmp_path / "f")
+    assert not (tmp_path / "new").exists(), "a check must not create anything"

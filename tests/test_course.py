@@ -31,8 +31,8 @@ ROUTES = {
     "ex11": ("x = x + self.attn(modulate(", "x = self.attn(modulate("),
     "ex12": ("torch.cat([eps, cond[:, guided:]], dim=1)", "torch.cat([eps, uncond[:, guided:]], dim=1)"),
     "ex13": ("abar_padded[t_prev + 1]", "abar_padded[t_prev]"),
-    "ex14": ("ema_params[name].mul_(decay).add_(param, alpha=1 - decay)",
-             "ema_params[name].mul_(1 - decay).add_(param, alpha=decay)"),
+    "ex14": ("ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)",
+             "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)"),
     "ex15": ("torch.cat([x_t, up.to(x_t.dtype)], dim=1)", "torch.cat([up.to(x_t.dtype), x_t], dim=1)"),
     "ex16": ("- 2 * trace_sqrt)", "- trace_sqrt)"),
     "ex17": ("return mean + torch.exp(0.5 * logvar) * noise", "return mean + torch.exp(logvar) * noise"),
@@ -206,3 +206,26 @@ def test_compare_reports(capsys, monkeypatch):
         result = course.compare(ex_id, source="solutions")
         numbers = [v for v in result.values() if isinstance(v, float)]
         assert numbers and max(numbers) < 1e-4, (ex_id, result)
+
+
+def test_compare_finds_the_clone_the_student_is_in(tmp_path, monkeypatch, capsys):
+    """One virtual environment, two clones: the folder is found from the working directory (a notebook
+    runs in its clone's notebooks/) or the notebook's path, not from where minidit was imported."""
+    clone = tmp_path / "other_clone"
+    (clone / "exercises").mkdir(parents=True)
+    (clone / "notebooks").mkdir()
+    (clone / "exercises" / "ex02_q_sample.py").write_text((ROOT / "solutions" / "ex02_q_sample.py").read_text())
+    monkeypatch.delenv(course.ENV_EXERCISES, raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.chdir(clone / "notebooks")
+    assert course.repo_root() == clone and course.exercise_folder("student") == clone / "exercises"
+    result = course.compare("ex02")  # the other clone's ex02 is finished; this checkout's is a stub
+    assert isinstance(result["q_sample"], float) and result["q_sample"] < 1e-4, result
+    assert str(clone / "exercises" / "ex02_q_sample.py") in capsys.readouterr().out
+    # Jupyter names the running notebook in $JPY_SESSION_NAME; it wins over the working directory.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(clone / "notebooks" / "01_forward_noising.ipynb"))
+    assert course.repo_root() == clone
+    # Outside any clone: the checkout minidit was imported from.
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert course.repo_root() == ROOT

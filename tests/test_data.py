@@ -226,9 +226,25 @@ def test_failed_download_leaves_no_partial_file(local_server, monkeypatch, tmp_p
 
     monkeypatch.setattr(data, "_urlopen", lambda url, timeout=None: Broken())
     dest = tmp_path / "dl"
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(OSError, match="could not download .*gz .connection dropped") as info:
         data.download_fashion_mnist(dest)
+    assert isinstance(info.value.__cause__, ConnectionResetError)
     assert list(dest.iterdir()) == []
+
+
+def test_download_offline_names_the_url_and_the_fix(monkeypatch):
+    """No network: the error says which URL failed and how to get the files without one."""
+    import urllib.error
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(data, "_urlopen", offline)
+    with pytest.raises(OSError) as info:
+        data.load_fashion_mnist("train", download=True)
+    message = str(info.value)
+    assert data.BASE_URL + "train-images-idx3-ubyte.gz" in message and "name resolution" in message
+    assert "apt-get install dataset-fashion-mnist" in message and data.ENV_VAR in message
 
 
 # ----------------------------------------------------------------------------- ranges, flips and batches

@@ -1,4 +1,4 @@
-"""Embeddings (DiT §3.1): patchify, the 2D sin-cos position embedding, timestep and label embedders."""
+"""Embeddings (DiT §3.2): patchify, the 2D sin-cos position embedding, timestep and label embedders."""
 
 from __future__ import annotations
 

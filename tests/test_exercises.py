@@ -4,7 +4,8 @@
 2. against the stubs (a fresh clone) every test reports "not started", `pytest exercises` exits 0
    and ends with the progress table;
 3. each exercise's tests catch at least two planted bugs: text mutations of its solution, run in a
-   temporary folder (MUTANTS below; each must apply exactly once);
+   temporary folder (MUTANTS below; each must apply exactly once); where a mutant names a hint, the
+   first failure's first line (what the progress table shows) must give that hint;
 plus: the stubs are exactly what `python -m minidit.grading stubs` generates from the solutions
 (same names, signatures, docstrings), and the registry matches the files.
 
@@ -23,14 +24,15 @@ import sys
 
 import pytest
 
+from exercises._testing import summarize_failure
 from minidit import course
 from minidit.grading import make_stub
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IDS = list(course.EXERCISES)
 
-# exercise -> [(text in the solution, replacement, the bug it plants)]
-MUTANTS: dict[str, list[tuple[str, str, str]]] = {
+# exercise -> [(text in the solution, replacement, the bug it plants[, words of the hint it must get])]
+MUTANTS: dict[str, list[tuple[str, ...]]] = {
     "ex01": [
         ("    scale = 1000 / num_timesteps\n", "    scale = 1.0\n", "linear schedule not rescaled"),
         ("torch.cumprod(1.0 - betas, dim=0)", "torch.cumprod(betas, dim=0)", "cumprod of betas"),
@@ -41,7 +43,7 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ("return abar.sqrt() * x_start", "return abar * x_start", "missing square root"),
         ("return abar.sqrt() * x_start + (1 - abar).sqrt() * noise",
          "return (1 - abar).sqrt() * x_start + abar.sqrt() * noise", "coefficients swapped"),
-        ("alphas_cumprod.to(t.device)[t]", "alphas_cumprod.to(t.device)[t - 1]", "off-by-one timestep"),
+        ("alphas_cumprod.to(t.device)[t]", "alphas_cumprod.to(t.device)[t - 1]", "off-by-one timestep", "off by one"),
     ],
     "ex03": [
         (".mean(dim=tuple(range(1, noise.ndim)))", ".sum(dim=tuple(range(1, noise.ndim)))", "sum instead of mean"),
@@ -49,6 +51,12 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ("epsilon_mse_loss(model_output[:, : x_start.shape[1]], noise)", "epsilon_mse_loss(model_output, noise)",
          "variance channels in the loss"),
         ("model(x_t, t, **(model_kwargs or {}))", "model(x_start, t, **(model_kwargs or {}))", "model sees x_0"),
+        ("epsilon_mse_loss(model_output[:, : x_start.shape[1]], noise)",
+         "epsilon_mse_loss(model_output[:, : x_start.shape[1]], x_start)", "target x_0 instead of eps",
+         "the target is the noise eps"),
+        ("diffusion.q_sample(x_start, t, noise, alphas_cumprod)",
+         "(lambda a: a * x_start + (1 - a) * noise)(alphas_cumprod[t].to(x_start.dtype).view(-1, 1, 1, 1))",
+         "x_t without square roots", "both square roots are missing"),
     ],
     "ex04": [
         ("model_mean + nonzero * torch.exp", "model_mean + torch.exp", "noise added at t = 0"),
@@ -61,10 +69,14 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ('"n c (h p1) (w p2) -> n (h w) (p1 p2 c)"', '"n c (h p1) (w p2) -> n (h w) (c p1 p2)"', "channel-first tokens"),
         ('"n (h w) (p1 p2 c) -> n c (h p1) (w p2)"', '"n (w h) (p1 p2 c) -> n c (h p1) (w p2)"', "transposed grid"),
         ("if height % p or width % p:", "if False:", "no divisibility check"),
+        ('"n c (h p1) (w p2) -> n (h w) (p1 p2 c)"', '"n c (h p1) (w p2) -> n (h w) (p2 p1 c)"', "(p2 p1 c) order",
+         "(p2 p1 c)"),
+        ('return rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)',
+         "return x.reshape(x.shape[0], (height // p) * (width // p), -1)", "plain reshape", "a plain reshape"),
     ],
     "ex06": [
-        ("np.concatenate([np.sin(angles), np.cos(angles)], axis=1)",
-         "np.concatenate([np.cos(angles), np.sin(angles)], axis=1)", "sin/cos halves swapped"),
+        ("np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)",
+         "np.concatenate([np.cos(angles), np.sin(angles)], axis=-1)", "sin/cos halves swapped"),
         ("np.concatenate([emb_col, emb_row], axis=1)", "np.concatenate([emb_row, emb_col], axis=1)", "row/column swapped"),
         ("/ (embed_dim / 2))", "/ embed_dim)", "wrong frequency denominator"),
     ],
@@ -81,7 +93,14 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ("x = x + gate_mlp.unsqueeze(1) * self.mlp(", "x = x + (1 + gate_mlp.unsqueeze(1)) * self.mlp(",
          "MLP gate initialised to one"),
         ("        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp =",
-         "        scale_msa, shift_msa, gate_msa, scale_mlp, shift_mlp, gate_mlp =", "chunk order"),
+         "        scale_msa, shift_msa, gate_msa, scale_mlp, shift_mlp, gate_mlp =", "chunk order", "scale before shift"),
+        ("        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp =",
+         "        shift_msa, shift_mlp, scale_msa, scale_mlp, gate_msa, gate_mlp =", "interleaved chunk order",
+         "interleave the branches"),
+        ("x = x + gate_msa.unsqueeze(1) * self.attn(", "x = x + (1 + gate_msa.unsqueeze(1)) * self.attn(",
+         "only the attention gate as 1 + gate", "attention branch still adds its output"),
+        ("return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)", "return x * (1 + scale) + shift",
+         "modulate without unsqueeze", "unsqueeze(1) them to (N, 1, D)"),
     ],
     "ex09": [
         ("x = x + self.attn(self.norm1(x))", "x = self.norm1(x + self.attn(x))", "post-norm"),
@@ -96,6 +115,9 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
         ("self.cross_attn(self.norm2(x), c)", "self.cross_attn(self.norm2(x), self.norm2(x))",
          "cross-attention attends to x"),
         ("        self.num_heads = num_heads\n", "        self.num_heads = 1\n", "a single head"),
+        ('"n s (two h d) -> two n h s d"', '"n s (h two d) -> two n h s d"', "kv split per head", "'(h two d)'"),
+        ('return self.proj(rearrange(out, "n h t d -> n t (h d)"))', 'return rearrange(out, "n h t d -> n t (h d)")',
+         "output projection left out", "the output projection proj"),
     ],
     "ex11": [
         ("        shift_msa, scale_msa, shift_mlp, scale_mlp =", "        scale_msa, shift_msa, scale_mlp, shift_mlp =", "chunk order"),
@@ -110,15 +132,22 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
          "guidance reversed"),
         ("torch.cat([eps, cond[:, guided:]], dim=1)", "torch.cat([eps, uncond[:, guided:]], dim=1)",
          "unconditional variance"),
+        ("return torch.where(drop, torch.full_like(labels, num_classes), labels)",
+         "labels[drop] = num_classes\n    return labels", "labels modified in place", "in place"),
+        ("torch.rand(labels.shape[0], device=labels.device, generator=generator)",
+         "torch.rand(labels.shape[0], generator=generator)", "random drop drawn on the CPU", "the labels' device"),
+        (".to(y.device)  # (2N,)", "  # (2N,)", "force_drop_ids made on the CPU", "the labels' device"),
     ],
     "ex13": [
         ("abar_padded[t_prev + 1]", "abar_padded[t_prev]", "t_prev off by one"),
         ("(1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps", "(1 - abar_prev).sqrt() * eps", "sigma ignored in direction"),
         ("(1 - abar / abar_prev)).sqrt()", "(1 - abar / abar_prev))", "sigma squared"),
+        ("abar_prev = abar_padded[t_prev + 1]", "abar_prev = alphas_cumprod.to(x_t.device)[t_prev]",
+         "t_prev = -1 wraps to the last step", "square root of a negative number"),
     ],
     "ex14": [
-        ("ema_params[name].mul_(decay).add_(param, alpha=1 - decay)",
-         "ema_params[name].mul_(1 - decay).add_(param, alpha=decay)", "decay swapped"),
+        ("ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)",
+         "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)", "decay swapped"),
         ("        ema_buffer.copy_(buffer)\n", "        pass\n", "buffers not copied"),
         ("@torch.no_grad()\n", "", "no torch.no_grad"),
     ],
@@ -154,7 +183,7 @@ def _mutant_jobs(tmp: pathlib.Path) -> list[dict]:
     for ex_id, mutants in MUTANTS.items():
         ex = course.get(ex_id)
         source = (ROOT / "solutions" / f"{ex.stem}.py").read_text()
-        for k, (old, new, _) in enumerate(mutants):
+        for k, (old, new, *_) in enumerate(mutants):
             assert source.count(old) == 1, f"{ex_id} mutant {k}: {old!r} must occur exactly once in the solution"
             mutated = source.replace(old, new)
             compile(mutated, f"{ex.stem}.py", "exec")  # a syntax error would be a trivially caught mutant
@@ -192,10 +221,15 @@ def test_solutions_pass_with_zero_skips(runs):
 def test_planted_bugs_are_caught(runs, ex_id):
     mutants = MUTANTS.get(ex_id, [])
     assert len(mutants) >= 2, f"{ex_id} needs at least two planted bugs in MUTANTS"
-    for k, (_, _, bug) in enumerate(mutants):
+    for k, (_, _, bug, *hint) in enumerate(mutants):
         result = runs[f"{ex_id}_m{k}"]
         caught = [n for n, o in result["outcomes"].items() if o in ("failed", "error")]
         assert caught, f"{ex_id}: the planted bug '{bug}' passed every test:\n{result['log']}"
+        if hint:  # the first failure (-x: the only one) names the mistake in its first line
+            first_line, named = summarize_failure(result["messages"][caught[0]])
+            assert named and hint[0] in first_line, (
+                f"{ex_id}: the planted bug '{bug}' failed {caught[0]} without the hint '{hint[0]}' in its first "
+                f"line:\n{first_line}\n\n{result['log']}")
 
 
 def test_fresh_clone_reports_not_started_and_exits_0(tmp_path):
@@ -206,10 +240,12 @@ def test_fresh_clone_reports_not_started_and_exits_0(tmp_path):
                            f"--junitxml={junit}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "exercise progress" in proc.stdout and f"0/{len(IDS)} exercises done" in proc.stdout, proc.stdout[-3000:]
-    from minidit.grading import _read_junit
+    import xml.etree.ElementTree as ET
 
-    outcomes = _read_junit(junit)
-    assert outcomes and set(outcomes) == {"not started"}, f"stubs gave {sorted(set(outcomes))}\n{proc.stdout[-3000:]}"
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    outcomes = {(case.find("skipped").get("message") or "") if case.find("skipped") is not None else "ran"
+                for case in cases}
+    assert cases and outcomes == {"not started"}, f"stubs gave {sorted(outcomes)}\n{proc.stdout[-3000:]}"
     assert "Traceback" not in proc.stdout and "Error" not in proc.stdout.split("exercise progress")[0]
 
 

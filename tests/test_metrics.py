@@ -228,15 +228,30 @@ def test_per_class_fid_and_missing_class():
         (lambda: metrics.fid_from_features(torch.randn(10), _cloud(10)), r"shape \(N, D\)"),
         (lambda: metrics.fid_from_features(_cloud(10) * float("nan"), _cloud(10)), "NaN"),
         (lambda: metrics.frechet_distance(torch.zeros(3), torch.eye(3), torch.zeros(4), torch.eye(4)), "expected mu1"),
-        (lambda: metrics.check_images(torch.zeros(2, 1, 32, 32, dtype=torch.uint8)), "to_model_range"),
-        (lambda: metrics.check_images(torch.rand(2, 1, 32, 32) * 255), r"\[-1, 1\]"),
+        (lambda: metrics.check_images(torch.rand(2, 1, 32, 32)), r"in \[0, 1\].*x \* 2 - 1"),
+        (lambda: metrics.check_images(torch.rand(2, 1, 32, 32) * 255), r"\[0, 255\].*uint8"),
+        (lambda: metrics.check_images(torch.rand(2, 1, 32, 32) * 4 - 2), r"must lie in \[-1, 1\]"),
+        (lambda: metrics.check_images(torch.full((2, 1, 32, 32), float("nan"))), "NaN"),
+        (lambda: metrics.check_images(torch.zeros(2, 1, 32, 32, dtype=torch.int32)), "uint8 pixels"),
         (lambda: metrics.check_images(torch.zeros(2, 3, 32, 32)), r"\(N, 1, 32, 32\)"),
-        (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.zeros(5)), "labels must have shape"),
+        (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.zeros(5, dtype=torch.long)), r"shape \(4,\)"),
+        (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.zeros(4)), "integer class indices"),
+        (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.arange(20, 24)), r"\[0, 9\].*\[20, 23\]"),
+        (lambda: metrics.per_class_fid(_cloud(10), torch.zeros(10, dtype=torch.long), _cloud(10),
+                                       torch.full((10,), 3), num_classes=3), "fake_labels.*\\[3, 3\\]"),
     ],
 )
 def test_bad_input_raises_clear_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_uint8_pixels_and_model_range_floats_are_the_same_images():
+    pixels = torch.randint(0, 256, (3, 1, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    from minidit.data import to_model_range
+
+    torch.testing.assert_close(metrics.check_images(pixels), to_model_range(pixels), rtol=0, atol=0)
+    torch.testing.assert_close(metrics.check_images(pixels.numpy()), metrics.check_images(to_model_range(pixels)))
 
 
 # ----------------------------------------------------------------------------- real Fashion-MNIST

@@ -277,6 +277,44 @@ def test_bad_configs_raise_clear_errors():
         create_model("DiT-T/4", input_size=30)
     with pytest.raises(ValueError, match="number of heads"):
         create_model("DiT-T/4", num_heads=3)
+    with pytest.raises(ValueError, match="patch_size must be a positive integer, got 0"):
+        create_model("DiT-T/4", patch_size=0)
+    with pytest.raises(ValueError, match="depth >= 0"):
+        create_model("DiT-T/4", depth=-1)
+    with pytest.raises(ValueError, match=r"class_dropout_prob must be in \[0, 1\)"):
+        create_model("DiT-T/4", class_dropout_prob=1.0)
+
+
+def test_other_float_dtypes_are_cast_and_integer_images_refused():
+    """float64 / float16 / bf16 inputs give the fp32 model's answer for the same numbers, in the weights' dtype."""
+    model = tiny().eval()
+    _perturb(model)  # zero-init adaLN-Zero would output 0 for every input
+    x, t, y = _inputs()
+    with torch.no_grad():
+        reference = model(x, t, y)
+        for dtype in (torch.float64, torch.float16, torch.bfloat16):
+            xd = x.to(dtype)
+            out = model(xd, t, y)
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out, model(xd.float(), t, y), rtol=0, atol=0)
+        torch.testing.assert_close(model(x.double(), t, y), reference, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="floating point.*to_model_range"):
+        model((x * 100).to(torch.uint8), t, y)
+
+
+def test_force_drop_ids_must_match_the_labels():
+    model = tiny().eval()
+    _perturb(model)  # zero-init adaLN-Zero would output 0 for every input
+    x, t, y = _inputs()
+    with pytest.raises(ValueError, match=r"force_drop_ids must be a tensor of shape \(N,\) = \(3,\)"):
+        model(x, t, y, force_drop_ids=torch.ones(1, dtype=torch.long))  # would broadcast: every label dropped
+    with torch.no_grad():  # the right shape drops exactly the rows marked 1
+        dropped = model(x, t, y, force_drop_ids=torch.tensor([0, 1, 0]))
+        null = model(x, t, torch.full_like(y, model.num_classes))
+        plain = model(x, t, y)
+    torch.testing.assert_close(dropped[1], null[1])
+    torch.testing.assert_close(dropped[[0, 2]], plain[[0, 2]])
+    assert not torch.allclose(dropped[1], plain[1]), "the null label should change the output"
 
 
 def test_in_context_strips_exactly_the_two_conditioning_tokens():

@@ -130,6 +130,10 @@ def notebook_env(monkeypatch):
     monkeypatch.delenv("MINIDIT_EXERCISES", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silences a debugger warning on frozen modules
+    # One thread per kernel unless MINIDIT_TEST_THREADS says otherwise: quick mode's tensors are tiny, and on a
+    # shared machine a second thread mostly waits for the first (notebook 06: 13 s single-threaded, 35 s with
+    # two threads, on 2 cores with a load average of 15).
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("MINIDIT_TEST_THREADS", "1"))
 
 
 def _execute(notebook, kernel_manager_factory, timeout: int):

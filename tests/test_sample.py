@@ -168,3 +168,66 @@ def test_compiled_sampling_matches_eager():
         compiled = sample(model, diffusion, labels, cfg_scale=scale, steps=3, compile=True,
                           generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(compiled, eager, atol=2e-3, rtol=0)  # fused kernels round differently
+
+
+def _run_dir(tmp_path, steps=(10, 20)):
+    """A run folder with EMA checkpoints at the given steps (what minidit.train writes)."""
+    model = _model()
+    for step in steps:
+        checkpoint.save_weights(tmp_path / "run" / "checkpoints" / f"{step:07d}.safetensors", model, model,
+                                {"step": step, "train": {"noise_schedule": "linear", "diffusion_steps": 1000}})
+    return tmp_path / "run"
+
+
+def _cli_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    return err
+
+
+def test_cli_says_which_weights_it_loaded(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    assert main(["--ckpt", str(run), "--out", str(tmp_path / "g.png"), "--per-class", "1", "--sampler", "ddim",
+                 "--steps", "2"]) == 0
+    assert f"loaded {run / 'checkpoints' / '0000020.safetensors'} (step 20, EMA weights)" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_flags_and_outputs_before_sampling(tmp_path, capsys, monkeypatch):
+    import minidit.sample as sample_module
+
+    run = str(_run_dir(tmp_path))
+    monkeypatch.setattr(sample_module, "sample", lambda *a, **k: pytest.fail("sampling started despite a bad flag"))
+    good = ["--ckpt", run, "--out", str(tmp_path / "g.png")]
+    assert "--per-class must be >= 1" in _cli_error(capsys, [*good, "--per-class", "0"])
+    assert "--batch-size must be >= 1" in _cli_error(capsys, [*good, "--batch-size", "0"])
+    assert "--steps must be >= 1" in _cli_error(capsys, [*good, "--steps", "-3"])
+    assert "--num must be >= 1" in _cli_error(capsys, [*good, "--num", "0"])
+    assert "1000" in _cli_error(capsys, [*good, "--steps", "2000"])
+    assert "--sampler ddim" in _cli_error(capsys, [*good, "--eta", "0.5"])
+    (tmp_path / "taken").mkdir()
+    assert "is an existing folder" in _cli_error(capsys, ["--ckpt", run, "--out", str(tmp_path / "taken")])
+    (tmp_path / "a_file").write_text("x")
+    assert "is a file" in _cli_error(capsys, [*good, "--npz", str(tmp_path / "a_file" / "s.npz")])
+    no_null = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10, class_dropout_prob=0.0)
+    path = checkpoint.save_weights(tmp_path / "no_null.safetensors", no_null, no_null)
+    assert "guidance" in _cli_error(capsys, ["--ckpt", str(path), "--cfg-scale", "4", "--out", str(tmp_path / "x.png")])
+
+
+def test_cli_refuses_a_damaged_checkpoint_and_names_the_intact_one(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    newest = run / "checkpoints" / "0000020.safetensors"
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit in the tensor data
+    newest.write_bytes(bytes(raw))
+    err = _cli_error(capsys, ["--ckpt", str(run), "--out", str(tmp_path / "g.png")])
+    assert "0000020.safetensors failed its checksum" in err and "0000010.safetensors" in err
+
+
+def test_a_diverged_model_is_an_error_not_black_images():
+    model = _model()
+    with torch.no_grad():
+        model.final_layer.linear.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN/inf"):
+        sample(model, create_diffusion(), torch.tensor([0, 1]), sampler="ddim", steps=2)

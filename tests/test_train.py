@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import pathlib
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from minidit import checkpoint, train as train_module
+from minidit import data as data_module
 from minidit.bench import baseline_losses, synthetic_data
 from minidit.diffusion import create_diffusion
 from minidit.ema import update_ema_loop
@@ -238,3 +240,178 @@ def test_compiled_step_matches_eager():
     assert compiled.compiled, "torch.compile fell back to eager"
     for pa, pb in zip(model_a.parameters(), model_b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- faults: NaN, a taken folder, damage
+
+
+def _nan_noise_at(monkeypatch, bad_steps):
+    """Make draw_batch return NaN noise at the given (1-based) steps: the loss of exactly those steps is NaN."""
+    calls = {"n": 0}
+    real_draw = train_module.draw_batch
+
+    def draw(*args, **kwargs):
+        calls["n"] += 1
+        x, y, t, noise, drop = real_draw(*args, **kwargs)
+        if calls["n"] in bad_steps:
+            noise = torch.full_like(noise, float("nan"))
+        return x, y, t, noise, drop
+
+    monkeypatch.setattr(train_module, "draw_batch", draw)
+
+
+def _all_finite(module_state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in module_state.values() if v.is_floating_point())
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_finite_state(tmp_path, capsys):
+    """lr 1e4: the run stops with an error naming the step; state.pt and every checkpoint stay finite."""
+    with pytest.raises(train_module.NonFiniteError, match=r"diverged.*step \d.*--skip-nonfinite") as info:
+        train(_cfg(tmp_path, steps=8, lr=1e4, log_every=4, ckpt_every=1), data=DATA)
+    assert "last finite state (step 1)" in str(info.value)
+    state = _state(tmp_path)
+    assert state["step"] == 1 and _all_finite(state["model"]) and _all_finite(state["ema"])
+    files = sorted((tmp_path / "checkpoints").glob("*.safetensors"))
+    assert [f.stem for f in files] == ["0000001"]
+    model, ema, _ = checkpoint.load_weights(files[0])
+    assert _all_finite(model.state_dict()) and _all_finite(ema.state_dict())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["final_step"] == 1 and all(map(torch.isfinite, torch.tensor(history["loss"] or [0.0])))
+    # the command line: one line, exit 1, no traceback
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "DiT-T/4", "--out-dir", str(tmp_path / "cli"), "--lr", "1e4", "--steps", "4", "--log-every",
+              "2", "--global-batch-size", "8", "--precision", "fp32", "--no-compile", "--no-progress",
+              "--data-dir", str(_fake_data_dir(tmp_path / "data"))])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "training diverged" in err and "Traceback" not in err
+    assert not (tmp_path / "cli" / "state.pt").exists(), "a non-finite state was written"
+
+
+def test_a_nan_step_is_named_and_nothing_after_it_is_saved(tmp_path, monkeypatch):
+    _nan_noise_at(monkeypatch, {3})
+    with pytest.raises(train_module.NonFiniteError, match="loss turned NaN/inf at step 3"):
+        train(_cfg(tmp_path, steps=8, log_every=4, ckpt_every=2), data=DATA)
+    assert _state(tmp_path)["step"] == 2 and _all_finite(_state(tmp_path)["model"])
+    assert [f.stem for f in sorted((tmp_path / "checkpoints").glob("*"))] == ["0000002"]
+
+
+def test_a_sample_grid_between_logging_steps_checks_first(tmp_path, monkeypatch):
+    """A grid at step 3 (logging at 4) of weights that went NaN at step 2: an error, not a black PNG."""
+    _nan_noise_at(monkeypatch, {2})
+    with pytest.raises(train_module.NonFiniteError, match="loss turned NaN/inf at step 2"):
+        train(_cfg(tmp_path, steps=8, log_every=4, sample_every=3, sample_steps=2), data=DATA)
+    assert not (tmp_path / "samples").exists()
+
+
+def test_skip_nonfinite_skips_exactly_the_bad_steps(tmp_path, monkeypatch):
+    """With --skip-nonfinite the NaN step changes nothing: the state after step 3 is the state after step 2."""
+    _nan_noise_at(monkeypatch, {3})
+    history = train(_cfg(tmp_path, steps=4, log_every=4, ckpt_every=1, skip_nonfinite=True), data=DATA)
+    assert history["final_step"] == 4 and history["skipped_steps"] == [3]
+    assert all(map(math.isfinite, history["loss"]))
+    weights = {s: checkpoint.load_weights(tmp_path / "checkpoints" / f"000000{s}.safetensors") for s in (2, 3, 4)}
+    for part in (0, 1):  # model, EMA
+        after = {s: w[part].state_dict() for s, w in weights.items()}
+        assert all(torch.equal(after[2][k], after[3][k]) for k in after[2]), "the skipped step changed the weights"
+        assert any(not torch.equal(after[3][k], after[4][k]) for k in after[3]), "step 4 should have trained"
+        assert _all_finite(after[4])
+
+
+def _fake_data_dir(folder: pathlib.Path) -> pathlib.Path:
+    """Four tiny Fashion-MNIST-format files (IDX, gzipped) with 16 images each."""
+    import gzip
+    import struct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    for split, (image_name, label_name) in data_module.FILES.items():
+        images = torch.randint(0, 256, (16, 28, 28), generator=gen, dtype=torch.uint8).numpy()
+        labels = torch.randint(0, 10, (16,), generator=gen, dtype=torch.uint8).numpy()
+        for name, array, magic in ((image_name, images, 2051), (label_name, labels, 2049)):
+            raw = struct.pack(">i", magic) + b"".join(struct.pack(">i", n) for n in array.shape) + array.tobytes()
+            (folder / name).write_bytes(gzip.compress(raw))
+    return folder
+
+
+def test_a_run_folder_belongs_to_one_run(tmp_path, capsys):
+    """Without --resume a folder holding a run is refused; --overwrite deletes the old run's files first."""
+    train(_cfg(tmp_path, steps=4, ckpt_every=2), data=DATA)  # checkpoints 2 and 4
+    with pytest.raises(train_module.RunFolderError, match="already holds a run.*--resume.*--out-dir.*--overwrite"):
+        train(_cfg(tmp_path, steps=2), data=DATA)
+    assert _state(tmp_path)["step"] == 4, "the refused run touched the old one"
+    (tmp_path / "notes.txt").write_text("mine")
+    history = train(_cfg(tmp_path, steps=2, overwrite=True), data=DATA)
+    assert sorted(f.stem for f in (tmp_path / "checkpoints").glob("*")) == ["0000002"], "old checkpoints remain"
+    assert history["checkpoints"] == [str(tmp_path / "checkpoints" / "0000002.safetensors")]
+    assert (tmp_path / "notes.txt").read_text() == "mine", "--overwrite deleted a file that is not the run's"
+    # resuming needs a state; run files without one are refused rather than mixed
+    (tmp_path / "state.pt").unlink()
+    with pytest.raises(train_module.RunFolderError, match="no state.pt"):
+        train(_cfg(tmp_path, steps=4, resume=True), data=DATA)
+    with pytest.raises(ValueError, match="exclude each other"):
+        _cfg(tmp_path, resume=True, overwrite=True)
+    # the command line says the same in one line, exit 2, before loading anything
+    data_dir = str(_fake_data_dir(tmp_path / "data"))
+    message = _exit_message(capsys, ["--out-dir", str(tmp_path), "--data-dir", data_dir])
+    assert "already holds a run" in message and "--overwrite" in message and "Traceback" not in message
+
+
+def test_output_paths_are_checked_before_training(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(train_module.RunFolderError, match="is a file, not a folder"):
+        train(_cfg(tmp_path / "a_file"), data=DATA)
+    with pytest.raises(train_module.RunFolderError, match="a_file is a file, so no folder"):
+        train(_cfg(tmp_path / "a_file" / "run"), data=DATA)
+    assert "is a file, not a folder" in _exit_message(capsys, ["--out-dir", str(tmp_path / "a_file")])
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(train_module.RunFolderError, match="no permission"):
+            train(_cfg(locked / "run"), data=DATA)
+
+
+def test_cli_reports_data_errors_in_one_line(tmp_path, capsys):
+    folder = _fake_data_dir(tmp_path / "data")
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:40])  # a download cut short
+    err = _exit_message(capsys, ["--data-dir", str(folder), "--out-dir", str(tmp_path / "run")])
+    assert "truncated or corrupt gzip" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+    err = _exit_message(capsys, ["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "run")])
+    assert "--data-dir" in err and "root argument" not in err
+    assert not (tmp_path / "run").exists(), "the output folder was created although nothing could run"
+
+
+def _flip_middle(path: pathlib.Path, n: int = 64) -> None:
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + n] = bytes(b ^ 0xFF for b in raw[mid:mid + n])
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_state_is_refused_and_the_newest_intact_weights_named(tmp_path, capsys):
+    train(_cfg(tmp_path, steps=4, ckpt_every=2), data=DATA)
+    _flip_middle(tmp_path / "state.pt")
+    _flip_middle(tmp_path / "checkpoints" / "0000004.safetensors")
+    with pytest.raises(checkpoint.ChecksumError, match=r"state\.pt failed its checksum.*0000002\.safetensors"):
+        train(_cfg(tmp_path, steps=6, resume=True), data=DATA)
+    with pytest.raises(checkpoint.ChecksumError, match=r"0000004\.safetensors failed its checksum.*0000002"):
+        checkpoint.load_weights(tmp_path / "checkpoints" / "0000004.safetensors")
+    data_dir = str(_fake_data_dir(tmp_path / "data"))
+    err = _exit_message(capsys, ["--out-dir", str(tmp_path), "--resume", "--steps", "6", "--data-dir", data_dir,
+                                 "--model", "DiT-T/4", "--global-batch-size", "8", "--log-every", "2",
+                                 "--ckpt-every", "2", "--sample-every", "0", "--precision", "fp32", "--no-compile",
+                                 "--ema-warmup", "ema_warmup", "--no-progress"])
+    assert "failed its checksum" in err and "Traceback" not in err
+
+
+def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path):
+    train(_cfg(tmp_path, steps=2, ckpt_every=2), data=DATA)
+    dead_pid = 2 ** 22 + 12345  # above Linux's pid_max default: no such process
+    stale = [tmp_path / f".state.pt.{dead_pid}.tmp", tmp_path / "checkpoints" / f".0000004.safetensors.{dead_pid}.tmp"]
+    for path in stale:
+        path.write_bytes(b"PK half a file")
+    live = tmp_path / f".history.json.{os.getppid()}.tmp"  # a live process might still be writing this one
+    live.write_text("{")
+    train(_cfg(tmp_path, steps=4, ckpt_every=2, resume=True), data=DATA)
+    assert not any(p.exists() for p in stale) and live.exists()

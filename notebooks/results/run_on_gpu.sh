@@ -103,7 +103,10 @@ for part in "$@"; do
       pack_out notebooks/results/08_train_dit_and_ablation results_08 ;;
     08-sitting)  # issue [10]: A and every pending B run as concurrent processes, in a new session (setsid) so the
       # work goes on between calls; later calls run 08-wait while the machine stays held (runs/ survives only then).
-      mkdir -p runs/logs; rm -f runs/sitting.done
+      # The records go to the git-ignored runs/results_08 (seeded with the committed ones): each call re-syncs the
+      # working tree, which removes untracked files from notebooks/results/ (the first sitting lost records so).
+      mkdir -p runs/logs runs/results_08; rm -f runs/sitting.done
+      cp -n notebooks/results/08_train_dit_and_ablation/*.json runs/results_08/ 2>/dev/null
       setsid nohup bash "$SELF" 08-sitting-body > runs/logs/08_sitting.log 2>&1 < /dev/null &
       sleep 20; echo "08-sitting: started (budget ${SITTING_BUDGET:-23} min)"; cat runs/logs/08_sitting.log
       nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv ;;
@@ -112,6 +115,7 @@ for part in "$@"; do
       budget=${SITTING_BUDGET:-23}
       export MINIDIT_NOTE="08-sitting: part A and the pending part B runs as concurrent processes on one GPU"
       # EXP_ARGS: extra flags for minidit.experiments (a CPU rehearsal: "--quick --results-dir D --runs-dir R")
+      EXP_ARGS=${EXP_ARGS:---results-dir runs/results_08}
       run_py -m minidit.experiments A --budget "$budget" ${EXP_ARGS:-} > runs/logs/08A.log 2>&1 &
       for block in adaLN-Zero adaLN cross-attention in-context; do
         names=$($PY -m minidit.experiments B --pending ${EXP_ARGS:-} | grep "_${block}_seed")
@@ -121,7 +125,8 @@ for part in "$@"; do
         fi
       done
       wait
-      [ -n "${EXP_ARGS:-}" ] || MINIDIT_SAVE_FIGURES=1 run_py notebooks/08_train_dit_and_ablation.py > runs/logs/08_figures.log 2>&1
+      [ "$EXP_ARGS" != "--results-dir runs/results_08" ] || MINIDIT_RESULTS_DIR=runs/results_08 MINIDIT_SAVE_FIGURES=1 \
+        run_py notebooks/08_train_dit_and_ablation.py > runs/logs/08_figures.log 2>&1
       touch runs/sitting.done ;;
     08-wait)  # wait for 08-sitting (at most WAIT_S seconds), then send back what it has
       end=$(( $(date +%s) + ${WAIT_S:-500} ))
@@ -129,8 +134,8 @@ for part in "$@"; do
       [ -f runs/sitting.done ] && echo "08-sitting: finished" || echo "08-sitting: still running"
       nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
       for f in runs/logs/08*.log; do echo "--- $f"; tr '\r' '\n' < "$f" | grep -v "^\s*$" | tail -n 4; done
-      for f in runs/logs/08*.log; do cp "$f" "notebooks/results/08_train_dit_and_ablation/log_$(basename "$f" .log).txt"; done
-      pack_out notebooks/results/08_train_dit_and_ablation results_08 ;;
+      for f in runs/logs/08*.log; do cp "$f" "runs/results_08/log_$(basename "$f" .log).txt"; done
+      pack_out runs/results_08 results_08 ;;  # unpack here into notebooks/results/08_train_dit_and_ablation/
     09)
       run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
       pack_out notebooks/results/09_super_resolution results_09 ;;
