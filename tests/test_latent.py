@@ -180,7 +180,7 @@ def test_train_takes_latents(tmp_path):
     assert history["final_step"] == 3 and len(history["loss"]) == 3
     assert history["model_config"]["input_size"] == 8 and history["model_config"]["in_channels"] == 4
     with pytest.raises(ValueError, match="sample_every=0"):
-        train(TrainConfig(**{**cfg.__dict__, "sample_every": 3}), data)
+        train(TrainConfig(**{**cfg.__dict__, "sample_every": 3, "out_dir": str(tmp_path / "grids")}), data)
 
 
 def test_sample_without_clipping_leaves_latents_unbounded():
