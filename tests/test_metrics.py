@@ -321,3 +321,33 @@ def test_mode_dropping_hurts_recall_and_coverage_but_not_precision(real_sets):
     assert dropped["class_accuracy"] > clean["class_accuracy"] - 0.05, "each kept image is still a good image"
     assert dropped["fid"] > clean["fid"] + 10, "FID sees that something is wrong, without saying what"
     assert math.isnan(dropped["per_class_fid"]["Sandal"]), "a dropped class has no per-class FID"
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals (issue [10])
+
+
+def test_bootstrap_fid_replicates_are_fids_of_resamples_and_pair_up():
+    from minidit.metrics import bootstrap_fid, fid_from_features, paired_interval
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(400, 6, generator=g), torch.randn(300, 6, generator=g) + 0.5
+    logits, labels = torch.randn(300, 10, generator=g), torch.randint(0, 10, (300,), generator=g)
+    out = bootstrap_fid(real, fake, logits, labels, num=30, seed=7)
+    # oracle: the replicates are plain FIDs of rows drawn as documented (seed and sample count alone)
+    idx = torch.randint(300, (30, 300), generator=torch.Generator().manual_seed(7))
+    for k in (0, 17):
+        assert out["fid_boot"][k] == pytest.approx(fid_from_features(real, fake[idx[k]]), rel=1e-4)
+        assert out["class_accuracy_boot"][k] == pytest.approx(float((logits[idx[k]].argmax(1) == labels[idx[k]])
+                                                                    .double().mean()), abs=1e-5)
+    lo, hi = out["fid_ci"]
+    assert lo < hi and lo <= sorted(out["fid_boot"])[2] and hi >= sorted(out["fid_boot"])[-3]
+    # a second model scored on the same number of samples is resampled alike: replicates pair up
+    shifted = bootstrap_fid(real, fake + 1.0, num=30, seed=7)
+    gaps = [b - a for a, b in zip(out["fid_boot"], shifted["fid_boot"])]
+    lo, hi = paired_interval(shifted["fid_boot"], out["fid_boot"])
+    assert min(gaps) == pytest.approx(lo, abs=0.2) and hi <= max(gaps) + 1e-9 and lo > 0
+    assert paired_interval([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]) == pytest.approx([2.0, 2.0])
+    with pytest.raises(ValueError, match="same length"):
+        paired_interval([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="replicates"):
+        bootstrap_fid(real, fake, num=1)
