@@ -55,3 +55,38 @@ def test_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
+    """One sampler path (issue [11]): the bench and `python -m minidit.sample` call the same function, alike."""
+    import minidit.sample as sample_module
+    from minidit import checkpoint
+    from minidit.bench import bench_sampling
+    from minidit.model import create_model
+
+    calls = []
+    real = sample_module.sample
+
+    def recording(model, diffusion, labels, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("sampler", "steps", "cfg_scale", "compile", "amp")})
+        return real(model, diffusion, labels, **{**kwargs, "steps": 2})  # the same call, kept short
+
+    monkeypatch.setattr(sample_module, "sample", recording)
+    rows = bench_sampling("DiT-T/4", torch.device("cpu"), 4, ddpm_steps=250, ddim_steps=50, cfg_scale=1.5,
+                          compile=None, block="adaLN-Zero")
+    bench_calls = calls[:]
+    assert [r["sampler"] for r in rows] == ["ddpm-250", "ddpm-250", "ddim-50"] and len(bench_calls) == 6
+    assert all(r["first_seconds"] > 0 and r["seconds"] > 0 for r in rows)
+    calls.clear()
+    model = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
+    ckpt = checkpoint.save_weights(tmp_path / "w.safetensors", model, model,
+                                   {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}})
+    for argv in ([], ["--cfg-scale", "1.5"], ["--sampler", "ddim", "--steps", "50"]):
+        assert sample_module.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "g.png"), "--per-class", "1",
+                                   *argv]) == 0
+    cli_calls = calls[:]
+    # every setting the CLI passes is what the bench passes for the same sampler (defaults included)
+    for cli in cli_calls:
+        same = [b for b in bench_calls if (b["sampler"], b["steps"], b["cfg_scale"]) ==
+                (cli["sampler"], cli["steps"], cli["cfg_scale"])]
+        assert same and all(b == cli for b in same), (cli, bench_calls)

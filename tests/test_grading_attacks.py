@@ -17,6 +17,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -213,6 +214,7 @@ def _grade(instructor: pathlib.Path, folders: list[pathlib.Path], out: pathlib.P
            *extra: str, timeout: float = 120) -> tuple[dict, float]:
     env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
     env["PYTHONPATH"] = str(instructor)
+    env["TMPDIR"] = str(_SANDBOX_TMP)  # the children's folders: `_leftovers` looks for this run's only
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "minidit.grading", "grade", *map(str, folders), "--out", str(out),
                            "--only", *only, "--test-timeout", "20", "--timeout", str(timeout), *extra],
@@ -230,6 +232,11 @@ def _submission(base: pathlib.Path, student: str, ex_id: str, text: str) -> path
     return folder
 
 
+# Where this module's graders make their sandboxes, so that another grading run on the same machine (a
+# second test session, an instructor's) cannot look like a survivor of this one.
+_SANDBOX_TMP = pathlib.Path(tempfile.mkdtemp(prefix="minidit-attack-tests-"))
+
+
 def _leftovers() -> list[str]:
     """Processes a submission started that are still alive (by the sandbox's folder name or the sleep mark)."""
     found = []
@@ -238,7 +245,7 @@ def _leftovers() -> list[str]:
             cmd = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
         except OSError:
             continue
-        if pid.isdigit() and (sandbox.MARKER in cmd or SLEEP_MARK in cmd):
+        if pid.isdigit() and (f"{_SANDBOX_TMP}/{sandbox.MARKER}" in cmd or SLEEP_MARK in cmd):
             found.append(f"{pid}: {cmd}")
     return found
 

@@ -110,7 +110,7 @@ for part in "$@"; do
       setsid nohup bash "$SELF" 08-sitting-body > runs/logs/08_sitting.log 2>&1 < /dev/null &
       sleep 20; echo "08-sitting: started (budget ${SITTING_BUDGET:-23} min)"; cat runs/logs/08_sitting.log
       nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv ;;
-    08-sitting-body)  # B runs one lane per block, its seeds in turn, so a short sitting still finishes whole runs
+    08-sitting-body)  # A, B (one lane per block, its seeds in turn, so a short sitting still finishes whole runs), C
       mkdir -p runs/logs
       budget=${SITTING_BUDGET:-23}
       export MINIDIT_NOTE="08-sitting: part A and the pending part B runs as concurrent processes on one GPU"
@@ -123,6 +123,10 @@ for part in "$@"; do
           run_py -m minidit.experiments B --only $names --budget "$budget" ${EXP_ARGS:-} \
             > "runs/logs/08B_${block}.log" 2>&1 &
         fi
+      done
+      # part C's own runs (its S/4 point is B's adaLN-Zero seed 0), one process each
+      for name in $($PY -m minidit.experiments C --pending ${EXP_ARGS:-} | grep -v "^S4_"); do
+        run_py -m minidit.experiments C --only "$name" --budget "$budget" ${EXP_ARGS:-} > "runs/logs/08C_${name}.log" 2>&1 &
       done
       wait
       [ "$EXP_ARGS" != "--results-dir runs/results_08" ] || MINIDIT_RESULTS_DIR=runs/results_08 MINIDIT_SAVE_FIGURES=1 \
