@@ -143,7 +143,7 @@ for part in "$@"; do
     09)
       run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
       pack_out notebooks/results/09_super_resolution results_09 ;;
-    10)  # the whole run fits its budget, torch.compile included (8 min + about 20 s of Python start-up)
+    10)  # the budget covers the whole run, torch.compile included; Python start-up comes on top
       mkdir -p notebooks/results/10_latent_diffusion
       run_py -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes "${LATENT_MINUTES:-8}" \
         2>&1 | tee notebooks/results/10_latent_diffusion/log_10.txt
