@@ -5,30 +5,31 @@ gradients, so the model sees the same data and takes the same optimiser steps as
 each step's work is shared. This tool measures the two things that follow, with `minidit.train`
 launched by `torch.distributed.run` (torchrun), for each model in --models:
 
-    1x<model>                      1 process,   batch b,   --speed-steps  the 1-GPU images/s
-    Nx<model>                      N processes, batch N*b, --curve-steps  the N-GPU images/s and a loss curve
-    1x<model>-sameglobal           1 process,   batch N*b, --curve-steps  the reference loss curve
-    1x<model>-ddpscope             1 process,   batch b,   --speed-steps  control: 1-GPU images/s, DDP's compile scope
-    1x<model>-sameglobal-ddpscope  1 process,   batch N*b, --curve-steps  control: the reference with other kernels
+    1x<model>                        1 process,   batch b,   --speed-steps  the 1-GPU images/s
+    Nx<model>                        N processes, batch N*b, --curve-steps  the N-GPU images/s and a loss curve
+    1x<model>-sameglobal             1 process,   batch N*b, --curve-steps  the reference loss curve
+    1x<model>-modelscope             1 process,   batch b,   --speed-steps  control: 1-GPU images/s, loss eager
+    1x<model>-sameglobal-modelscope  1 process,   batch N*b, --curve-steps  control: the reference with other kernels
 
 b is the per-GPU batch (--per-gpu-batch). The speed of a run is the median images/s over its logging
 intervals, leaving out the first (which holds torch.compile's compilation).
 
-The compile scope. On one process minidit.train compiles the model and the diffusion loss together
-(`--compile-scope loss`, its default); under DDP it must compile the DDP-wrapped model only
-("model"), so the N-process runs also run other kernels than 1x<model>, at another speed. The two
--ddpscope controls are 1-process runs with DDP's scope; they are made for the curve models
-(--no-controls skips them; without --compile they would repeat the plain runs and are skipped too):
+The compile scope. Every run but the controls compiles the model and the diffusion loss together
+(`--compile-scope loss`, minidit.train's default, under DDP as on one process), so 1x<model> and
+Nx<model> run the same step. The two -modelscope controls compile the model only and run the loss
+eagerly (`--compile-scope model`, what minidit.train did under DDP before the whole step was
+compiled there); they are made for the curve models (--no-controls skips them; without --compile
+they would repeat the plain runs and are skipped too):
 
 * scaling efficiency = img/s(N) / (N * img/s(1)): 1.0 is N GPUs doing N times the work of one.
-  Against 1x<model> it is what a single-GPU user gains; against 1x<model>-ddpscope (same compile
-  scope) what is left is the cost of N processes: the gradient all-reduce that the backward pass does
-  not hide, the processes waiting for each other, DDP's bookkeeping. The first is the product of the
-  second and of img/s(1, ddpscope) / img/s(1), the price of the compile scope.
+  With the same step on both sides, what it loses is the cost of N processes: the gradient
+  all-reduce that the backward pass does not hide, the processes waiting for each other, DDP's
+  bookkeeping. img/s(1, modelscope) / img/s(1) is the price of compiling the model alone, which
+  N-process runs paid before (DiT-S/2 on an H100: 0.78).
 * the loss curves of Nx<model> and 1x<model>-sameglobal see the same images, timesteps and noise by
   construction: every rank draws the same global batch from the same seed and keeps its slice
   (`minidit.train.draw_batch`). What differs is where rounding falls (other kernels, other sums); in
-  bf16 such differences grow along a trajectory. 1x<model>-sameglobal-ddpscope measures how much
+  bf16 such differences grow along a trajectory. 1x<model>-sameglobal-modelscope measures how much
   changing the kernels alone moves the curve -- the floor -- and the verdict in the JSON compares the
   N-process difference with that measured floor. The reference runs are the expensive ones (N times
   the work on one GPU), so they are made for the first model only unless --curve-models says otherwise.
@@ -50,8 +51,8 @@ checks with DiT-T/4 in seconds.
 Results of several calls (or machines) are put together without running anything:
 
     python -m minidit.scaling --merge a.json b.json --out scaling.json      # by run name, newest file wins
-    python -m minidit.scaling --merge a.json --import-history 1xDiT-S/2-ddpscope=runs/x/history.json \\
-        --import-command "1xDiT-S/2-ddpscope=python -m minidit.train ..." --out scaling.json
+    python -m minidit.scaling --merge a.json --import-history 1xDiT-S/2-modelscope=runs/x/history.json \\
+        --import-command "1xDiT-S/2-modelscope=python -m minidit.train ..." --out scaling.json
 
 --import-history turns the history.json of a run made by hand into the record of the named run, its
 images/s computed as for a launched run, after checking that its settings are those the tool would
@@ -93,21 +94,21 @@ FIXED_TRAIN_FLAGS = {"ckpt_every": 0, "sample_every": 0, "progress": False, "ema
 FP32_CURVE_TOLERANCE = 1e-4
 ORDER_OF_MAGNITUDE = 10  # "same order as the floor": less than 10 times it
 LOG_TAIL_LINES = 20
-SAMEGLOBAL, DDPSCOPE = "-sameglobal", "-ddpscope"
-_NAME = re.compile(rf"^(\d+)x(.+?)({SAMEGLOBAL})?({DDPSCOPE})?$")
+SAMEGLOBAL, MODELSCOPE = "-sameglobal", "-modelscope"
+_NAME = re.compile(rf"^(\d+)x(.+?)({SAMEGLOBAL})?({MODELSCOPE})?$")
 
 
 @dataclass(frozen=True)
 class Run:
     """One torchrun launch of minidit.train."""
 
-    name: str  # "1xDiT-S/2", "2xDiT-S/2", "1xDiT-S/2-sameglobal", "1xDiT-S/2-ddpscope", ...
+    name: str  # "1xDiT-S/2", "2xDiT-S/2", "1xDiT-S/2-sameglobal", "1xDiT-S/2-modelscope", ...
     model: str
     processes: int
     global_batch: int
     steps: int
-    role: str  # "speed", "curve", "reference", "speed-ddpscope" or "reference-ddpscope"
-    compile_scope: str = "loss"  # what torch.compile wraps; DDP forces "model"
+    role: str  # "speed", "curve", "reference", "speed-modelscope" or "reference-modelscope"
+    compile_scope: str = "loss"  # what torch.compile wraps (minidit.train --compile-scope), on 1 or N processes
 
     @property
     def slug(self) -> str:
@@ -123,13 +124,13 @@ def plan_runs(models: list[str], curve_models: list[str], gpus: int, per_gpu_bat
         control = controls and model in curve_models
         runs.append(Run(f"1x{model}", model, 1, b, speed_steps, "speed"))
         if control:
-            runs.append(Run(f"1x{model}{DDPSCOPE}", model, 1, b, speed_steps, "speed-ddpscope", "model"))
-        runs.append(Run(f"{gpus}x{model}", model, gpus, gpus * b, curve_steps, "curve", "model"))
+            runs.append(Run(f"1x{model}{MODELSCOPE}", model, 1, b, speed_steps, "speed-modelscope", "model"))
+        runs.append(Run(f"{gpus}x{model}", model, gpus, gpus * b, curve_steps, "curve"))
         if model in curve_models:
             runs.append(Run(f"1x{model}{SAMEGLOBAL}", model, 1, gpus * b, curve_steps, "reference"))
         if control:
-            runs.append(Run(f"1x{model}{SAMEGLOBAL}{DDPSCOPE}", model, 1, gpus * b, curve_steps,
-                            "reference-ddpscope", "model"))
+            runs.append(Run(f"1x{model}{SAMEGLOBAL}{MODELSCOPE}", model, 1, gpus * b, curve_steps,
+                            "reference-modelscope", "model"))
     return runs
 
 
@@ -142,7 +143,8 @@ def run_settings(run: Run, args: argparse.Namespace) -> dict:
 
 def recorded_settings(record: dict) -> dict:
     """A record's settings; those written before compile_scope was one get the scope they ran with:
-    minidit.train's default "loss" on 1 process, "model" (forced under DDP) on N."""
+    minidit.train's default "loss" on 1 process, "model" on N (forced under DDP then), so an old
+    N-process record does not count as a run of today's plan."""
     settings = dict(record.get("settings") or {})
     if "compile_scope" not in settings and "processes" in settings:
         settings["compile_scope"] = "loss" if settings["processes"] == 1 else "model"
@@ -206,6 +208,7 @@ def history_fields(history: dict, processes: int) -> dict:
         img_per_s=img_per_s, img_per_s_per_gpu=None if img_per_s is None else img_per_s / processes,
         train_time_s=history["wall_time"][-1] if history["wall_time"] else None,
         world_size=history["world_size"], compiled=history["compiled"], precision=history["precision"],
+        compile_scope=history.get("compile_scope"),  # the scope the run used; None: not compiled (or fell back)
         device_name=history["device_name"], torch_version=history["torch_version"],
         num_params=history["num_params"], step=history["step"], loss=history["loss"],
         img_per_s_intervals=history["img_per_s"],
@@ -290,7 +293,7 @@ def expected_runs(models: list[str], gpus: int, per_gpu_batch: int) -> dict[str,
 
 
 def model_of(name: str) -> str | None:
-    """'1xDiT-S/2-sameglobal-ddpscope' -> 'DiT-S/2'; None for a name this tool does not make."""
+    """'1xDiT-S/2-sameglobal-modelscope' -> 'DiT-S/2'; None for a name this tool does not make."""
     match = _NAME.match(name)
     return match.group(2) if match and match.group(2) in DiT_models else None
 
@@ -305,10 +308,12 @@ def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int
     model = model_of(name)
     run = expected_runs([model], gpus, per_gpu_batch).get(name) if model else None
     if run is None:
-        raise ValueError(f"{name!r} is not a run of a {gpus}-GPU study (e.g. 1xDiT-S/2{DDPSCOPE})")
+        raise ValueError(f"{name!r} is not a run of a {gpus}-GPU study (e.g. 1xDiT-S/2{MODELSCOPE})")
     history = json.loads(pathlib.Path(history_path).read_text())
     cfg = history["config"]
-    scope = cfg["compile_scope"] if history["world_size"] == 1 else "model"  # minidit.train forces it under DDP
+    scope = cfg["compile_scope"]
+    if "compile_scope" not in history and history["world_size"] > 1:
+        scope = "model"  # a history written before minidit.train compiled the whole step under DDP
     found = {"model": cfg["model"], "processes": history["world_size"], "global_batch": cfg["global_batch_size"],
              "compile_scope": scope if cfg["compile"] else run.compile_scope}  # fmt: skip
     for key, value in found.items():
@@ -387,10 +392,11 @@ def compare_curves(steps_a: list[int], loss_a: list[float], steps_b: list[int], 
             "n_below": sum(a < b for _, a, b in common)}
 
 
-def curve_verdict(model: str, gpus: int, global_batch: int, cmp: dict, precision: str, floor: dict | None = None,
-                  same_scope: dict | None = None) -> str:
+def curve_verdict(model: str, gpus: int, global_batch: int, cmp: dict, precision: str,
+                  floor: dict | None = None) -> str:
     """Sentences, from the measured numbers, on how the N-process curve compares with the 1-process one:
-    against the floor (the 1-process curve with DDP's compile scope vs the default) where it was measured."""
+    against the floor (the 1-process curve with the model compiled alone vs the whole step) where it was
+    measured."""
     if not cmp["steps"]:
         return f"{model}: the two loss curves share no logged step, so they cannot be compared."
     n = len(cmp["steps"])
@@ -401,13 +407,10 @@ def curve_verdict(model: str, gpus: int, global_batch: int, cmp: dict, precision
     checked = "The arithmetic of DDP itself is checked in fp32 on the CPU by tests/test_scaling.py."
     if floor and floor["steps"] and floor["max_rel_diff"]:
         ratio = cmp["max_rel_diff"] / floor["max_rel_diff"]
-        numbers += (f". Changing only the compiled kernels on 1 process (compile scope 'model', as under DDP, "
-                    f"instead of 'loss') moves that curve by at most {floor['max_rel_diff']:.2e} (mean absolute "
+        numbers += (f". Changing only the compiled kernels on 1 process (compile scope 'model' instead of "
+                    f"'loss') moves that curve by at most {floor['max_rel_diff']:.2e} (mean absolute "
                     f"{floor['mean_abs_diff']:.2e}, below it at {floor['n_below']} of {len(floor['steps'])} steps): "
                     "the floor, measured, of what other kernels alone do to this trajectory")
-        if same_scope and same_scope["steps"]:
-            numbers += (f"; against that same-scope run the {gpus}-process curve differs by at most "
-                        f"{same_scope['max_rel_diff']:.2e}")
         if ratio <= 1:
             return (f"Within the floor: {numbers}. The {gpus}-process run is as close to the 1-process run as a "
                     f"change of kernels alone makes two runs: the same training, rounded differently. This does not "
@@ -424,25 +427,37 @@ def curve_verdict(model: str, gpus: int, global_batch: int, cmp: dict, precision
     if precision == "fp32" and cmp["max_rel_diff"] <= FP32_CURVE_TOLERANCE:
         return (f"Same curve: {numbers}, within the {FP32_CURVE_TOLERANCE:g} of fp32 rounding; {gpus} data-parallel "
                 f"processes train the same model as one process does, with the work of each step split {gpus} ways.")
-    return (f"No measured floor: {numbers}. Without the 1-process control with DDP's compile scope "
-            f"(1x{model}{SAMEGLOBAL}{DDPSCOPE}: --compile, no --no-controls) nothing measured says how much rounding "
+    return (f"No measured floor: {numbers}. Without the 1-process control that compiles the model alone "
+            f"(1x{model}{SAMEGLOBAL}{MODELSCOPE}: --compile, no --no-controls) nothing measured says how much rounding "
             "alone moves this curve.")
 
 
-def scaling_reading(model: str, s: dict, unit: str = "GPU", compiled: bool = True) -> str:
-    """One sentence on a model's speed-up, and what the same-scope control says about where it goes."""
+def used_scope(record: dict) -> str | None:
+    """The compile scope a finished run used: its history's, or for a record older than that field, the
+    planned one when it was compiled. None: not compiled (or torch.compile failed and it ran eagerly)."""
+    if "compile_scope" in record:
+        return record["compile_scope"]
+    return recorded_settings(record).get("compile_scope") if record.get("compiled") else None
+
+
+def scaling_reading(model: str, s: dict, unit: str = "GPU") -> str:
+    """One sentence on a model's speed-up, whether both sides ran the same step, and what the control says."""
     n, units = s["gpus"], unit + ("es" if unit.endswith("s") else "s")
     text = (f"{model}: {s['img_per_s_n']:,.0f} img/s on {n} {units}, {s['speedup']:.2f}x the "
-            f"{s['img_per_s_1']:,.0f} of one {unit} (scaling efficiency {s['scaling_efficiency']:.0%})")
-    if s["img_per_s_1_same_scope"] is None:
-        return text + ("; no 1-process run with DDP's compile scope was measured, so the cost of the compile scope "
-                       "and that of N processes are not told apart." if compiled else ".")
-    factor, rest = s["compile_scope_factor"], s["scaling_efficiency_same_scope"]
-    larger = "the compile scope costs more than the rest" if factor < rest else "the rest costs more than the scope"
-    return text + (f". One {unit} with DDP's compile scope (the model only) runs {s['img_per_s_1_same_scope']:,.0f} "
-                   f"img/s, {factor:.0%} of that; against it the efficiency is {rest:.0%}. So "
-                   f"{s['scaling_efficiency']:.2f} = {factor:.2f} (compile scope) x {rest:.2f} (communication, "
-                   f"waiting, DDP's bookkeeping): {larger}.")
+            f"{s['img_per_s_1']:,.0f} of one {unit} (scaling efficiency {s['scaling_efficiency']:.0%}")
+    scope_1, scope_n = s["compile_scope_1"], s["compile_scope_n"]
+    if scope_1 != scope_n:
+        text += (f"; the two ran different steps, compile scope {scope_1!r} on one {unit} and {scope_n!r} on {n}, "
+                 "so this efficiency mixes the cost of N processes with that of the compile scope)")
+    elif scope_1 is not None:
+        text += f", the same compiled step on both: compile scope {scope_1!r})"
+    else:
+        text += ", neither compiled)"
+    if s["img_per_s_1_model_scope"] is not None:
+        text += (f". One {unit} compiling the model alone, the loss eager (as minidit.train did under DDP before "
+                 f"it compiled the whole step there), runs {s['img_per_s_1_model_scope']:,.0f} img/s, "
+                 f"{s['model_scope_factor']:.0%} of the whole compiled step")
+    return text + "."
 
 
 def summarise(records: dict[str, dict], models: list[str], gpus: int, unit: str = "GPU") -> dict:
@@ -451,42 +466,38 @@ def summarise(records: dict[str, dict], models: list[str], gpus: int, unit: str 
     scaling, curves = {}, {}
     for model in models:
         one, many = ok.get(f"1x{model}"), ok.get(f"{gpus}x{model}")
-        same = ok.get(f"1x{model}{DDPSCOPE}")
+        alone = ok.get(f"1x{model}{MODELSCOPE}")
         if one and many and one.get("img_per_s") and many.get("img_per_s"):
             s = {"gpus": gpus, "per_gpu_batch": one["per_gpu_batch"],
+                 "compile_scope_1": used_scope(one), "compile_scope_n": used_scope(many),
                  "img_per_s_1": one["img_per_s"], "img_per_s_n": many["img_per_s"],
                  "speedup": many["img_per_s"] / one["img_per_s"],
                  "scaling_efficiency": many["img_per_s"] / (gpus * one["img_per_s"]),
-                 "img_per_s_1_same_scope": None, "speedup_same_scope": None,
-                 "scaling_efficiency_same_scope": None, "compile_scope_factor": None}  # fmt: skip
-            if same and same.get("img_per_s"):
-                s.update(img_per_s_1_same_scope=same["img_per_s"],
-                         speedup_same_scope=many["img_per_s"] / same["img_per_s"],
-                         scaling_efficiency_same_scope=many["img_per_s"] / (gpus * same["img_per_s"]),
-                         compile_scope_factor=same["img_per_s"] / one["img_per_s"])
-            s["reading"] = scaling_reading(model, s, unit, bool(many.get("compiled")))
+                 "img_per_s_1_model_scope": None, "model_scope_factor": None}  # fmt: skip
+            if alone and alone.get("img_per_s"):
+                s.update(img_per_s_1_model_scope=alone["img_per_s"],
+                         model_scope_factor=alone["img_per_s"] / one["img_per_s"])
+            s["reading"] = scaling_reading(model, s, unit)
             scaling[model] = s
-        ref, control = ok.get(f"1x{model}{SAMEGLOBAL}"), ok.get(f"1x{model}{SAMEGLOBAL}{DDPSCOPE}")
+        ref, control = ok.get(f"1x{model}{SAMEGLOBAL}"), ok.get(f"1x{model}{SAMEGLOBAL}{MODELSCOPE}")
         if many and ref:
             cmp = compare_curves(many["step"], many["loss"], ref["step"], ref["loss"])
             cmp["precision"] = many["precision"]
-            cmp["floor"], cmp["vs_same_scope"] = (
-                compare_curves(control["step"], control["loss"], ref["step"], ref["loss"]),
-                compare_curves(many["step"], many["loss"], control["step"], control["loss"]),
-            ) if control else (None, None)  # fmt: skip
-            cmp["verdict"] = curve_verdict(model, gpus, many["global_batch"], cmp, many["precision"], cmp["floor"],
-                                           cmp["vs_same_scope"])
+            cmp["floor"] = compare_curves(control["step"], control["loss"], ref["step"], ref["loss"]) if control \
+                else None
+            cmp["verdict"] = curve_verdict(model, gpus, many["global_batch"], cmp, many["precision"], cmp["floor"])
             curves[model] = cmp
     return {"scaling": scaling, "loss_curves": curves}
 
 
 DEFINITIONS = {
     "img_per_s_definition": "median images/s (global batch) over the logging intervals after the first",
-    "scaling_efficiency_definition": "img/s on N GPUs / (N x img/s on 1 GPU); _same_scope: against the 1-GPU run "
-                                     "with DDP's compile scope (model only); compile_scope_factor: that run's img/s "
-                                     "/ the default 1-GPU run's, so scaling_efficiency = factor x _same_scope",
+    "scaling_efficiency_definition": "img/s on N GPUs / (N x img/s on 1 GPU); compile_scope_1, compile_scope_n: "
+                                     "the compile scope each of the two used ('loss': model and loss compiled "
+                                     "together); model_scope_factor: img/s of the 1-GPU run that compiles the model "
+                                     "alone / img/s of the 1-GPU run",
     "loss_curves_definition": "N-process curve vs 1-process curve, same global batch; floor: 1-process curve with "
-                              "DDP's compile scope vs the default; vs_same_scope: N-process curve vs that run",
+                              "the model compiled alone vs the 1-process curve",
 }  # fmt: skip
 
 
@@ -499,14 +510,20 @@ def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
     fig = Figure(figsize=(13, 7.5))
     axes = fig.subplot_mosaic([["loss", "speed"], ["diff", "speed"]])
     ax_loss, ax_diff, ax_speed = axes["loss"], axes["diff"], axes["speed"]
+
+    def scoped(text: str, scope: str | None) -> str:  # "2 GPUs" -> "2 GPUs, scope 'loss'" when compiled
+        return text if scope is None else f"{text}, scope '{scope}'"
+
     for model in results["loss_curves"]:
         ref, many = records[f"1x{model}{SAMEGLOBAL}"], records[f"{gpus}x{model}"]
-        control = records.get(f"1x{model}{SAMEGLOBAL}{DDPSCOPE}")
-        scope = {k: f", compile scope '{k}'" if many.get("compiled") else "" for k in ("loss", "model")}
-        curves = [(ref, dict(lw=3, alpha=0.45, color="tab:blue"), f"1 process{scope['loss']} (reference)")]
+        control = records.get(f"1x{model}{SAMEGLOBAL}{MODELSCOPE}")
+        curves = [(ref, dict(lw=3, alpha=0.45, color="tab:blue"),
+                   scoped("1 process", used_scope(ref)) + " (reference)")]
         if results["loss_curves"][model].get("floor"):
-            curves.append((control, dict(ls=":", lw=2, color="tab:green"), f"1 process{scope['model']} (floor)"))
-        curves.append((many, dict(ls="--", marker=".", color="tab:orange"), f"{gpus} processes{scope['model']}"))
+            curves.append((control, dict(ls=":", lw=2, color="tab:green"),
+                           scoped("1 process", used_scope(control)) + " (floor)"))
+        curves.append((many, dict(ls="--", marker=".", color="tab:orange"),
+                       scoped(f"{gpus} processes", used_scope(many))))
         at = dict(zip(ref["step"], ref["loss"]))
         for record, style, label in curves:
             ax_loss.plot(record["step"], record["loss"], **style, label=f"{model}, {label}")
@@ -526,26 +543,24 @@ def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
         else:
             ax.text(0.5, 0.5, "no loss curves yet", ha="center", transform=ax.transAxes)
     models = list(results["scaling"])
-    with_control = any(results["scaling"][m].get("img_per_s_1_same_scope") for m in models)
+    with_control = any(results["scaling"][m].get("img_per_s_1_model_scope") for m in models)
     width = 0.27 if with_control else 0.4
     for i, model in enumerate(models):
         s, first = results["scaling"][model], i == 0
         left, right = (i - width, i + width) if with_control else (i - width / 2, i + width / 2)
-        bars = [(left, s["img_per_s_1"], "tab:blue", f"1 {unit}, scope 'loss'")]
-        if s.get("img_per_s_1_same_scope"):
-            bars.append((i, s["img_per_s_1_same_scope"], "tab:green", f"1 {unit}, scope 'model' (as DDP)"))
+        bars = [(left, s["img_per_s_1"], "tab:blue", scoped(f"1 {unit}", s.get("compile_scope_1")))]
+        if s.get("img_per_s_1_model_scope"):
+            bars.append((i, s["img_per_s_1_model_scope"], "tab:green", f"1 {unit}, scope 'model' (loss eager)"))
         elif with_control:
             ax_speed.text(i, 0, f" 1 {unit}, scope 'model': not measured", rotation=90, ha="center", va="bottom",
                           fontsize=8, color="gray")
-        bars.append((right, s["img_per_s_n"], "tab:orange", f"{gpus} {units}"))
+        bars.append((right, s["img_per_s_n"], "tab:orange", scoped(f"{gpus} {units}", s.get("compile_scope_n"))))
         for x, value, color, label in bars:
             ax_speed.bar(x, value, width, color=color, label=label if first else None)
             ax_speed.text(x, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)
         ax_speed.bar(right, gpus * s["img_per_s_1"], width, fill=False, ls=":", edgecolor="gray",
-                     label=f"ideal: {gpus} x 1 {unit} (scope 'loss')" if first else None)
+                     label=f"ideal: {gpus} x 1 {unit}" if first else None)
         text = f"{s['speedup']:.2f}x, {s['scaling_efficiency']:.0%} eff."
-        if s.get("scaling_efficiency_same_scope"):
-            text += f"\n{s['scaling_efficiency_same_scope']:.0%} eff. vs\n1 {unit}, scope 'model'"
         top = max(s["img_per_s_n"], gpus * s["img_per_s_1"])
         ax_speed.annotate(text, (right, top), ha="center", va="bottom", fontsize=9)
     ax_speed.set_xticks(range(len(models)), models)
@@ -590,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve-models", default=None, help="models that get the 1-process reference loss "
                         "curve at the N-GPU global batch (default: the first model)")
     parser.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True, help="for the curve "
-                        "models, the 1-process runs with DDP's compile scope (1x<model>-ddpscope, "
-                        "1x<model>-sameglobal-ddpscope); skipped without --compile")
+                        "models, the 1-process runs that compile the model alone (1x<model>-modelscope, "
+                        "1x<model>-sameglobal-modelscope); skipped without --compile")
     parser.add_argument("--gpus", type=int, default=None, help="N, the processes of the data-parallel runs "
                         "(default: every visible GPU; on CPU: processes)")
     parser.add_argument("--per-gpu-batch", type=int, default=256, help="images per process and step")
@@ -733,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     models, curve_models = _check_args(parser, args)
     controls = args.controls and args.compile
     if args.controls and not args.compile:
-        print("minidit.scaling: no -ddpscope controls: without --compile the compile scope changes nothing")
+        print("minidit.scaling: no -modelscope controls: without --compile the compile scope changes nothing")
     runs = plan_runs(models, curve_models, args.gpus, args.per_gpu_batch, args.speed_steps, args.curve_steps,
                      controls)
     only = None if args.only is None else [n for n in args.only.split(",") if n]

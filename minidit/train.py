@@ -9,7 +9,7 @@ step fast (`minidit.bench` measures each piece against the official recipe):
 * the data is one uint8 tensor on the GPU; a batch, its timesteps, noise and label dropout are
   drawn there from one torch.Generator -- no DataLoader, no host round trip;
 * bf16 autocast (weights and optimiser stay fp32), `scaled_dot_product_attention` in the blocks;
-* torch.compile of the model and the diffusion loss together (`compile_scope="loss"`);
+* torch.compile of the model and the diffusion loss together (`compile_scope="loss"`), under DDP too;
 * fused AdamW and a one-call foreach EMA (`minidit.ema.update_ema`);
 * the MLP's GELU recomputed in the backward pass (`recompute_gelu`, on by default): for DiT-S/2 at
   batch 256 on an H100, 10.1 instead of 12.2 GiB peak memory for about 2% of the speed;
@@ -32,7 +32,8 @@ weights, config in the metadata), samples/NNNNNNN.png (EMA sample grids, one row
 
 Under torchrun (DDP): every rank draws the same global batch from the same seed and keeps its own
 slice of rows, so N processes see exactly the batches one process would; the EMA, checkpoints,
-sample grids and history are written by rank 0.
+sample grids and history are written by rank 0. The step is compiled as on one GPU, model and loss
+together (`FastStep`); `--compile-scope model` compiles the model only, as DDP runs did before.
 """
 
 from __future__ import annotations
@@ -178,6 +179,15 @@ class FastStep:
     model: the DiT (or its DDP wrapper); optimizer: e.g. `make_optimizer(model)`; amp_dtype:
     torch.bfloat16 for autocast, None for fp32; ema: the EMA copy (None: no EMA, e.g. DDP ranks > 0).
     The first call compiles; if torch.compile fails, it says why and continues without it.
+
+    compile_scope "loss" compiles the whole forward, model and diffusion loss, as one function; "model"
+    compiles the model only and runs the loss eagerly (dozens of small kernels: slower). Under DDP,
+    "loss" works as well: the compiled function calls the DDP module, dynamo stops tracing only at
+    DDP's own bookkeeping before the model (a few eager Python calls), compiles the model with its
+    DDPOptimizer -- one graph per gradient bucket, so that each bucket's all-reduce starts while the
+    backward of the layers before it still runs -- and compiles the loss after it as one more graph
+    (tests/test_ddp.py counts the operations: all of them are in compiled graphs).
+
     skip_nonfinite: a step whose loss or gradients are NaN/inf changes nothing (no optimiser or EMA
     update) and returns NaN losses; this costs one host sync per step. `skipped` counts such steps.
     """
@@ -399,6 +409,7 @@ def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, co
         "world_size": world_size,
         "precision": "bf16" if amp_dtype is not None else "fp32",
         "compiled": compiled,
+        "compile_scope": None,  # what torch.compile wraps, on 1 process or N: FastStep's, once it is built
         "step": [], "loss": [], "loss_per_quarter": {f"q{i}": [] for i in range(4)},
         "img_per_s": [], "wall_time": [],
         "checkpoints": [], "samples": [], "state": None, "final_step": 0, "stopped_by_budget": False,
@@ -497,9 +508,6 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     amp_dtype, use_compile, fallback = resolve_precision(cfg, device)
     if fallback:
         log(fallback)
-    scope = cfg.compile_scope
-    if use_compile and world.world_size > 1:
-        scope = "model"  # DDP needs the compiled graph split at its gradient buckets: compile the DDP module
 
     # data on the device: one uint8 tensor of images, or one float tensor of latents
     if data is None:
@@ -560,8 +568,9 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     stepper = FastStep(train_model, diffusion, optimizer, amp_dtype=amp_dtype, compile=use_compile,
-                       compile_mode=cfg.compile_mode, compile_scope=scope, ema=ema, log=log,
+                       compile_mode=cfg.compile_mode, compile_scope=cfg.compile_scope, ema=ema, log=log,
                        skip_nonfinite=cfg.skip_nonfinite)
+    history["compile_scope"] = stepper.compile_scope if stepper.compiled else None
     per_rank = cfg.global_batch_size // world.world_size
 
     def diverged(what: str) -> NonFiniteError:
@@ -643,6 +652,8 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
                                world_size=world.world_size)
             decay = _ema.ema_decay_with_warmup(step, cfg.ema_decay, cfg.ema_warmup)
             loss = stepper(batch, decay)  # (n,) on the device: no host sync here
+            if history["compiled"] and not stepper.compiled:  # torch.compile failed: the step fell back to eager
+                history.update(compiled=False, compile_scope=None)
             pending_loss.append(loss)
             pending_t.append(batch[2])
             step += 1
@@ -714,7 +725,7 @@ _HELP = {
     "ema_warmup": "'ema_warmup' ramps the EMA decay as min(decay, (1+step)/(10+step)), safe for any run length; "
                   "'none' is the paper's constant decay",
     "precision": "bf16 autocast or fp32 (CUDA only; CPU/MPS always use fp32)",
-    "compile_scope": "what torch.compile wraps: the model and the loss ('loss') or the model only",
+    "compile_scope": "what torch.compile wraps: the model and the loss ('loss', also under DDP) or the model only",
     "recompute_gelu": "recompute the MLP's GELU in the backward pass instead of keeping its output (less "
                       "activation memory under torch.compile, same maths; minidit.blocks.Mlp)",
     "out_dir": "where config.json, history.json, state.pt, checkpoints/ and samples/ go",

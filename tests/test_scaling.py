@@ -2,7 +2,7 @@
 
 The N-process run and the 1-process run with the same global batch see the same batches, so in fp32
 their loss curves must agree to rounding; the efficiency must be the arithmetic the JSON says it is.
-The -ddpscope controls, --merge and --import-history are checked on hand-written records and
+The -modelscope controls, --merge and --import-history are checked on hand-written records and
 histories whose numbers are chosen so that every efficiency and difference can be worked by hand.
 """
 
@@ -194,7 +194,7 @@ def test_gpu_count_is_checked(visible, flags, message, capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------- controls, merge, import
 
-CONTROLS = ("1xDiT-T/4-ddpscope", "1xDiT-T/4-sameglobal-ddpscope")
+CONTROLS = ("1xDiT-T/4-modelscope", "1xDiT-T/4-sameglobal-modelscope")
 
 
 def _flags(**overrides) -> argparse.Namespace:
@@ -202,18 +202,18 @@ def _flags(**overrides) -> argparse.Namespace:
     return argparse.Namespace(**{**flags, **overrides})
 
 
-def test_controls_are_planned_for_curve_models_with_the_ddp_compile_scope():
+def test_one_and_n_processes_compile_the_whole_step_and_only_the_controls_the_model_alone():
     runs = scaling.plan_runs(["DiT-S/2", "DiT-B/2"], ["DiT-S/2"], gpus=2, per_gpu_batch=256, speed_steps=200,
                              curve_steps=400)  # fmt: skip
     table = {r.name: (r.processes, r.global_batch, r.steps, r.role, r.compile_scope) for r in runs}
     assert table == {
         "1xDiT-S/2": (1, 256, 200, "speed", "loss"),
-        "1xDiT-S/2-ddpscope": (1, 256, 200, "speed-ddpscope", "model"),
-        "2xDiT-S/2": (2, 512, 400, "curve", "model"),
+        "1xDiT-S/2-modelscope": (1, 256, 200, "speed-modelscope", "model"),
+        "2xDiT-S/2": (2, 512, 400, "curve", "loss"),
         "1xDiT-S/2-sameglobal": (1, 512, 400, "reference", "loss"),
-        "1xDiT-S/2-sameglobal-ddpscope": (1, 512, 400, "reference-ddpscope", "model"),
+        "1xDiT-S/2-sameglobal-modelscope": (1, 512, 400, "reference-modelscope", "model"),
         "1xDiT-B/2": (1, 256, 200, "speed", "loss"),  # not a curve model: no reference, no controls
-        "2xDiT-B/2": (2, 512, 400, "curve", "model"),
+        "2xDiT-B/2": (2, 512, 400, "curve", "loss"),
     }, "controls belong to the curve models only, with the per-GPU batch (speed) or the global one (curve)"
     without = scaling.plan_runs(["DiT-S/2"], ["DiT-S/2"], 2, 256, 200, 400, controls=False)
     assert [r.name for r in without] == ["1xDiT-S/2", "2xDiT-S/2", "1xDiT-S/2-sameglobal"]
@@ -230,8 +230,11 @@ def test_records_written_before_compile_scope_was_a_setting_still_count():
     one = {"settings": {**old, "processes": 1, "global_batch": 4, "steps": 4}}
     two = {"settings": {**old, "processes": 2, "global_batch": 8, "steps": 6}}
     assert scaling.settings_match(one, runs["1xDiT-T/4"], _flags()), "1 process ran with the default scope 'loss'"
-    assert scaling.settings_match(two, runs["2xDiT-T/4"], _flags()), "N processes ran with 'model' (forced by DDP)"
-    assert not scaling.settings_match(one, runs["1xDiT-T/4-ddpscope"], _flags()), "'loss' is not the control's scope"
+    assert not scaling.settings_match(two, runs["2xDiT-T/4"], _flags()), \
+        "N processes ran with 'model' (then forced under DDP), not the whole step: the run is made again"
+    assert scaling.settings_match({"settings": {**two["settings"], "compile_scope": "loss"}}, runs["2xDiT-T/4"],
+                                  _flags()), "an N-process record that says it compiled the whole step counts"
+    assert not scaling.settings_match(one, runs["1xDiT-T/4-modelscope"], _flags()), "'loss' is not the control's scope"
     assert not scaling.settings_match(one, runs["1xDiT-T/4"], _flags(seed=1))
     assert not scaling.settings_match(None, runs["1xDiT-T/4"], _flags())
 
@@ -258,29 +261,29 @@ def _results(runs: list[dict], date: str, command: str) -> dict:
             "command": command, "per_gpu_batch": 4, "this_call": {}, "runs": runs}  # fmt: skip
 
 
-# Hand-picked numbers: img/s 100 on 1 process (scope loss), 70 with scope model, 160 on 2 processes;
+# Hand-picked numbers: img/s 100 on 1 process and 160 on 2 (scope loss), 70 on 1 with scope model;
 # loss curves at steps 2, 4, 6 -- reference [1.0, 0.5, 0.2], control [0.99, 0.51, 0.2], 2 processes [1.0, 0.52, 0.21].
 REF_LOSS, CONTROL_LOSS, MANY_LOSS = [1.0, 0.5, 0.2], [0.99, 0.51, 0.2], [1.0, 0.52, 0.21]
 
 
 def _old_study() -> list[dict]:
-    return [_record("1xDiT-T/4", 1, 4, 4, [1.0, 90.0, 100.0, 120.0], [1.0, 0.6]),
-            _record("2xDiT-T/4", 2, 8, 6, [1.0, 150.0, 160.0, 170.0], MANY_LOSS),
-            _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS)]  # fmt: skip
+    """The three runs without controls, made by an earlier call."""
+    return [_record("1xDiT-T/4", 1, 4, 4, [1.0, 90.0, 100.0, 120.0], [1.0, 0.6], "loss"),
+            _record("2xDiT-T/4", 2, 8, 6, [1.0, 150.0, 160.0, 170.0], MANY_LOSS, "loss"),
+            _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS, "loss")]  # fmt: skip
 
 
 def _check_summaries(results: dict) -> None:
     s = results["scaling"]["DiT-T/4"]
-    assert s["scaling_efficiency"] == pytest.approx(160 / (2 * 100)), "against the default 1-process run"
-    assert s["scaling_efficiency_same_scope"] == pytest.approx(160 / (2 * 70)), "against the same-scope run"
-    assert s["speedup_same_scope"] == pytest.approx(160 / 70)
-    assert s["compile_scope_factor"] == pytest.approx(70 / 100)
-    assert s["scaling_efficiency"] == pytest.approx(s["compile_scope_factor"] * s["scaling_efficiency_same_scope"])
+    assert s["scaling_efficiency"] == pytest.approx(160 / (2 * 100)), "against the 1-process run, same step"
+    assert (s["compile_scope_1"], s["compile_scope_n"]) == ("loss", "loss")
+    assert s["img_per_s_1_model_scope"] == 70 and s["model_scope_factor"] == pytest.approx(70 / 100)
+    for text in ("80%", "the same compiled step on both: compile scope 'loss'", "runs 70 img/s, 70% of"):
+        assert text in s["reading"], f"the reading should say {text!r}: {s['reading']}"
     cmp = results["loss_curves"]["DiT-T/4"]
     assert cmp["max_rel_diff"] == pytest.approx(0.05)  # |0.21 - 0.2| / 0.2
     assert cmp["floor"]["max_rel_diff"] == pytest.approx(0.02)  # |0.51 - 0.5| / 0.5
     assert cmp["floor"]["mean_abs_diff"] == pytest.approx(0.02 / 3)
-    assert cmp["vs_same_scope"]["max_rel_diff"] == pytest.approx(0.05)  # |0.21 - 0.2| / 0.2
     assert cmp["verdict"].startswith("Same order as the floor"), cmp["verdict"]
     for number in ("5.00e-02", "2.00e-02", "2.5 times the floor"):
         assert number in cmp["verdict"], f"the verdict should state {number!r}: {cmp['verdict']}"
@@ -288,14 +291,15 @@ def _check_summaries(results: dict) -> None:
 
 def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_path, fashion_mnist_dir, monkeypatch,
                                                                            capsys):
-    histories = {"1xDiT-T/4-ddpscope": ([1.0, 60.0, 70.0, 80.0], [1.0, 0.6]),
-                 "1xDiT-T/4-sameglobal-ddpscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS)}  # fmt: skip
+    histories = {"1xDiT-T/4-modelscope": ([1.0, 60.0, 70.0, 80.0], [1.0, 0.6]),
+                 "1xDiT-T/4-sameglobal-modelscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS)}  # fmt: skip
     launched, real_command = [], scaling.train_command
 
     def fake_train(run, args):  # "trains" by writing the history.json minidit.train would write
         launched.append(real_command(run, args))
         img_per_s, loss = histories[run.name]
         history = {"img_per_s": img_per_s, "wall_time": [1.0], "world_size": 1, "compiled": True,
+                   "compile_scope": run.compile_scope,
                    "precision": "fp32", "device_name": "cpu", "torch_version": "x", "num_params": 1,
                    "step": [2 * (i + 1) for i in range(len(loss))], "loss": loss}  # fmt: skip
         path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
@@ -310,13 +314,14 @@ def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_p
     argv = [a for a in _argv(tmp_path, fashion_mnist_dir) if a != "--no-compile"]
     assert scaling.main(argv) == 0
     results = json.loads(out.read_text())
-    assert results["this_call"] == {"ran": ["1xDiT-T/4-ddpscope", "1xDiT-T/4-sameglobal-ddpscope"],
+    assert results["this_call"] == {"ran": list(CONTROLS),
                                     "skipped_done": list(RUNS), "not_selected": []}  # fmt: skip
     assert [c[c.index("--compile-scope") + 1] for c in launched] == ["model", "model"]
     runs = _runs(results)
     for old in _old_study():
         assert runs[old["name"]] == old, f"{old['name']}: an old record must stay as it was"
-    assert runs["1xDiT-T/4-ddpscope"]["settings"]["compile_scope"] == "model"
+    assert runs["1xDiT-T/4-modelscope"]["settings"]["compile_scope"] == "model"
+    assert runs["1xDiT-T/4-modelscope"]["compile_scope"] == "model", "the record says which scope the run used"
     _check_summaries(results)
     # without --compile the scope changes nothing: no controls are planned
     with pytest.raises(SystemExit) as exit_info:
@@ -336,7 +341,8 @@ def _history(global_batch: int, steps: int, img_per_s: list[float], loss: list[f
                       compile=True, compile_scope="model", device="cpu", out_dir="/tmp/hand")  # fmt: skip
     cfg = dataclasses.replace(cfg, **config)
     return {"config": dataclasses.asdict(cfg), "num_params": 1, "device_name": "cpu", "torch_version": "x",
-            "world_size": 1, "precision": "fp32", "compiled": True, "step": [2, 4, 6][: len(loss)], "loss": loss,
+            "world_size": 1, "precision": "fp32", "compiled": True, "compile_scope": cfg.compile_scope,
+            "step": [2, 4, 6][: len(loss)], "loss": loss,
             "img_per_s": img_per_s, "wall_time": [0.5, 1.0, 1.5][: len(loss)], "final_step": steps,
             "stopped_by_budget": False}  # fmt: skip
 
@@ -351,10 +357,10 @@ def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> 
                       ("c.json", curve_history)):
         (tmp / name).write_text(json.dumps(obj))
     return ["--merge", str(tmp / "newer.json"), str(tmp / "older.json"),  # newest by date, not by order
-            "--import-history", f"1xDiT-T/4-ddpscope={tmp / 's.json'}",
-            "--import-command", "1xDiT-T/4-ddpscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
-            "--import-history", f"1xDiT-T/4-sameglobal-ddpscope={tmp / 'c.json'}",
-            "--import-command", "1xDiT-T/4-sameglobal-ddpscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
+            "--import-history", f"1xDiT-T/4-modelscope={tmp / 's.json'}",
+            "--import-command", "1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
+            "--import-history", f"1xDiT-T/4-sameglobal-modelscope={tmp / 'c.json'}",
+            "--import-command", "1xDiT-T/4-sameglobal-modelscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
             "--out", str(tmp / "out" / "scaling.json")]  # fmt: skip
 
 
@@ -365,21 +371,21 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     assert scaling.main(_merge_argv(tmp_path, speed, curve)) == 0
     results = json.loads((tmp_path / "out" / "scaling.json").read_text())
     runs = _runs(results)
-    assert list(runs) == ["1xDiT-T/4", "1xDiT-T/4-ddpscope", "2xDiT-T/4", "1xDiT-T/4-sameglobal",
-                          "1xDiT-T/4-sameglobal-ddpscope"], "the runs in the order of a study"  # fmt: skip
+    assert list(runs) == ["1xDiT-T/4", "1xDiT-T/4-modelscope", "2xDiT-T/4", "1xDiT-T/4-sameglobal",
+                          "1xDiT-T/4-sameglobal-modelscope"], "the runs in the order of a study"  # fmt: skip
     assert runs["2xDiT-T/4"]["img_per_s"] == 160.0, "the record of the newer file wins"
     assert runs["1xDiT-T/4-sameglobal"] == _old_study()[2], "a run only the older file has is kept as it was"
-    imported = runs["1xDiT-T/4-ddpscope"]
+    imported = runs["1xDiT-T/4-modelscope"]
     assert imported["import_command"] == "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4"
     assert imported["imported_from"] == str(tmp_path / "s.json")
     assert imported["img_per_s"] == 70.0 and imported["img_per_s_per_gpu"] == 70.0, "median after the first interval"
     assert imported["img_per_s_intervals"] == [5.0, 70.0, 90.0, 60.0]
-    assert (imported["role"], imported["per_gpu_batch"], imported["global_batch"]) == ("speed-ddpscope", 4, 4)
+    assert (imported["role"], imported["per_gpu_batch"], imported["global_batch"]) == ("speed-modelscope", 4, 4)
     assert imported["settings"] == {"model": "DiT-T/4", "processes": 1, "global_batch": 4, "steps": 4, "log_every": 2,
                                     "seed": 0, "precision": "fp32", "compile": True, "device": "cpu",
                                     "compile_scope": "model"}, "the settings a launched control would have"
-    control = runs["1xDiT-T/4-sameglobal-ddpscope"]
-    assert (control["role"], control["per_gpu_batch"], control["global_batch"]) == ("reference-ddpscope", 8, 8)
+    control = runs["1xDiT-T/4-sameglobal-modelscope"]
+    assert (control["role"], control["per_gpu_batch"], control["global_batch"]) == ("reference-modelscope", 8, 8)
     _check_summaries(results)
     assert results["command"][:4] == ["python -m minidit.scaling --call 1", "python -m minidit.scaling --call 2",
                                       "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
@@ -390,8 +396,8 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(compile_scope="loss"), "compile_scope is 'loss', but run 1xDiT-T/4-ddpscope has 'model'"),
-    (dict(global_batch_size=8), "global_batch is 8, but run 1xDiT-T/4-ddpscope has 4"),
+    (dict(compile_scope="loss"), "compile_scope is 'loss', but run 1xDiT-T/4-modelscope has 'model'"),
+    (dict(global_batch_size=8), "global_batch is 8, but run 1xDiT-T/4-modelscope has 4"),
     (dict(lr=2e-4), "lr is 0.0002; the tool's runs use 0.0001"),
     (dict(log_every=1), "DiT-T/4: the runs differ"),  # settings shared by a model's runs
     ("no command", "needs one --import-command"),
@@ -403,13 +409,25 @@ def test_an_import_that_is_not_the_named_run_is_refused(change, message, tmp_pat
         speed["final_step"] = 2
     argv = _merge_argv(tmp_path, speed, _history(8, 6, [5.0, 40.0, 40.0], CONTROL_LOSS))
     if change == "no command":
-        i = argv.index("1xDiT-T/4-ddpscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4")
+        i = argv.index("1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4")
         argv = argv[: i - 1] + argv[i + 1:]
     with pytest.raises(SystemExit) as exit_info:
         scaling.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "a refused merge must write nothing"
+
+
+def test_an_n_process_history_counts_only_if_it_compiled_the_whole_step(tmp_path):
+    history = dict(_history(8, 6, [5.0, 160.0, 160.0], MANY_LOSS, compile_scope="loss"), world_size=2)
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(history))
+    record = scaling.import_record("2xDiT-T/4", path, "torchrun ...", gpus=2, per_gpu_batch=4)
+    assert (record["role"], record["compile_scope"], record["img_per_s"]) == ("curve", "loss", 160.0)
+    del history["compile_scope"]  # written before minidit.train compiled the whole step under DDP
+    path.write_text(json.dumps(history))
+    with pytest.raises(ValueError, match="compile_scope is 'model', but run 2xDiT-T/4 has 'loss'"):
+        scaling.import_record("2xDiT-T/4", path, "torchrun ...", gpus=2, per_gpu_batch=4)
 
 
 def test_merge_refuses_files_of_different_studies(tmp_path, capsys):
@@ -428,8 +446,8 @@ def test_merge_refuses_files_of_different_studies(tmp_path, capsys):
 def test_the_verdict_compares_the_n_process_difference_with_the_measured_floor(n_diff, label):
     floor = {"steps": [2, 4], "max_abs_diff": 0.01, "mean_abs_diff": 0.005, "max_rel_diff": 0.02, "n_below": 1}
     cmp = dict(floor, max_rel_diff=n_diff)
-    verdict = scaling.curve_verdict("DiT-T/4", 2, 8, cmp, "bf16", floor, dict(floor, max_rel_diff=0.03))
+    verdict = scaling.curve_verdict("DiT-T/4", 2, 8, cmp, "bf16", floor)
     assert verdict.startswith(label), verdict
-    assert f"{n_diff:.2e}" in verdict and "2.00e-02" in verdict and "3.00e-02" in verdict, verdict
+    assert f"{n_diff:.2e}" in verdict and "2.00e-02" in verdict, verdict
     no_floor = scaling.curve_verdict("DiT-T/4", 2, 8, cmp, "bf16")
     assert no_floor.startswith("No measured floor"), "without a floor, bf16 gets no guessed tolerance"
