@@ -1299,10 +1299,16 @@ def _readable_dirs(package: pathlib.Path) -> list[str]:
     candidates.update(site.getsitepackages())
     candidates.update(p for p in sys.path if p)
     repo = os.path.realpath(package.parent)
+    # inside the checkout only the package and a virtual environment kept there (.venv) are readable:
+    # pytest puts tests/ and exercises/ on sys.path, and they must stay closed
+    inside_ok = [os.path.realpath(p) for p in (package, sys.prefix, sys.exec_prefix)]
     out = set()
     for path in candidates:
         real = os.path.realpath(path)
-        if os.path.isdir(real) and real != "/" and real != repo and not repo.startswith(real + os.sep):
+        in_repo = real == repo or real.startswith(repo + os.sep)
+        if in_repo and not any(real == ok or real.startswith(ok + os.sep) for ok in inside_ok):
+            continue
+        if os.path.isdir(real) and real != "/" and not repo.startswith(real + os.sep):
             out.add(real)
     return sorted(out)
 

@@ -373,7 +373,9 @@ def q_sample(x_start, t, noise, alphas_cumprod):
 
 
 @pytest.mark.skipif(sandbox.landlock_abi() < 6, reason="needs Landlock ABI 6 (Linux >= 6.12)")
-def test_the_child_is_confined(tmp_path):
+def test_the_child_is_confined(tmp_path, monkeypatch):
+    for folder in ("exercises", "tests"):  # as under `pytest tests exercises`: the test folders are on sys.path
+        monkeypatch.syspath_prepend(str(ROOT / folder))
     (tmp_path / "ex02_q_sample.py").write_text(PROBE.format(root=str(ROOT)))
     sub = sandbox.Submission("ex02", tmp_path, sandbox.Limits(call_seconds=60))
     try:

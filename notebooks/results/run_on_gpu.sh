@@ -140,6 +140,27 @@ for part in "$@"; do
       for f in runs/logs/08*.log; do echo "--- $f"; tr '\r' '\n' < "$f" | grep -v "^\s*$" | tail -n 4; done
       for f in runs/logs/08*.log; do cp "$f" "runs/results_08/log_$(basename "$f" .log).txt"; done
       pack_out runs/results_08 results_08 ;;  # unpack here into notebooks/results/08_train_dit_and_ablation/
+    sample-cli)  # issue [11]: the time a user waits for `python -m minidit.sample --num 10000` (fresh process, compile
+      # included), on a DiT-S/2 with freshly initialised weights (the arithmetic does not depend on the weights)
+      mkdir -p runs/sample_cli
+      $PY -c "from minidit.model import create_model; from minidit.checkpoint import save_weights; \
+m = create_model('${SAMPLE_MODEL:-DiT-S/2}', input_size=32, in_channels=1, num_classes=10); \
+save_weights('runs/sample_cli/s2.safetensors', m, m, {'train': {'noise_schedule': 'linear', 'diffusion_steps': 1000}})"
+      rows=""
+      n=${SAMPLE_NUM:-10000}  # SAMPLE_MODEL / SAMPLE_NUM: a CPU rehearsal with a tiny model
+      for args in "--num $n" "--num $n --sampler ddim --steps 50"; do
+        s0=$(date +%s.%N)
+        run_py -m minidit.sample --ckpt runs/sample_cli/s2.safetensors --out runs/sample_cli/g.png $args \
+          > runs/sample_cli/log.txt 2>&1; rc=$?
+        s1=$(date +%s.%N)
+        secs=$($PY -c "print(round($s1 - $s0, 2))")
+        rows="$rows{\"command\": \"python -m minidit.sample $args\", \"seconds\": $secs, \"rc\": $rc},"
+        echo "python -m minidit.sample $args: $secs s (rc $rc)"; tr "\r" "\n" < runs/sample_cli/log.txt | tail -n 2
+      done
+      $PY -c "import json, sys, torch; print(json.dumps({'device_name': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', \
+'torch_version': torch.__version__, 'model': '${SAMPLE_MODEL:-DiT-S/2}', 'what': 'wall time of a fresh process, compile included', \
+'runs': json.loads(sys.argv[1])}, indent=1))" "[${rows%,}]" > notebooks/results/bench/sample_cli_h200.json
+      copy_out notebooks/results/bench/sample_cli_h200.json ;;
     09)
       run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
       pack_out notebooks/results/09_super_resolution results_09 ;;
