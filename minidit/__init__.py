@@ -10,6 +10,7 @@ The package is read module by module, in the order of the notebooks:
     flops.py       the paper's Gflops column, analytically
     metrics.py     FID and the metrics beyond it                           (notebook 07)
     train.py       a fast single/multi-GPU training loop                    (notebook 08)
+    latent.py      a KL autoencoder and the latent space DiT diffuses in     (notebook 10)
 
 Names are imported lazily, so `import minidit` stays quick.
 """

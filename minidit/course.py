@@ -128,6 +128,10 @@ EXERCISES: dict[str, Exercise] = {
         _ex("ex16", "ex16_frechet", "Frechet distance between two Gaussians", ["frechet_distance"],
             {"frechet_distance": "minidit.metrics:frechet_distance"},
             notebook="07_evaluation", points=5.0, optional=True),
+        _ex("ex17", "ex17_kl_latent", "the reparameterised KL latent and the latent scale factor",
+            ["sample_posterior", "kl_divergence", "latent_scale_factor"],
+            {n: f"minidit.latent:{n}" for n in ["sample_posterior", "kl_divergence", "latent_scale_factor"]},
+            notebook="10_latent_diffusion"),
     ]
 }
 
@@ -567,6 +571,8 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
         "ex15": {"concat_low_res": both(xt, x0[:, :, ::4, ::4].clamp(-1, 1)), "low_res_pos_embed": both(32, 4, 16)},
         "ex14": {"update_ema": update_ema},
         "ex16": {"frechet_distance": both(np.zeros(8), cov1, np.ones(8), cov2)},
+        "ex17": {"sample_posterior": both(x0, xt, eps), "kl_divergence": both(x0, xt),
+                 "latent_scale_factor": both(3 * xt)},
     }
     return cases.get(ex.id, {})
 

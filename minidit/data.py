@@ -196,6 +196,33 @@ class FashionMNIST:
         return FashionMNIST(self.images.to(device), self.labels.to(device), self.split)
 
 
+@dataclass
+class LatentDataset:
+    """Precomputed float inputs already in the model's space, e.g. autoencoder latents (notebook 10).
+
+    images: (N, C, H, W) float32 (the name FashionMNIST uses, so that `sample_batch` and `train` take
+    either); labels: (N,) int64. Latents are not images: a horizontal flip of a latent is not the latent
+    of the flipped image, so flips are precomputed (`minidit.latent.encode_dataset`), not drawn.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    split: str
+
+    def __post_init__(self):
+        if not self.images.dtype.is_floating_point or self.images.ndim != 4:
+            raise ValueError(f"latents must be (N, C, H, W) float, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"{len(self.images)} latents but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: str | torch.device) -> LatentDataset:
+        """A copy on `device`."""
+        return LatentDataset(self.images.to(device), self.labels.to(device), self.split)
+
+
 def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
                        download: bool = False) -> FashionMNIST:
     """Load a split as images (N, 1, 32, 32) uint8, zero-padded 2 px on each side, and labels (N,) int64.
@@ -252,19 +279,21 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def sample_batch(data: FashionMNIST, batch_size: int, generator: torch.Generator | None = None,
+def sample_batch(data: FashionMNIST | LatentDataset, batch_size: int, generator: torch.Generator | None = None,
                  flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A random batch (drawn with replacement) on whatever device `data` lives on.
 
     Returns:
-        x: (batch_size, 1, 32, 32) float32 in [-1, 1]; y: (batch_size,) int64 class labels.
+        x: (batch_size, C, H, W) float32: pixels in [-1, 1] (FashionMNIST, (N, 1, 32, 32)) or the latents
+        as they are (LatentDataset); y: (batch_size,) int64 class labels.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = data.images.device
     where = generator.device if generator is not None else device
     idx = torch.randint(len(data), (batch_size,), generator=generator, device=where).to(device)  # (N,)
-    x = to_model_range(data.images[idx])  # (N, 1, 32, 32)
+    x = data.images[idx]  # (N, C, H, W)
+    x = to_model_range(x) if x.dtype == torch.uint8 else x.float()
     if flip:
         x = random_hflip(x, generator)
     return x, data.labels[idx]

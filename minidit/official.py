@@ -20,6 +20,10 @@ for the VAE, which minidit does not depend on):
                                          clip_denoised=False)   # latents are not in [-1, 1]: no clipping
     4. vae = diffusers.AutoencoderKL.from_pretrained("stabilityai/sd-vae-ft-ema");
        images = vae.decode(latents / 0.18215).sample   # in [-1, 1]
+
+Notebook 10 (10_latent_diffusion) builds this pipeline at Fashion-MNIST scale -- a KL autoencoder of the
+SD VAE's design, its scale factor (0.18215 is 1 / std of the SD VAE's latents), DiT trained on the latents
+-- and explains each step: why the latents are scaled, why they are not clipped.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def denoiser(guided: bool, compile: bool):
 def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int | None = 250,
            eta: float = 0.0, generator: torch.Generator | None = None, guided_channels: int | None = None,
            progress: bool = False, noise: torch.Tensor | None = None, amp: bool | None = None,
-           compile: bool | None = None) -> torch.Tensor:
+           compile: bool | None = None, clip_denoised: bool = True) -> torch.Tensor:
     """Generate one image per label.
 
     model: a DiT (eval mode is used; the mode is restored after). diffusion: the full process the
@@ -100,7 +100,8 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     the per-step noise. noise: (N, C, H, W) x_T instead. amp: bf16 autocast for the model
     (default: on CUDA). compile: torch.compile the model's forward (default: on CUDA; the first
     call of a batch shape compiles, later ones reuse it; if compiling fails, sampling goes on
-    eagerly). Returns (N, C, H, W) float32 in [-1, 1];
+    eagerly). clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
+    which are not bounded, take False, as DiT's sampling does. Returns (N, C, H, W) float32;
     ValueError if the model produced NaN/inf.
     """
     net = unwrap_model(model)
@@ -136,7 +137,8 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     was_training = net.training
     net.eval()
     try:
-        kwargs = dict(noise=noise, model_kwargs={"y": labels}, device=device, progress=progress, generator=generator)
+        kwargs = dict(noise=noise, model_kwargs={"y": labels}, device=device, progress=progress, generator=generator,
+                      clip_denoised=clip_denoised)
         if sampler == "ddpm":
             x = process.p_sample_loop(model_fn, shape, **kwargs)
         else:
@@ -145,7 +147,7 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
         net.train(was_training)
     if not torch.isfinite(x).all():  # clamp and uint8 conversion would turn NaN into plausible black images
         raise ValueError("sampling produced NaN/inf values: the model's weights are not finite (a diverged run?)")
-    return x.clamp(-1, 1)  # (N, C, H, W)
+    return x.clamp(-1, 1) if clip_denoised else x  # (N, C, H, W)
 
 
 def load_model_for_sampling(ckpt_path, use_ema: bool = True, device=None):

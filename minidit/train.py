@@ -59,7 +59,7 @@ from minidit import diffusion as _diffusion
 from minidit import ema as _ema
 from minidit.blocks import set_recompute_gelu
 from minidit.cli import ArgumentParser
-from minidit.data import FashionMNIST, load_fashion_mnist, sample_batch
+from minidit.data import FashionMNIST, LatentDataset, load_fashion_mnist, sample_batch
 from minidit.device import get_device
 from minidit.model import create_model, model_config
 
@@ -445,11 +445,12 @@ def _gather(t: torch.Tensor, world_size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- train
 
 
-def train(cfg: TrainConfig, data: FashionMNIST | None = None) -> dict:
+def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) -> dict:
     """Train as `cfg` says; returns the history (also written to out_dir/history.json).
 
-    cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)); None loads
-    the training split from cfg.data_dir (see minidit.data.find_data_dir). Under torchrun the
+    cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)), or a LatentDataset
+    of float latents (DiT then works in the autoencoder's latent space, notebook 10); None loads the
+    training split from cfg.data_dir (see minidit.data.find_data_dir). Under torchrun the
     process group is set up here (NCCL on CUDA, gloo on CPU). History keys: step, loss,
     loss_per_quarter {q0..q3}, img_per_s, wall_time (s), checkpoints (weight files), samples
     (PNG grids), state (resumable file), final_step, stopped_by_budget, plus device and config.
@@ -472,10 +473,14 @@ def train(cfg: TrainConfig, data: FashionMNIST | None = None) -> dict:
             dist.destroy_process_group()
 
 
-def check_data(data: FashionMNIST, cfg: TrainConfig) -> None:
-    """TypeError / ValueError unless `data` is a FashionMNIST of square images with labels < cfg.num_classes."""
-    if not isinstance(data, FashionMNIST):
-        raise TypeError(f"data must be a minidit.data.FashionMNIST, got {type(data).__name__}")
+def check_data(data: FashionMNIST | LatentDataset, cfg: TrainConfig) -> None:
+    """TypeError / ValueError unless `data` is a FashionMNIST (or LatentDataset) of square images with labels
+    < cfg.num_classes."""
+    if not isinstance(data, (FashionMNIST, LatentDataset)):
+        raise TypeError(f"data must be a minidit.data.FashionMNIST or LatentDataset, got {type(data).__name__}")
+    if isinstance(data, LatentDataset) and cfg.sample_every:
+        raise ValueError("sample grids show images, and latents need the autoencoder's decoder first: "
+                         "train on latents with sample_every=0 (minidit.latent decodes the samples)")
     _, _, height, width = data.images.shape
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
@@ -483,7 +488,7 @@ def check_data(data: FashionMNIST, cfg: TrainConfig) -> None:
         raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
 
 
-def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
+def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _Dist) -> dict:
     is_main = world.rank == 0
     start_time = time.monotonic()
     device = get_device(cfg.device)
@@ -504,7 +509,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | None, world: _Dist) -> dict:
     if fallback:
         log(fallback)
 
-    # data on the device, as one uint8 tensor
+    # data on the device: one uint8 tensor of images, or one float tensor of latents
     if data is None:
         data = load_fashion_mnist("train", root=cfg.data_dir)
     check_data(data, cfg)

@@ -35,6 +35,7 @@ ROUTES = {
              "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)"),
     "ex15": ("torch.cat([x_t, up.to(x_t.dtype)], dim=1)", "torch.cat([up.to(x_t.dtype), x_t], dim=1)"),
     "ex16": ("- 2 * trace_sqrt)", "- trace_sqrt)"),
+    "ex17": ("return mean + torch.exp(0.5 * logvar) * noise", "return mean + torch.exp(logvar) * noise"),
 }
 
 
@@ -82,6 +83,17 @@ def _pipeline(blocks=BLOCKS) -> dict[str, torch.Tensor]:
             for p in sr_model.parameters():
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
             out[f"sr {cond}"] = sr_model.eval()(x, torch.tensor([3, 50]), low)
+    # The latent route (ex17): the encoder's posterior draw, the autoencoder's KL term, the scaled latents.
+    from minidit import latent
+
+    torch.manual_seed(0)
+    ae = latent.AutoencoderKL(latent.AEConfig(widths=(4, 4)))
+    images = torch.randint(0, 256, (3, 1, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    data, scale = latent.encode_dataset(ae, images, torch.tensor([0, 1, 2]), seed=6)
+    x = images.float() / 127.5 - 1
+    with torch.no_grad():
+        out["ae loss"] = latent.autoencoder_loss(x, *ae(x, torch.Generator().manual_seed(7)), kl_weight=0.5)["loss"]
+    out["latents"] = torch.cat([data.images.flatten(), torch.tensor([scale])])
     feats = torch.randn(2, 50, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     out["fid"] = torch.tensor(metrics.fid_from_features(feats[0], feats[1] + 0.5))
     return out

@@ -163,6 +163,18 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "trace_sqrt = np.sqrt(np.trace(m))", "square root of the trace"),
         ("return float(diff @ diff", "return float(-diff @ diff", "mean term subtracted"),
     ],
+    "ex17": [
+        ("return mean + torch.exp(0.5 * logvar) * noise", "return mean + torch.exp(logvar) * noise",
+         "variance used as std"),
+        ("return mean + torch.exp(0.5 * logvar) * noise", "return mean + torch.exp(0.5 * logvar).detach() * noise",
+         "logvar cut from the graph"),
+        ("if noise is None:", "if True:", "given noise ignored"),
+        (".flatten(1).sum(1)", ".flatten(1).mean(1)", "KL averaged, not summed"),
+        ("- 1.0 - logvar)", "- logvar)", "KL without the - 1"),
+        ("return 1.0 / latents.float().std().item()", "return latents.float().std().item()", "std, not 1 / std"),
+        ("return 1.0 / latents.float().std().item()", "return 1.0 / latents.float().pow(2).mean().sqrt().item()",
+         "1 / RMS, not 1 / std"),
+    ],
 }
 
 

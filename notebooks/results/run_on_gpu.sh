@@ -4,7 +4,7 @@
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
 # PART: env | evaluator | bench | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 08-sitting | 08-wait
-#       | 09 | scaling
+#       | 09 | 10 | scaling
 #
 # First session, one H100: env evaluator bench(-ladder) 08A 08B 08C 09, one or two parts a call.
 # Second session, a 2-GPU H100 host (the same `export NCCL_NVLS_ENABLE=0 ...` in every call):
@@ -164,6 +164,11 @@ save_weights('runs/sample_cli/s2.safetensors', m, m, {'train': {'noise_schedule'
     09)
       run_py -m minidit.superres --out notebooks/results/09_super_resolution --minutes "${SR_MINUTES:-6}"  # + about 2.3 min of compiling, outside the budget
       pack_out notebooks/results/09_super_resolution results_09 ;;
+    10)  # the budget covers the whole run, torch.compile included; Python start-up comes on top
+      mkdir -p notebooks/results/10_latent_diffusion
+      run_py -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes "${LATENT_MINUTES:-8}" \
+        2>&1 | tee notebooks/results/10_latent_diffusion/log_10.txt
+      pack_out notebooks/results/10_latent_diffusion results_10 ;;
     scaling)  # NVLink multicast stays off on shared hosts
       export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
       run_py -m minidit.scaling --gpus "$(nvidia-smi -L | wc -l)" --parallel-single ${SCALING_ARGS:-} \
