@@ -18,8 +18,8 @@
 # into a 32×32×4 latent (downsampling factor $f = 8$); DiT learns the diffusion of those latents and the
 # VAE's decoder maps its samples back to images. The autoencoder is that of Rombach et al., *High-Resolution
 # Image Synthesis with Latent Diffusion Models* (CVPR 2022, LDM §3 *Perceptual image compression*, its
-# "KL-reg." variant); its latent is sampled with the reparameterisation trick of Kingma & Welling,
-# *Auto-Encoding Variational Bayes* (ICLR 2014, §2.4).
+# "KL-reg." variant); its latent is sampled with the reparameterisation trick of *Auto-Encoding
+# Variational Bayes* (ICLR 2014; Kingma & Welling 2014, §2.4).
 #
 # **Learning objectives.** After this notebook you can
 #

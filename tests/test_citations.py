@@ -31,6 +31,7 @@ OTHER_PAPERS = (
     r"Improved DDPM", r"IDDPM", r"DDPM", r"DDIM", r"ADM", r"Ho & Salimans", r"Ho et al\.", r"Song et al\.",
     r"Nichol & Dhariwal", r"Dhariwal & Nichol", r"Vaswani et al\.", r"Wang et al\.", r"Heusel et al\.",
     r"Kynkäänniemi et al\.", r"Naeem et al\.", r"VDM", r"Kingma et al\.", r"SR3", r"MAE", r"ViT",
+    r"LDM", r"Kingma & Welling",
 )
 OTHER = re.compile(r"(?:" + "|".join(OTHER_PAPERS) + r")(?![\w-])")
 DIT = re.compile(r"\bDiT\b|the paper\b|Peebles")
