@@ -60,10 +60,10 @@ notebooks-sync:
 	$(BIN)/python -m jupytext --update --to ipynb notebooks/[0-9][0-9]_*.py
 
 release:
-	$(BIN)/python -m minidit.grading release --out release $(RELEASE_ARGS)
+	$(BIN)/python -m minidit.course.grading release --out release $(RELEASE_ARGS)
 
 grade:
-	$(BIN)/python -m minidit.grading grade $(STUDENT) --out grades $(GRADE_ARGS)
+	$(BIN)/python -m minidit.course.grading grade $(STUDENT) --out grades $(GRADE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -7,7 +7,7 @@
 A test that reaches a stub's `raise NotImplementedError("ex05: patchify")` is reported as skipped,
 "not started"; any other exception or a wrong value is a real failure, shown with a short traceback
 (pass --tb=long for the full one), and the progress table repeats the first hint of each failing
-exercise. With MINIDIT_TEST_TIMEOUT=s (set by `python -m minidit.grading grade`) a test that runs
+exercise. With MINIDIT_TEST_TIMEOUT=s (set by `python -m minidit.course.grading grade`) a test that runs
 longer than s seconds fails with a TimeoutError, so an infinite loop costs only the tests that reach it.
 """
 
@@ -23,7 +23,7 @@ import pytest
 
 from exercises._testing import summarize_failure
 from minidit import course
-from minidit.grading import TIMEOUT_MESSAGE, exercise_status
+from minidit.course.grading import TIMEOUT_MESSAGE, exercise_status
 
 _NOT_STARTED = re.compile(r"^(ex\d\d)\b")
 _NO_REFERENCE = "compares with minidit's own version"

@@ -53,7 +53,7 @@ def test_upsampling_is_bicubic_and_clamped(impl):
         "bicubic overshoots past [-1, 1] at sharp edges: clamp the upsampled image to [-1, 1]": _bicubic(low_res, 16),
         "use mode='bicubic' (you used nearest)": _bicubic(low_res, 16, mode="nearest").clamp(-1, 1),
         "use mode='bicubic' (you used bilinear)": _bicubic(low_res, 16, mode="bilinear").clamp(-1, 1),
-        "use align_corners=False (as minidit.degrade.upsample)": _bicubic(low_res, 16, True).clamp(-1, 1),
+        "use align_corners=False (as minidit.superres.degrade.upsample)": _bicubic(low_res, 16, True).clamp(-1, 1),
     })
 
 

@@ -74,7 +74,7 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
 
 @torch.no_grad()
 def update_ema_loop(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
-    """The official DiT update, one parameter at a time (the baseline `minidit.bench` times).
+    """The official DiT update, one parameter at a time (the baseline `minidit.tools.bench` times).
 
     Same arguments and result as `update_ema`, up to float rounding.
     """

@@ -5,7 +5,7 @@ guidance at scale 1.5 (DiT §3.1, Table 2); its figures use scale 4.0. DDIM (Son
 Eq. 12) with 50 steps is the fast alternative.
 
     python -m minidit.sample --ckpt runs/s2/checkpoints/0020000.safetensors --out grid.png
-    python -m minidit.sample --ckpt runs/s2 --cfg-scale 1.5 --num 10000 --npz samples.npz   # for minidit.evaluate
+    python -m minidit.sample --ckpt runs/s2 --cfg-scale 1.5 --num 10000 --npz samples.npz   # for minidit.evaluation.evaluate
 
 `--ckpt` takes a weights file or a run folder (its newest checkpoint). The grid has one row per
 class; the .npz holds `images` (N, 1, 32, 32) uint8 and `labels` (N,) int64.

@@ -4,7 +4,7 @@ The recipe is the paper's: AdamW, lr 1e-4, no weight decay, batch 256, EMA 0.999
 flips, the hybrid loss of Improved DDPM (L_simple + L_vlb) when sigma is learned. One default
 differs on purpose: the EMA decay is ramped up to 0.9999 (`ema_warmup`, minidit.ema), so a run of
 any length samples from a useful average; `--ema-warmup none` is the paper's constant decay. What makes the
-step fast (`minidit.bench` measures each piece against the official recipe):
+step fast (`minidit.tools.bench` measures each piece against the official recipe):
 
 * the data is one uint8 tensor on the GPU; a batch, its timesteps, noise and label dropout are
   drawn there from one torch.Generator -- no DataLoader, no host round trip;

@@ -350,7 +350,7 @@ for t in [0, 100, 300, 600, 999]:
 #
 # Exercises **ex01** (`linear_beta_schedule`, `cosine_beta_schedule`, `compute_alphas_cumprod`)
 # and **ex02** (`q_sample`) ask you to write the functions this notebook used. The course switch
-# (`minidit/course.py`) runs your version from `exercises/` against minidit's on random inputs
+# (`minidit/course/__init__.py`) runs your version from `exercises/` against minidit's on random inputs
 # and reports the largest difference, or says "not started" while the stub still raises
 # `NotImplementedError`.
 

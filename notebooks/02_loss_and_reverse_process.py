@@ -352,12 +352,12 @@ show_images(images, PER_CLASS, f"{MODEL} after {steps_done} steps: DDPM, {SAMPLE
             row_labels=list(CLASS_NAMES))
 
 # %% [markdown]
-# "Recognisable" as a number: the course's Fashion-MNIST classifier (`minidit.evaluator`, the
+# "Recognisable" as a number: the course's Fashion-MNIST classifier (`minidit.evaluation.evaluator`, the
 # network notebook 07 uses for FID) labels each sample, and we count how often it names the class
 # we asked for (chance: 10 %).
 
 # %%
-from minidit.evaluator import accuracy, evaluator_info, load_evaluator
+from minidit.evaluation.evaluator import accuracy, evaluator_info, load_evaluator
 
 evaluator = load_evaluator(DEVICE)
 print(f"evaluator accuracy on our samples: {accuracy(evaluator, images, labels.to(DEVICE)):.0%} "

@@ -270,13 +270,13 @@ plt.show()
 
 # %% [markdown]
 # **Fidelity against diversity, measured.** For each scale we draw `PER_CLASS_EVAL` samples per
-# class and measure (left) how often the course's Fashion-MNIST classifier (`minidit.evaluator`)
+# class and measure (left) how often the course's Fashion-MNIST classifier (`minidit.evaluation.evaluator`)
 # recognises the class we asked for, and (right) the variety within a class: the mean per-pixel
 # standard deviation across its samples. Guidance buys the first with the second; DiT's best FID
 # (which rewards both) is at a mild $s = 1.5$, its prettiest pictures at $s = 4$.
 
 # %%
-from minidit.evaluator import accuracy, load_evaluator
+from minidit.evaluation.evaluator import accuracy, load_evaluator
 
 evaluator = load_evaluator(device)
 eval_labels = torch.arange(10, device=device).repeat_interleave(PER_CLASS_EVAL)

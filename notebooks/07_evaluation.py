@@ -29,8 +29,8 @@
 # 4. explain why FID depends on the number of samples and KID does not;
 # 5. draw the guidance trade-off (FID vs IS, precision vs recall) for a small DiT.
 #
-# **Code:** `minidit/evaluator.py` (the feature network), `minidit/metrics.py` (every metric),
-# `minidit/evaluate.py` (`python -m minidit.evaluate`).
+# **Code:** `minidit/evaluation/evaluator.py` (the feature network), `minidit/evaluation/metrics.py` (every metric),
+# `minidit/evaluation/evaluate.py` (`python -m minidit.evaluate`).
 # **Exercise:** ex16 (optional), the Fréchet distance.
 
 # %% [markdown]
@@ -71,11 +71,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minidit import course, metrics
+from minidit import course
+from minidit.evaluation import metrics
 from minidit.data import CLASS_NAMES, load_fashion_mnist, to_model_range
-from minidit.degrade import gaussian_blur
-from minidit.evaluate import draw_samples
-from minidit.evaluator import evaluator_info, load_evaluator
+from minidit.superres.degrade import gaussian_blur
+from minidit.evaluation.evaluate import draw_samples
+from minidit.evaluation.evaluator import evaluator_info, load_evaluator
 from minidit.sample import load_model_for_sampling
 from minidit.train import TrainConfig, train
 
@@ -87,8 +88,8 @@ print(f"quick mode: {QUICK}, device: {DEVICE}")
 #
 # Every metric below compares generated and real images *in the feature space of a classifier*.
 # DiT uses Inception-v3 trained on ImageNet; on 32×32 grayscale clothing its features say little,
-# and its weights are not available offline. `minidit.evaluator` is a small VGG-style CNN trained on
-# Fashion-MNIST (by `python -m minidit.evaluator train`, seeded) that offers the same three views:
+# and its weights are not available offline. `minidit.evaluation.evaluator` is a small VGG-style CNN trained on
+# Fashion-MNIST (by `python -m minidit.evaluation.evaluator train`, seeded) that offers the same three views:
 #
 # | view | shape | Inception-v3 counterpart | used by |
 # |---|---|---|---|
@@ -105,7 +106,7 @@ record = evaluator_info()
 print(f"evaluator: test accuracy {record['test_accuracy']:.2%}, trained {record['epochs']} epochs on "
       f"{record['device']} (torch {record['torch']}), sha256 {record['sha256'][:12]}...")
 if record.get("provisional"):
-    print("note: these are provisional weights; the GPU-trained ones replace them (see minidit/evaluator.py)")
+    print("note: these are provisional weights; the GPU-trained ones replace them (see minidit/evaluation/evaluator.py)")
 
 train_split, test_split = load_fashion_mnist("train"), load_fashion_mnist("test")
 demo = to_model_range(test_split.images[:8])
@@ -194,7 +195,7 @@ print(f"Fréchet distance {fd:.6f}, closed form {(1.0 + 0.5) ** 2 + (2.0 - 0.5) 
 # Before scoring a model, score *real* images: a reference of train images against the same number
 # of test images. No generator can beat real data, so these numbers are the floor the model's
 # numbers should be read against; they are not the ideal values (FID 0, recall 1), because of
-# finite samples and the small shift between the splits. Every report of `minidit.metrics`
+# finite samples and the small shift between the splits. Every report of `minidit.evaluation.metrics`
 # carries this floor beside the model's numbers.
 
 # %%
@@ -230,7 +231,7 @@ show({"real floor": floor})
 # %% [markdown]
 # ## 4. Every metric gets worse as images get worse
 #
-# Corrupt real test images with Gaussian noise or blur (`minidit.degrade.gaussian_blur`), more and
+# Corrupt real test images with Gaussian noise or blur (`minidit.superres.degrade.gaussian_blur`), more and
 # more, and score them. A metric worth using must get monotonically worse; the tests in
 # `tests/test_metrics.py` check exactly this.
 
@@ -366,7 +367,7 @@ print({name: [round(m, 3) for m, _ in values] for name, values in bias.items()})
 # of their class: fidelity up, diversity down. DiT's Table 2 (ImageNet 256×256) shows it as FID falling from 9.62 to
 # 2.27 at scale 1.5, with precision up and recall down. Here a tiny DiT is trained with
 # `minidit.train.train` (the GPU trainer of notebook 08) and sampled at several scales from the same
-# starting noise; `minidit.evaluate.draw_samples` and `metrics.evaluation_report` are what
+# starting noise; `minidit.evaluation.evaluate.draw_samples` and `metrics.evaluation_report` are what
 # `python -m minidit.evaluate --ckpt ... --cfg-scale 1 1.5 2 ...` runs.
 
 # %%

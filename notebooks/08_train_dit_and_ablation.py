@@ -30,7 +30,7 @@
 # 4. relate sample quality to forward Gflops, the paper's measure of model compute.
 #
 # **Code:** `minidit/train.py` (the training loop), `minidit/sample.py` (DDPM sampling, guidance),
-# `minidit/metrics.py` (FID and friends, notebook 07), `minidit/experiments.py` (this notebook's runs:
+# `minidit/evaluation/metrics.py` (FID and friends, notebook 07), `minidit/tools/experiments.py` (this notebook's runs:
 # specs, resumable records, tables). **Exercise:** ex14 (the EMA update).
 
 # %% [markdown]
@@ -44,7 +44,7 @@
 # | read (default) | open it in Jupyter, or `python notebooks/08_train_dit_and_ablation.py` | every figure and table is drawn from the committed files in `notebooks/results/08_train_dit_and_ablation/`; nothing is trained |
 # | train a part (GPU) | `MINIDIT_QUICK=0 MINIDIT_PART=A python notebooks/08_train_dit_and_ablation.py` | trains and evaluates part A (or B, C), writes its records and figures, then draws everything |
 # | quick (CI, any CPU) | `MINIDIT_QUICK=1 python notebooks/08_train_dit_and_ablation.py` | the same code with tiny models and a few steps, into a temporary folder (the committed results are never touched) |
-# | several runs at once (GPU) | `python -m minidit.experiments B --only <run name> ...`, one process per run, then `MINIDIT_SAVE_FIGURES=1 python notebooks/08_train_dit_and_ablation.py` | each process trains and evaluates its runs; the notebook then redraws and saves the figures from the records |
+# | several runs at once (GPU) | `python -m minidit.tools.experiments B --only <run name> ...`, one process per run, then `MINIDIT_SAVE_FIGURES=1 python notebooks/08_train_dit_and_ablation.py` | each process trains and evaluates its runs; the notebook then redraws and saves the figures from the records |
 # | one GPU sitting (how the committed H200 results were made) | `bash notebooks/results/run_on_gpu.sh 08-sitting`, then `08-wait` until it is done | part A and the four lanes of part B (one per block, seeds in turn) as concurrent processes on one GPU |
 #
 # Every part is **resumable**: a run's record (`results/.../run_<name>.json`) is rewritten after
@@ -75,7 +75,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minidit import experiments
+from minidit.tools import experiments
 from minidit.data import CLASS_NAMES
 
 if QUICK:  # a fresh temporary folder: quick mode never overwrites the committed results
@@ -91,7 +91,7 @@ if PART and not (QUICK or DRY_RUN or torch.cuda.is_available()):
     PART = ""
 HOW_TO_RUN = "MINIDIT_QUICK=0 MINIDIT_PART={part} python notebooks/08_train_dit_and_ablation.py"
 # figures are written by a run that also wrote the results, or on request after runs made outside the notebook
-# (`python -m minidit.experiments B --only ...` on several GPUs at once): MINIDIT_SAVE_FIGURES=1
+# (`python -m minidit.tools.experiments B --only ...` on several GPUs at once): MINIDIT_SAVE_FIGURES=1
 SAVE_FIGURES = (bool(PART) and not DRY_RUN) or os.environ.get("MINIDIT_SAVE_FIGURES") == "1"
 print(f"quick mode: {QUICK}; training parts: {PART or 'none (reading saved results)'}; results: {RESULTS_DIR}")
 
@@ -122,7 +122,7 @@ for part in PARTS:
 #
 # `experiments.run_part` trains each run with `minidit.train.train` (checkpoints every `eval_every`
 # steps), then samples every checkpoint's EMA weights with DDPM (100 respaced steps in part A, 50 in
-# B and C) and scores the samples with `minidit.metrics` against Fashion-MNIST train images, beside
+# B and C) and scores the samples with `minidit.evaluation.metrics` against Fashion-MNIST train images, beside
 # the real-vs-real floor (test images against the same reference). In read mode this cell does nothing.
 
 # %%

@@ -33,7 +33,7 @@
 # 5. explain the perception–distortion trade-off, including why a perfect posterior sample has exactly
 #    twice the mean squared error of the best blurry estimate (about 3 dB of PSNR).
 #
-# **Code:** `minidit/degrade.py` (the degradations), `minidit/superres.py` (`SRDiT`, `psnr`, `ssim`,
+# **Code:** `minidit/superres/degrade.py` (the degradations), `minidit/superres/__init__.py` (`SRDiT`, `psnr`, `ssim`,
 # `train_sr`, `sample_sr`, `evaluate_sr`, and the GPU run `python -m minidit.superres`).
 # **Exercise:** ex15 (conditioning on an image: `concat_low_res`, `low_res_pos_embed`).
 
@@ -49,7 +49,7 @@ import os
 
 QUICK = os.environ.get("MINIDIT_QUICK", "0") == "1"
 SEED = 0
-DEGRADATION = "x4"  # 32x32 -> 8x8 with random blur, resize filter, noise and JPEG (minidit.degrade.DEGRADATIONS)
+DEGRADATION = "x4"  # 32x32 -> 8x8 with random blur, resize filter, noise and JPEG (minidit.superres.degrade.DEGRADATIONS)
 SAMPLES_PER_INPUT = 3  # diffusion samples per LR input, to see the diversity
 NUM_EVAL = 64 if QUICK else 500  # test images to super-resolve in the live run below
 SAMPLE_STEPS = 20 if QUICK else 100  # respaced DDPM steps
@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from minidit import course
-from minidit import degrade as dg
+from minidit.superres import degrade as dg
 from minidit import superres as sr
 from minidit.data import CLASS_NAMES, load_fashion_mnist, to_model_range
 from minidit.device import get_device
@@ -106,7 +106,7 @@ def show_images(rows, titles=None, row_labels=None, size=1.5):
 #
 # a Gaussian blur $k_\sigma$, downsampling by $s$ (here $s = 4$: $32 \times 32 \to 8 \times 8$; area
 # averaging or bicubic, chosen at random), additive noise and a JPEG-like quantisation of quality $q$.
-# `minidit.degrade.degrade` draws $\sigma$, the filter, $\sigma_n$ and $q$ **per image**, from a
+# `minidit.superres.degrade.degrade` draws $\sigma$, the filter, $\sigma_n$ and $q$ **per image**, from a
 # `torch.Generator`, batched on any device. A model trained on such pairs never knows which degradation
 # produced its input: it must be *blind*. First, one image through the four stages:
 
@@ -190,7 +190,7 @@ plt.show()
 # %% [markdown]
 # ## 3. Conditioning the same DiT on an image
 #
-# `SRDiT` (in `minidit/superres.py`) is a thin subclass of `minidit.model.DiT`: same patch embedding,
+# `SRDiT` (in `minidit/superres/__init__.py`) is a thin subclass of `minidit.model.DiT`: same patch embedding,
 # timestep and label embedders, blocks and final layer. The label becomes optional (`y=None` is the
 # null label of classifier-free guidance, so a label can still be given). The LR image enters in one of
 # three ways:

@@ -38,7 +38,7 @@
 # **Code:** `minidit/latent.py` (the autoencoder, `sample_posterior`, `kl_divergence`,
 # `latent_scale_factor`, `encode_dataset`, `decode_latents`), `minidit/data.py` (`LatentDataset`, which
 # `minidit.train.train` takes in place of the images), `minidit/sample.py` (`clip_denoised=False` for
-# latents) and the GPU run `python -m minidit.latent_experiment`. **Exercise:** ex17 (the reparameterised
+# latents) and the GPU run `python -m minidit.tools.latent_experiment`. **Exercise:** ex17 (the reparameterised
 # KL latent and the scale factor).
 
 # %% [markdown]
@@ -197,7 +197,7 @@ plt.show()
 # never saw (reconstructed from the posterior mean):
 
 # %%
-from minidit.metrics import evaluation_report
+from minidit.evaluation.metrics import evaluation_report
 from minidit.superres import psnr, ssim
 
 real = to_model_range(test_split.images[:NUM_EVAL]).to(DEVICE)
@@ -336,7 +336,7 @@ plt.show()
 # latent DiT-S/2 costs 17× fewer Gflops per image than the pixel DiT-S/2, so at the same batch it trains 17×
 # as many steps for the same compute. The GPU run, on one GPU in about 8 minutes,
 #
-#     python -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8
+#     python -m minidit.tools.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8
 #
 # trains the full-size autoencoder (a fixed share of the budget), scores its reconstructions, precomputes
 # 120,000 latents (the training split and its mirror images) on the GPU, trains the latent DiT-S/2 for 55% of
@@ -352,7 +352,7 @@ results_file = RESULTS / "results.json"
 gpu = json.loads(results_file.read_text()) if results_file.is_file() else None
 if gpu is None:
     print(f"No GPU results in {RESULTS} yet: they are pending. Make them on one GPU with\n"
-          "  python -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8\n"
+          "  python -m minidit.tools.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8\n"
           "(or `bash notebooks/results/run_on_gpu.sh 10`), then commit the folder.")
 else:
     print(gpu["command"])
@@ -470,7 +470,7 @@ if gpu is not None and gpu.get("samples", {}).get("latent") and gpu.get("samples
 # **Exercise ex17 — the reparameterised KL latent and the scale factor.** Implement `sample_posterior`,
 # `kl_divergence` and `latent_scale_factor` in `exercises/ex17_kl_latent.py`, check them with
 # `pytest exercises -k ex17`, and compare them with minidit's below. Then run the whole pipeline with your code:
-# `MINIDIT_IMPL=student python -m minidit.latent_experiment --quick --out /tmp/latent`.
+# `MINIDIT_IMPL=student python -m minidit.tools.latent_experiment --quick --out /tmp/latent`.
 
 # %%
 result = course.compare("ex17")

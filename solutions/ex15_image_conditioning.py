@@ -13,7 +13,7 @@ minidit.superres.SRDiT calls your two functions (through `minidit.course`), so o
 `MINIDIT_IMPL=student python -m minidit.superres --quick --out /tmp/sr` trains with them.
 
 Write the two functions, then check them:   pytest exercises -k ex15
-Notebook: 09_super_resolution.   minidit's version: minidit/superres.py
+Notebook: 09_super_resolution.   minidit's version: minidit/superres/__init__.py
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def concat_low_res(x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
         The order matters: the model's first C input channels are the ones it denoises.
 
     Hint: F.interpolate(low_res, size=..., mode="bicubic", align_corners=False); bicubic
-    overshoots near sharp edges, hence the clamp (minidit.degrade.upsample does both).
+    overshoots near sharp edges, hence the clamp (minidit.superres.degrade.upsample does both).
     """
     size = x_t.shape[-1]
     up = F.interpolate(low_res, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)

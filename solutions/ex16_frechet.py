@@ -10,7 +10,7 @@ semi-definite M = s1 sigma2 s1 with s1 = sigma1^(1/2); so tr((sigma1 sigma2)^(1/
 the square roots of M's eigenvalues, and two calls of np.linalg.eigh replace scipy's sqrtm.
 
 Write frechet_distance, then check it:   pytest exercises -k ex16
-Notebook: 07_evaluation.   minidit's version: minidit/metrics.py
+Notebook: 07_evaluation.   minidit's version: minidit/evaluation/metrics.py
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""minidit.bench: the CPU smoke run, its JSON, the MFU arithmetic and bad flags."""
+"""minidit.tools.bench: the CPU smoke run, its JSON, the MFU arithmetic and bad flags."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from minidit import bench
+from minidit.tools import bench
 from minidit.flops import dit_macs
 
 
@@ -34,7 +34,7 @@ def test_cpu_smoke_run(tmp_path, capsys):
     report = json.loads(out.read_text())
     for key in ("device_name", "torch_version", "date", "command", "peak_tflops", "training", "sampling"):
         assert key in report
-    assert report["command"].startswith("python -m minidit.bench --model DiT-T/4")
+    assert report["command"].startswith("python -m minidit.tools.bench --model DiT-T/4")
     rows = {r["variant"]: r for r in report["training"]}
     assert set(rows) == {"baseline", bench.default_variant()} and bench.default_variant() == "fast-recompute"
     for row in rows.values():
@@ -61,7 +61,7 @@ def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
     """One sampler path (issue [11]): the bench and `python -m minidit.sample` call the same function, alike."""
     import minidit.sample as sample_module
     from minidit import checkpoint
-    from minidit.bench import bench_sampling
+    from minidit.tools.bench import bench_sampling
     from minidit.model import create_model
 
     calls = []

@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-from minidit import course, diffusion, ema, embeddings, metrics
+from minidit import course, diffusion, ema, embeddings
+from minidit.evaluation import metrics
 from minidit import blocks as blocks_module
 from minidit.model import DiT
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from minidit.bench import synthetic_data
+from minidit.tools.bench import synthetic_data
 from minidit.blocks import set_recompute_gelu
 from minidit.diffusion import create_diffusion
 from minidit.model import create_model

@@ -1,4 +1,4 @@
-"""Tests for minidit.degrade: shapes, ranges, seeding, and each operation against an independent oracle."""
+"""Tests for minidit.superres.degrade: shapes, ranges, seeding, and each operation against an independent oracle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minidit import degrade as dg
+from minidit.superres import degrade as dg
 
 
 def _images(n=4, c=1, size=32, seed=0):

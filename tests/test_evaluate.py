@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minidit import evaluate
+from minidit.evaluation import evaluate
 
 
 def _pixels(n=12, seed=0):

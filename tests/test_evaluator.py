@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from minidit import evaluator as ev
+from minidit.evaluation import evaluator as ev
 
 
 def test_feature_views_have_the_documented_shapes():
@@ -57,7 +57,7 @@ def test_recorded_accuracy_is_what_the_weights_give(fashion_mnist_dir):
 
 def test_corrupt_or_missing_weights_give_clear_errors(tmp_path):
     path = tmp_path / "evaluator.safetensors"
-    with pytest.raises(FileNotFoundError, match="minidit.evaluator train"):
+    with pytest.raises(FileNotFoundError, match="minidit.evaluation.evaluator train"):
         ev.load_evaluator("cpu", path)
     shutil.copy(ev.EVALUATOR_PATH, path)
     with pytest.raises(FileNotFoundError, match="no evaluator record"):

@@ -6,7 +6,7 @@
 3. each exercise's tests catch at least two planted bugs: text mutations of its solution, run in a
    temporary folder (MUTANTS below; each must apply exactly once); where a mutant names a hint, the
    first failure's first line (what the progress table shows) must give that hint;
-plus: the stubs are exactly what `python -m minidit.grading stubs` generates from the solutions
+plus: the stubs are exactly what `python -m minidit.course.grading stubs` generates from the solutions
 (same names, signatures, docstrings), and the registry matches the files.
 
 Runs 1 and 3 share one subprocess (tests/_exercise_runner.py) so torch is imported once.
@@ -26,7 +26,7 @@ import pytest
 
 from exercises._testing import summarize_failure
 from minidit import course
-from minidit.grading import make_stub
+from minidit.course.grading import make_stub
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IDS = list(course.EXERCISES)
@@ -259,7 +259,7 @@ def test_stub_is_generated_from_the_solution(ex_id):
     if stub != expected:
         diff = "".join(difflib.unified_diff(expected.splitlines(True), stub.splitlines(True), "generated", "exercises/"))
         pytest.fail(f"exercises/{ex.stem}.py drifted from solutions/; regenerate it with "
-                    f"`python -m minidit.grading stubs {ex_id}`:\n{diff[:3000]}")
+                    f"`python -m minidit.course.grading stubs {ex_id}`:\n{diff[:3000]}")
     # Every registered name is defined, and every function body in the stub is the single raise.
     tree = ast.parse(stub)
     defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}

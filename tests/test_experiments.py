@@ -1,4 +1,4 @@
-"""minidit.experiments: notebook 08's runs are resumable, write their records atomically, and read back right.
+"""minidit.tools.experiments: notebook 08's runs are resumable, write their records atomically, and read back right.
 
 Tiny CPU runs (DiT-T/4, a few steps, synthetic images) with a stand-in `evaluate`, so the tests are about
 the bookkeeping, not the metrics (tests/test_metrics.py checks those); one test uses the real evaluator
@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from minidit import experiments as ex
+from minidit.tools import experiments as ex
 from minidit.data import FashionMNIST
 
 TINY = dict(model="DiT-T/4", steps=4, batch_size=8, eval_every=2, curve_samples=20, final_samples=30,

@@ -1,4 +1,4 @@
-"""minidit.grading: grading a folder with correct, wrong, crashing and looping answers; the student release."""
+"""minidit.course.grading: grading a folder with correct, wrong, crashing and looping answers; the student release."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import time
 import pytest
 import torch
 
-from minidit import course, grading
+from minidit import course
+from minidit.course import grading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def mixed_submission(tmp_path_factory) -> pathlib.Path:
 def graded(mixed_submission, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("grades")
     env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
-    proc = subprocess.run([sys.executable, "-m", "minidit.grading", "grade", str(mixed_submission), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "minidit.course.grading", "grade", str(mixed_submission), "--out", str(out),
                            "--only", "ex01", "ex02", "ex03", "ex04", "ex05", "ex07", "ex13",
                            "--test-timeout", "10", "--timeout", "300", "--gradescope", str(out / "results.json")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -205,7 +206,7 @@ def released(tmp_path_factory) -> pathlib.Path:
 
 def test_release_has_no_solutions(released, tmp_path):
     files = grading._release_files(ROOT)
-    assert (released / "exercises" / "conftest.py").is_file() and (released / "minidit" / "course.py").is_file()
+    assert (released / "exercises" / "conftest.py").is_file() and (released / "minidit" / "course" / "__init__.py").is_file()
     assert not (released / "solutions").exists() and not any(f.startswith("solutions/") for f in files)
     assert not (released / "tests").exists() and not (released / ".git").exists()
     with pytest.raises(ValueError, match="exists"):
@@ -327,7 +328,7 @@ def test_release_refuses_implemented_exercises(tmp_path, monkeypatch):
 
 def test_the_boundary_behaves_like_one_process(tmp_path):
     """What the tests rely on when impl runs in the child: modules, gradients, generators, in-place updates."""
-    from minidit import sandbox
+    from minidit.course import sandbox
 
     for ex_id in ("ex03", "ex09", "ex12", "ex14"):
         shutil.copyfile(ROOT / "solutions" / f"{course.get(ex_id).stem}.py", tmp_path / f"{course.get(ex_id).stem}.py")

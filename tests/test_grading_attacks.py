@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from minidit import course, sandbox
+from minidit import course
+from minidit.course import sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTION = (ROOT / "solutions" / "ex02_q_sample.py").read_text()
@@ -216,7 +217,7 @@ def _grade(instructor: pathlib.Path, folders: list[pathlib.Path], out: pathlib.P
     env["PYTHONPATH"] = str(instructor)
     env["TMPDIR"] = str(_SANDBOX_TMP)  # the children's folders: `_leftovers` looks for this run's only
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "minidit.grading", "grade", *map(str, folders), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "minidit.course.grading", "grade", *map(str, folders), "--out", str(out),
                            "--only", *only, "--test-timeout", "20", "--timeout", str(timeout), *extra],
                           cwd=instructor, env=env, capture_output=True, text=True, timeout=900)
     elapsed = time.monotonic() - start
@@ -330,7 +331,7 @@ def test_an_indirect_call_of_minidits_piece_is_caught_at_run_time(instructor, tm
     text = (head.replace("import torch\n", "import torch\n\nfrom minidit.diffusion import GaussianDiffusion\n", 1)
             + "def compute_alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:\n"
             + "    return GaussianDiffusion(betas, learn_sigma=False).alphas_cumprod.to(betas.dtype)\n")
-    assert not __import__("minidit.grading", fromlist=["x"]).honesty_problems(course.get("ex01"), text)
+    assert not __import__("minidit.course.grading", fromlist=["x"]).honesty_problems(course.get("ex01"), text)
     folder = _submission(tmp_path, "indirect", "ex01", text)
     grades, _ = _grade(instructor, [folder], tmp_path / "out", ["ex01"])
     got = grades["indirect"]["ex01"]

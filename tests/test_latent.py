@@ -1,4 +1,4 @@
-"""Tests for minidit.latent (the KL autoencoder, its latent and scale factor) and minidit.latent_experiment
+"""Tests for minidit.latent (the KL autoencoder, its latent and scale factor) and minidit.tools.latent_experiment
 (notebook 10's run, end to end in quick mode): closed forms and torch.distributions first, then behaviour."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minidit import latent as lat
-from minidit import latent_experiment as lx
+from minidit.tools import latent_experiment as lx
 from minidit.data import LatentDataset, sample_batch
 from minidit.diffusion import create_diffusion
 from minidit.model import create_model
@@ -205,7 +205,7 @@ def test_quick_run_end_to_end(tmp_path, fashion_mnist_dir):
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "done" and "error" not in results, results.get("traceback")
     assert results["device"] == "cpu" and results["torch_version"] == torch.__version__
-    assert results["command"].startswith("python -m minidit.latent_experiment --quick")
+    assert results["command"].startswith("python -m minidit.tools.latent_experiment --quick")
     rec = results["autoencoder"]["reconstruction"]
     assert 5 < rec["psnr"] < 60 and 0 < rec["ssim"] <= 1 and rec["fid"] > rec["floor"]["fid"] >= 0
     assert results["autoencoder"]["encoder_gflops"] > 0 and results["autoencoder"]["decoder_gflops"] > 0
@@ -278,13 +278,13 @@ def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_
     import dataclasses
     import types
 
-    import minidit.metrics
+    import minidit.evaluation.metrics
     import minidit.sample
     import minidit.train
 
     clock = types.SimpleNamespace(t=0.0)
     monkeypatch.setattr(lx, "time", types.SimpleNamespace(monotonic=lambda: clock.t))
-    real_ae, real_train, real_report = lat.train_autoencoder, minidit.train.train, minidit.metrics.evaluation_report
+    real_ae, real_train, real_report = lat.train_autoencoder, minidit.train.train, minidit.evaluation.metrics.evaluation_report
 
     def fake_ae(images, cfg, *, max_seconds=None, **kw):
         clock.t += max_seconds
@@ -312,7 +312,7 @@ def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_
     monkeypatch.setattr(lat, "train_autoencoder", fake_ae)
     monkeypatch.setattr(minidit.train, "train", fake_train)
     monkeypatch.setattr(minidit.sample, "sample", fake_sample)
-    monkeypatch.setattr(minidit.metrics, "evaluation_report", slow_report)
+    monkeypatch.setattr(minidit.evaluation.metrics, "evaluation_report", slow_report)
     gpu = lx.PRESETS["gpu"]
     cfg = dataclasses.replace(gpu, ae=TINY, num_train=300, ae_batch_size=16, model="DiT-T/2", batch_size=8,
                               num_recon=50, num_samples=50, sample_batch=10, precision="fp32", compile=False)

@@ -1,4 +1,4 @@
-"""minidit.metrics against closed forms, scipy, brute-force loops and point clouds with known answers;
+"""minidit.evaluation.metrics against closed forms, scipy, brute-force loops and point clouds with known answers;
 then, on real Fashion-MNIST, the behaviour every metric must show (worse with corruption, mode dropping)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minidit import metrics
+from minidit.evaluation import metrics
 
 # ----------------------------------------------------------------------------- FID
 
@@ -265,7 +265,7 @@ HIGHER_IS_BETTER = ("inception_score", "precision", "recall", "density", "covera
 def real_sets(fashion_mnist_dir):
     """Evaluator features of 1000 train images (the reference) and 1000 test images with labels."""
     from minidit.data import load_fashion_mnist, to_model_range
-    from minidit.evaluator import load_evaluator
+    from minidit.evaluation.evaluator import load_evaluator
 
     evaluator = load_evaluator("cpu")
     g = torch.Generator().manual_seed(0)
@@ -289,7 +289,7 @@ def _noise(x, sigma):
 
 
 def _blur(x, sigma):
-    from minidit.degrade import gaussian_blur
+    from minidit.superres.degrade import gaussian_blur
 
     return gaussian_blur(x, sigma).clamp(-1, 1)
 
@@ -327,7 +327,7 @@ def test_mode_dropping_hurts_recall_and_coverage_but_not_precision(real_sets):
 
 
 def test_bootstrap_fid_replicates_are_fids_of_resamples_and_pair_up():
-    from minidit.metrics import bootstrap_fid, fid_from_features, paired_interval
+    from minidit.evaluation.metrics import bootstrap_fid, fid_from_features, paired_interval
 
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(400, 6, generator=g), torch.randn(300, 6, generator=g) + 0.5

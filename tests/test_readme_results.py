@@ -43,8 +43,8 @@ def test_training_speed_table_matches_bench_json():
 
 
 def test_ablation_and_scaling_numbers_match_records():
-    """The README's part A and B tables are `python -m minidit.experiments tables`, line for line."""
-    from minidit import experiments as ex
+    """The README's part A and B tables are `python -m minidit.tools.experiments tables`, line for line."""
+    from minidit.tools import experiments as ex
 
     results = RESULTS / ex.EXPERIMENT
     rows = ex.ablation_rows(ex.load_part("B", results_dir=results))

@@ -1,4 +1,4 @@
-"""python -m minidit.scaling on the CPU: torchrun with 2 gloo processes, DiT-T/4, a few steps.
+"""python -m minidit.tools.scaling on the CPU: torchrun with 2 gloo processes, DiT-T/4, a few steps.
 
 The N-process run and the 1-process run with the same global batch see the same batches, so in fp32
 their loss curves must agree to rounding; the efficiency must be the arithmetic the JSON says it is.
@@ -19,7 +19,7 @@ import time
 import pytest
 import torch.distributed as dist
 
-from minidit import scaling
+from minidit.tools import scaling
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -48,7 +48,7 @@ def study(tmp_path_factory, fashion_mnist_dir):
         code = scaling.main(argv)
         seconds = time.monotonic() - start
     results = json.loads((tmp / "results" / "scaling.json").read_text())
-    assert code == 0, f"minidit.scaling exited with {code}: {[r.get('log_tail') for r in results['runs']]}"
+    assert code == 0, f"minidit.tools.scaling exited with {code}: {[r.get('log_tail') for r in results['runs']]}"
     return argv, results, seconds
 
 
@@ -310,7 +310,7 @@ def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_p
     monkeypatch.setattr(scaling, "train_command", fake_train)
     out = tmp_path / "results" / "scaling.json"
     out.parent.mkdir()
-    out.write_text(json.dumps(_results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.scaling")))
+    out.write_text(json.dumps(_results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.tools.scaling")))
     argv = [a for a in _argv(tmp_path, fashion_mnist_dir) if a != "--no-compile"]
     assert scaling.main(argv) == 0
     results = json.loads(out.read_text())
@@ -348,10 +348,10 @@ def _history(global_batch: int, steps: int, img_per_s: list[float], loss: list[f
 
 
 def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> list[str]:
-    older = _results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.scaling --call 1")
+    older = _results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.tools.scaling --call 1")
     newer_many = dict(_old_study()[1], img_per_s=165.0, img_per_s_intervals=[1.0, 160.0, 165.0, 170.0])
     newer_one = dict(_old_study()[0], img_per_s=100.0)
-    newer = _results([newer_many, newer_one], "2026-01-02T00:00:00+00:00", "python -m minidit.scaling --call 2")
+    newer = _results([newer_many, newer_one], "2026-01-02T00:00:00+00:00", "python -m minidit.tools.scaling --call 2")
     newer["runs"][0]["img_per_s"] = 160.0  # the newer file's 2-process run must win
     for name, obj in (("newer.json", newer), ("older.json", older), ("s.json", speed_history),
                       ("c.json", curve_history)):
@@ -387,10 +387,10 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     control = runs["1xDiT-T/4-sameglobal-modelscope"]
     assert (control["role"], control["per_gpu_batch"], control["global_batch"]) == ("reference-modelscope", 8, 8)
     _check_summaries(results)
-    assert results["command"][:4] == ["python -m minidit.scaling --call 1", "python -m minidit.scaling --call 2",
+    assert results["command"][:4] == ["python -m minidit.tools.scaling --call 1", "python -m minidit.tools.scaling --call 2",
                                       "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
                                       "CUDA_VISIBLE_DEVICES=0 python -m minidit.train"]  # fmt: skip
-    assert results["command"][4].startswith("python -m minidit.scaling --merge ")
+    assert results["command"][4].startswith("python -m minidit.tools.scaling --merge ")
     assert results["this_call"]["imported"] == list(CONTROLS)
     assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == PNG_MAGIC
 

@@ -13,7 +13,7 @@ import torch
 
 from minidit import superres as sr
 from minidit.data import FashionMNIST
-from minidit.degrade import upsample
+from minidit.superres.degrade import upsample
 from minidit.embeddings import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed
 
 MODES = [("concat", "adaLN-Zero"), ("concat", "cross-attention"), ("concat", "in-context"), ("concat", "adaLN"),
@@ -251,7 +251,7 @@ def test_a_few_diffusion_steps_reduce_the_loss(tinier_models):
 
 def test_a_few_regression_steps_beat_bicubic(tinier_models):
     from minidit.data import to_model_range
-    from minidit.degrade import degrade
+    from minidit.superres.degrade import degrade
 
     data = _synthetic_data()
     x = to_model_range(data.images)

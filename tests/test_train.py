@@ -13,7 +13,7 @@ import torch
 
 from minidit import checkpoint, train as train_module
 from minidit import data as data_module
-from minidit.bench import baseline_losses, synthetic_data
+from minidit.tools.bench import baseline_losses, synthetic_data
 from minidit.diffusion import create_diffusion
 from minidit.ema import update_ema_loop
 from minidit.model import create_model

@@ -15,7 +15,7 @@
 #
 # 08-parallel: every unfinished run of parts B and C as its own process, spread over the visible GPUs
 # (the eager DiT-S/4 runs are bound by kernel launches, so three share a GPU well); then the figures.
-# scaling: minidit.scaling on all visible GPUs (issue [9]); needs 2 or more.
+# scaling: minidit.tools.scaling on all visible GPUs (issue [9]); needs 2 or more.
 # GPU_DEADLINE (epoch seconds), when set, stops every step of a part there (timeout), so a lane of a
 # call with a time limit ends before it and still copies what it has to $OUT.
 # Fashion-MNIST is read from $MINIDIT_DATA_DIR (default: .device_data/ beside this checkout, where the
@@ -69,18 +69,18 @@ for part in "$@"; do
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
       $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())" ;;
     evaluator)
-      $PY -m minidit.evaluator train --out minidit/assets/evaluator.safetensors
+      $PY -m minidit.evaluation.evaluator train --out minidit/assets/evaluator.safetensors
       copy_out minidit/assets/evaluator.safetensors minidit/assets/evaluator.json ;;
     bench)  # the file the README's speed table quotes
-      run_py -m minidit.bench --variants baseline,baseline-bf16-compile,fast,fast-recompute \
+      run_py -m minidit.tools.bench --variants baseline,baseline-bf16-compile,fast,fast-recompute \
         --out notebooks/results/bench/bench_h100.json
       copy_out notebooks/results/bench/bench_h100.json ;;
     bench-profile)  # the whole ladder, and where each variant's time goes
-      run_py -m minidit.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast,fast-recompute \
+      run_py -m minidit.tools.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast,fast-recompute \
         --profile --out notebooks/results/bench/bench_h100_profile.json
       copy_out notebooks/results/bench/bench_h100_profile.json ;;
     bench-autotune)  # max-autotune tries Triton matmul templates: minutes of compiling, so its own JSON
-      run_py -m minidit.bench --variants baseline,fast-autotune-recompute,fast-autotune --no-sample \
+      run_py -m minidit.tools.bench --variants baseline,fast-autotune-recompute,fast-autotune --no-sample \
         --out notebooks/results/bench/bench_h100_autotune.json
       copy_out notebooks/results/bench/bench_h100_autotune.json ;;
     08A|08B|08C)
@@ -90,8 +90,8 @@ for part in "$@"; do
       gpus=$(nvidia-smi -L | wc -l); i=0; mkdir -p runs/logs
       export MINIDIT_NOTE="08-parallel: the unfinished runs of parts B and C ran as concurrent processes, $gpus GPU(s) shared; img/s of a run is lower than alone"
       for p in B C; do
-        for name in $($PY -m minidit.experiments $p --pending); do
-          CUDA_VISIBLE_DEVICES=$(( i % gpus )) run_py -m minidit.experiments $p --only "$name" --budget 9 \
+        for name in $($PY -m minidit.tools.experiments $p --pending); do
+          CUDA_VISIBLE_DEVICES=$(( i % gpus )) run_py -m minidit.tools.experiments $p --only "$name" --budget 9 \
             > "runs/logs/08${p}_$name.log" 2>&1 &
           echo "part $p run $name on GPU $(( i % gpus ))"; i=$(( i + 1 ))
         done
@@ -114,19 +114,19 @@ for part in "$@"; do
       mkdir -p runs/logs
       budget=${SITTING_BUDGET:-23}
       export MINIDIT_NOTE="08-sitting: part A and the pending part B runs as concurrent processes on one GPU"
-      # EXP_ARGS: extra flags for minidit.experiments (a CPU rehearsal: "--quick --results-dir D --runs-dir R")
+      # EXP_ARGS: extra flags for minidit.tools.experiments (a CPU rehearsal: "--quick --results-dir D --runs-dir R")
       EXP_ARGS=${EXP_ARGS:---results-dir runs/results_08}
-      run_py -m minidit.experiments A --budget "$budget" ${EXP_ARGS:-} > runs/logs/08A.log 2>&1 &
+      run_py -m minidit.tools.experiments A --budget "$budget" ${EXP_ARGS:-} > runs/logs/08A.log 2>&1 &
       for block in adaLN-Zero adaLN cross-attention in-context; do
-        names=$($PY -m minidit.experiments B --pending ${EXP_ARGS:-} | grep "_${block}_seed")
+        names=$($PY -m minidit.tools.experiments B --pending ${EXP_ARGS:-} | grep "_${block}_seed")
         if [ -n "$names" ]; then
-          run_py -m minidit.experiments B --only $names --budget "$budget" ${EXP_ARGS:-} \
+          run_py -m minidit.tools.experiments B --only $names --budget "$budget" ${EXP_ARGS:-} \
             > "runs/logs/08B_${block}.log" 2>&1 &
         fi
       done
       # part C's own runs (its S/4 point is B's adaLN-Zero seed 0), one process each
-      for name in $($PY -m minidit.experiments C --pending ${EXP_ARGS:-} | grep -v "^S4_"); do
-        run_py -m minidit.experiments C --only "$name" --budget "$budget" ${EXP_ARGS:-} > "runs/logs/08C_${name}.log" 2>&1 &
+      for name in $($PY -m minidit.tools.experiments C --pending ${EXP_ARGS:-} | grep -v "^S4_"); do
+        run_py -m minidit.tools.experiments C --only "$name" --budget "$budget" ${EXP_ARGS:-} > "runs/logs/08C_${name}.log" 2>&1 &
       done
       wait
       [ "$EXP_ARGS" != "--results-dir runs/results_08" ] || MINIDIT_RESULTS_DIR=runs/results_08 MINIDIT_SAVE_FIGURES=1 \
@@ -166,12 +166,12 @@ save_weights('runs/sample_cli/s2.safetensors', m, m, {'train': {'noise_schedule'
       pack_out notebooks/results/09_super_resolution results_09 ;;
     10)  # the budget covers the whole run, torch.compile included; Python start-up comes on top
       mkdir -p notebooks/results/10_latent_diffusion
-      run_py -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes "${LATENT_MINUTES:-8}" \
+      run_py -m minidit.tools.latent_experiment --out notebooks/results/10_latent_diffusion --minutes "${LATENT_MINUTES:-8}" \
         2>&1 | tee notebooks/results/10_latent_diffusion/log_10.txt
       pack_out notebooks/results/10_latent_diffusion results_10 ;;
     scaling)  # NVLink multicast stays off on shared hosts
       export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-      run_py -m minidit.scaling --gpus "$(nvidia-smi -L | wc -l)" --parallel-single ${SCALING_ARGS:-} \
+      run_py -m minidit.tools.scaling --gpus "$(nvidia-smi -L | wc -l)" --parallel-single ${SCALING_ARGS:-} \
         --out notebooks/results/multi_gpu/scaling.json
       for f in runs/scaling/*.log; do [ -f "$f" ] && cp "$f" "notebooks/results/multi_gpu/log_$(basename "$f" .log).txt"; done
       pack_out notebooks/results/multi_gpu results_scaling ;;

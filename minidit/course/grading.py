@@ -1,14 +1,14 @@
 """Instructor tools: grade students' exercises/ folders, and write a student release without solutions.
 
-    python -m minidit.grading grade submissions/alice submissions/bob --out grades   # JSON + CSV
-    python -m minidit.grading grade submission --gradescope results/results.json     # + Gradescope's file
-    python -m minidit.grading release --out release     # no solutions/, minidit's exercised pieces run exercises/
-    python -m minidit.grading list                      # exercises and points
-    python -m minidit.grading stubs [ex15 ...]          # (re)write exercises/exNN_*.py stubs from solutions/
+    python -m minidit.course.grading grade submissions/alice submissions/bob --out grades   # JSON + CSV
+    python -m minidit.course.grading grade submission --gradescope results/results.json     # + Gradescope's file
+    python -m minidit.course.grading release --out release     # no solutions/, minidit's exercised pieces run exercises/
+    python -m minidit.course.grading list                      # exercises and points
+    python -m minidit.course.grading stubs [ex15 ...]          # (re)write exercises/exNN_*.py stubs from solutions/
 
 Grading runs this checkout's tests (exercises/test_exNN_*.py, the same oracles and hints students
 run) in a clean pytest process per exercise; the student's code runs only in a confined child of
-that process (minidit.sandbox), which decides nothing and writes no report. Each test has a time
+that process (minidit.course.sandbox), which decides nothing and writes no report. Each test has a time
 limit (--test-timeout: a loop fails the tests that reach it) and each exercise a hard one
 (--timeout: everything is killed and the exercise scores 0). A file that imports or reaches the
 exercise's own answer from minidit or solutions/ scores 0 ("rejected"). An exercise scores
@@ -35,11 +35,13 @@ import sys
 import tempfile
 import time
 
-from minidit import course, sandbox
+from minidit import course
+from minidit.course import sandbox
 
 # tests/ files that need solutions/; they do not ship in the student release.
 RELEASE_EXCLUDE = ("solutions/", "tests/")  # tests/ checks minidit's own pieces, which the release does not ship
 TIMEOUT_MESSAGE = sandbox.TIMEOUT_MESSAGE  # exercises/conftest.py words a timed-out test so
+_REPO = pathlib.Path(__file__).resolve().parents[2]  # the folder that holds minidit/
 _NEVER_COPY = {".git", ".venv", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "release", "grades"}
 
 
@@ -84,7 +86,7 @@ def honesty_problems(ex: course.Exercise, source: str) -> list[str]:
     `getattr(m, "q_sample")`), importing solutions at all, and loading code dynamically (importlib,
     exec, eval, ...). Everything else is allowed: other exercises' pieces and minidit's building blocks
     (Attention, Mlp, modulate in ex11, diffusion.q_sample in ex03). The child process adds a runtime
-    check (minidit's own versions of the graded pieces raise there), see minidit.sandbox.
+    check (minidit's own versions of the graded pieces raise there), see minidit.course.sandbox.
     """
     try:
         tree = ast.parse(source)
@@ -128,7 +130,7 @@ def honesty_problems(ex: course.Exercise, source: str) -> list[str]:
 
 @dataclasses.dataclass
 class Options:
-    """Limits of one grading run (see minidit.sandbox.Limits for what each means in the child)."""
+    """Limits of one grading run (see minidit.course.sandbox.Limits for what each means in the child)."""
 
     timeout: float = 600.0  # seconds per exercise, all its tests together (the verdict process is killed)
     test_timeout: float = 30.0  # seconds per test (and per call into the student's code)
@@ -146,7 +148,7 @@ class Options:
 def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: Options) -> dict[str, dict]:
     """Run this checkout's tests of these exercises against `folder` -> per exercise: status, tests, log, notes.
 
-    The tests run in one clean pytest process with minidit.sandbox as plugin: the student's code runs
+    The tests run in one clean pytest process with minidit.course.sandbox as plugin: the student's code runs
     only in that process's confined children, one per exercise, each killed (with all it started)
     before the next exercise's tests; an exercise whose tests together run longer than
     options.timeout stops there and scores 0. Output goes to files (never pipes); at the end every
@@ -159,7 +161,7 @@ def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: 
     limit = options.timeout * len(exercises) + 60  # the exercise budgets hold it well within this
     with tempfile.TemporaryDirectory(prefix="minidit-grade-") as tmp:
         report, log_path = pathlib.Path(tmp) / "report.json", pathlib.Path(tmp) / "pytest.log"
-        cmd = [sys.executable, "-m", "pytest", *files, "-p", "minidit.sandbox", "-q", "-p", "no:cacheprovider",
+        cmd = [sys.executable, "-m", "pytest", *files, "-p", "minidit.course.sandbox", "-q", "-p", "no:cacheprovider",
                "-o", "addopts=", "--no-header", "-rN", "--basetemp", str(pathlib.Path(tmp) / "t")]
         env = {k: v for k, v in os.environ.items() if k not in (course.ENV_IMPL, course.ENV_EXERCISES)}
         env.update({sandbox.ENV_SUBMISSION: str(folder), sandbox.ENV_REPORT: str(report),
@@ -430,7 +432,9 @@ def _release_targets() -> dict[str, list[tuple[str, str, str]]]:
             for target in targets:
                 module, _, path = target.partition(":")
                 if module.startswith("minidit.") and not path.endswith("]"):  # BLOCKS[...] holds a class already done
-                    out.setdefault(module.replace(".", "/") + ".py", []).append((ex.id, name, path))
+                    rel = module.replace(".", "/")  # a module file, or a package's __init__.py
+                    rel += "/__init__.py" if (_REPO / rel).is_dir() else ".py"
+                    out.setdefault(rel, []).append((ex.id, name, path))
     return out
 
 
@@ -534,7 +538,7 @@ def release(out: str | os.PathLike, force: bool = False) -> list[str]:
 # ----------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidit.grading", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m minidit.course.grading", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("grade", help="grade one or more students' exercises folders")
     g.add_argument("folders", nargs="+", help="a student's exercises/ folder (or their checkout)")

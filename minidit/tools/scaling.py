@@ -36,8 +36,8 @@ they would repeat the plain runs and are skipped too):
 
 On a machine with 2 GPUs (a few minutes per model with the defaults):
 
-    python -m minidit.scaling --gpus 2 --parallel-single
-    python -m minidit.scaling --gpus 2 --only 2xDiT-B/2     # one run, e.g. within a time limit
+    python -m minidit.tools.scaling --gpus 2 --parallel-single
+    python -m minidit.tools.scaling --gpus 2 --only 2xDiT-B/2     # one run, e.g. within a time limit
 
 --parallel-single starts the 1-process runs at the same time, each pinned to its own GPU with
 CUDA_VISIBLE_DEVICES (they share the CPU and the host, not a GPU); the N-process runs then run one
@@ -50,8 +50,8 @@ checks with DiT-T/4 in seconds.
 
 Results of several calls (or machines) are put together without running anything:
 
-    python -m minidit.scaling --merge a.json b.json --out scaling.json      # by run name, newest file wins
-    python -m minidit.scaling --merge a.json --import-history 1xDiT-S/2-modelscope=runs/x/history.json \\
+    python -m minidit.tools.scaling --merge a.json b.json --out scaling.json      # by run name, newest file wins
+    python -m minidit.tools.scaling --merge a.json --import-history 1xDiT-S/2-modelscope=runs/x/history.json \\
         --import-command "1xDiT-S/2-modelscope=python -m minidit.train ..." --out scaling.json
 
 --import-history turns the history.json of a run made by hand into the record of the named run, its
@@ -181,7 +181,7 @@ def child_env(threads: int, gpu: int | None = None) -> dict[str, str]:
         env.setdefault(key, value)
     env.setdefault("OMP_NUM_THREADS", str(threads))
     env["PYTHONUNBUFFERED"] = "1"  # the log file fills as the run goes
-    root = str(pathlib.Path(__file__).resolve().parent.parent)  # the workers import this very minidit
+    root = str(pathlib.Path(__file__).resolve().parents[2])  # the workers import this very minidit
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -242,7 +242,7 @@ def launch(run: Run, args: argparse.Namespace, threads: int, gpu: int | None) ->
     log_path = pathlib.Path(args.runs_dir) / f"{run.slug}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     where = "" if gpu is None else f" on GPU {gpu}"
-    print(f"minidit.scaling: start {run.name}: {run.processes} process(es), global batch {run.global_batch}, "
+    print(f"minidit.tools.scaling: start {run.name}: {run.processes} process(es), global batch {run.global_batch}, "
           f"{run.steps} steps, compile scope {run.compile_scope}{where} (log {log_path})", flush=True)
     with open(log_path, "w") as log:  # the child keeps its own handle
         proc = subprocess.Popen(train_command(run, args), stdout=log, stderr=subprocess.STDOUT,
@@ -271,10 +271,10 @@ def execute(runs: list[Run], args: argparse.Namespace, slots: int, on_done: Call
                 record = run_record(run, args, proc.returncode, time.monotonic() - start, log_path, gpu)
                 if record["exit_code"] == 0:
                     speed = "-" if record["img_per_s"] is None else f"{record['img_per_s']:,.0f} img/s"
-                    print(f"minidit.scaling: done  {run.name} in {record['wall_time_s']:.0f} s: {speed}, "
+                    print(f"minidit.tools.scaling: done  {run.name} in {record['wall_time_s']:.0f} s: {speed}, "
                           f"last loss {record['loss'][-1]:.4f}", flush=True)
                 else:
-                    print(f"minidit.scaling: FAILED {run.name} (exit code {record['exit_code']}); last lines of "
+                    print(f"minidit.tools.scaling: FAILED {run.name} (exit code {record['exit_code']}); last lines of "
                           f"{log_path}:\n{record.get('error') or record['log_tail']}", flush=True)
                 on_done(record)
     finally:  # interrupted (Ctrl-C, an error in on_done): no torchrun outlives the tool
@@ -588,9 +588,9 @@ def write_results(results: dict, records: dict[str, dict], models: list[str], ou
 
 def _report(results: dict) -> None:
     for s in results["scaling"].values():
-        print(f"minidit.scaling: {s['reading']}")
+        print(f"minidit.tools.scaling: {s['reading']}")
     for cmp in results["loss_curves"].values():
-        print(f"minidit.scaling: {cmp['verdict']}")
+        print(f"minidit.tools.scaling: {cmp['verdict']}")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -599,7 +599,7 @@ def _report(results: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from minidit.cli import ArgumentParser
 
-    parser = ArgumentParser(prog="python -m minidit.scaling", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m minidit.tools.scaling", description=__doc__.split("\n\n")[0],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("--models", default="DiT-S/2,DiT-B/2", help="comma-separated DiT configs")
     parser.add_argument("--curve-models", default=None, help="models that get the 1-process reference loss "
@@ -734,21 +734,21 @@ def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, comman
     }  # fmt: skip
     figure = write_results(results, records, models, out)
     _report(results)
-    print(f"minidit.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}")
+    print(f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m minidit.scaling ...; 0 when every selected run succeeded, 1 otherwise, 2 for bad flags."""
+    """python -m minidit.tools.scaling ...; 0 when every selected run succeeded, 1 otherwise, 2 for bad flags."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = "python -m minidit.scaling " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m minidit.tools.scaling " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.merge or args.import_history or args.import_command:
         return merge_main(parser, args, command)
     models, curve_models = _check_args(parser, args)
     controls = args.controls and args.compile
     if args.controls and not args.compile:
-        print("minidit.scaling: no -modelscope controls: without --compile the compile scope changes nothing")
+        print("minidit.tools.scaling: no -modelscope controls: without --compile the compile scope changes nothing")
     runs = plan_runs(models, curve_models, args.gpus, args.per_gpu_batch, args.speed_steps, args.curve_steps,
                      controls)
     only = None if args.only is None else [n for n in args.only.split(",") if n]
@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     this_call = {"ran": [r.name for r in todo], "skipped_done": [r.name for r in done],
                  "not_selected": [r.name for r in runs if r not in done and r not in todo]}
     for r in done:
-        print(f"minidit.scaling: skip {r.name} (done in an earlier call with the same settings)")
+        print(f"minidit.tools.scaling: skip {r.name} (done in an earlier call with the same settings)")
     results = {
         "device": args.device, "gpus": args.gpus,
         "gpu_count": torch.cuda.device_count() if args.device == "cuda" else 0,
@@ -802,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _report(results)
     failed = [name for name in this_call["ran"] if records[name]["exit_code"] != 0]
-    print(f"minidit.scaling: wrote {out} and {figure}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"minidit.tools.scaling: wrote {out} and {figure}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

@@ -1,8 +1,8 @@
 """The process boundary of graded runs: a student's code runs in a confined child, the verdict in the parent.
 
-`python -m minidit.grading grade` runs each exercise's tests (this checkout's exercises/test_exNN_*.py,
+`python -m minidit.course.grading grade` runs each exercise's tests (this checkout's exercises/test_exNN_*.py,
 with the same oracles and hints as `pytest exercises`) in a clean pytest process loaded with this
-module as a plugin (`-p minidit.sandbox`). There, `course.load(ex, "student")` - what the `impl`
+module as a plugin (`-p minidit.course.sandbox`). There, `course.load(ex, "student")` - what the `impl`
 fixture and `course.use("student", ...)` call - returns a *remote module*: every call on it is carried
 out by a child process that imported a private copy of the student's file, and nothing the student
 wrote is ever imported by the parent.
@@ -1037,7 +1037,7 @@ class Submission(Endpoint):
         for path in sorted(self.folder.glob("*.py")):  # the student's files; never their conftest or tests
             if path.name != "conftest.py" and not path.name.startswith("test_") and path.is_file():
                 shutil.copyfile(path, work / "submission" / path.name)
-        package = pathlib.Path(course.__file__).resolve().parent
+        package = pathlib.Path(course.__file__).resolve().parents[1]
         (work / "site" / "minidit").symlink_to(package, target_is_directory=True)
         to_child, from_child = os.pipe(), os.pipe()
         user = self.limits.user if os.getuid() == 0 and self.limits.user and all(
@@ -1059,7 +1059,7 @@ class Submission(Endpoint):
                "TMPDIR": str(work / "tmp"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
                "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
         boot = ("import sys; sys.path.insert(0, sys.argv[1] + '/site'); "
-                "from minidit import sandbox; sandbox.child_main(sys.argv[1])")
+                "from minidit.course import sandbox; sandbox.child_main(sys.argv[1])")
         self.stdout, self.stderr = open(work / "stdout.txt", "wb"), open(work / "stderr.txt", "wb")
         try:
             self.proc = subprocess.Popen([sys.executable, "-I", "-c", boot, str(work)], cwd=work / "submission",

@@ -1,7 +1,7 @@
 """Notebook 10's GPU experiment: DiT in a frozen autoencoder's latent space against DiT on pixels, at equal compute.
 
-    python -m minidit.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8
-    python -m minidit.latent_experiment --quick --out /tmp/latent     # CPU, seconds: the same code path
+    python -m minidit.tools.latent_experiment --out notebooks/results/10_latent_diffusion --minutes 8
+    python -m minidit.tools.latent_experiment --quick --out /tmp/latent     # CPU, seconds: the same code path
 
 Within the budget (everything included: compiling, sampling, scoring, figures) it
   1. trains the KL autoencoder of `minidit.latent` (32x32x1 -> 8x8x4) and freezes it;
@@ -198,7 +198,7 @@ def _sample_and_score(model, diffusion, cfg: LatentRunConfig, cfg_scale: float, 
 
     Returns (images (n, 1, 32, 32) on the CPU, the scores with n, the real floor and the sampling time).
     """
-    from minidit.metrics import evaluation_report
+    from minidit.evaluation.metrics import evaluation_report
     from minidit.sample import sample
 
     labels = torch.arange(cfg.num_samples) % len(CLASS_NAMES)  # (N,) 0, 1, ..., 9, 0, ...
@@ -228,7 +228,7 @@ def _sample_and_score(model, diffusion, cfg: LatentRunConfig, cfg_scale: float, 
 def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_latent_diffusion",
         command: str | None = None, data_dir=None, log=print) -> dict:
     """Run the five phases within `minutes`; returns the summary that results.json holds."""
-    from minidit.metrics import evaluation_report
+    from minidit.evaluation.metrics import evaluation_report
     from minidit.sample import load_model_for_sampling
     from minidit.superres import psnr, ssim
     from minidit.train import TrainConfig, train
@@ -243,7 +243,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
     device = get_device(cfg.device)
     out_dir, work_dir = pathlib.Path(out_dir), pathlib.Path(work_dir)
     summary = {
-        "command": command or "minidit.latent_experiment.run",
+        "command": command or "minidit.tools.latent_experiment.run",
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch_version": torch.__version__, "minutes_budget": minutes, "config": dataclasses.asdict(cfg),
@@ -270,7 +270,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
 
         # 1. the autoencoder
         t0 = time.monotonic()
-        log(f"minidit.latent_experiment: training the autoencoder for up to {cfg.ae_share * budget:.0f} s")
+        log(f"minidit.tools.latent_experiment: training the autoencoder for up to {cfg.ae_share * budget:.0f} s")
         ae, ae_hist = _latent.train_autoencoder(train_data.images, cfg.ae, steps=cfg.ae_max_steps,
                                                 max_seconds=min(cfg.ae_share * budget, max(left(), 1.0)),
                                                 batch_size=cfg.ae_batch_size, lr=cfg.ae_lr, seed=cfg.seed,
@@ -296,7 +296,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         pictures["reconstructions"] = (real[:32].cpu(), rec[:32].cpu())
         phase_done("autoencoder_eval", t0)
         r = summary["autoencoder"]["reconstruction"]
-        log(f"minidit.latent_experiment: reconstructions PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, "
+        log(f"minidit.tools.latent_experiment: reconstructions PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, "
             f"FID {r['fid']:.2f} (real floor {r['floor']['fid']:.2f})")
         save("latents")
 
@@ -315,7 +315,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         }
         del raw
         phase_done("latents", t0)
-        log(f"minidit.latent_experiment: {len(latents)} latents {tuple(latents.images.shape[1:])}, raw std "
+        log(f"minidit.tools.latent_experiment: {len(latents)} latents {tuple(latents.images.shape[1:])}, raw std "
             f"{summary['latents']['raw_std']:.3f}: scale factor {scale:.4f} (SD VAE: {SD_VAE_SCALE_FACTOR})")
         save("training")
 
@@ -344,10 +344,10 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
                 m.update(steps=0, status="skipped: the latent DiT did not train, so there is no compute to match")
                 continue
             if seconds < 1:
-                log(f"minidit.latent_experiment: no time left to train the {name} DiT")
+                log(f"minidit.tools.latent_experiment: no time left to train the {name} DiT")
                 m.update(steps=0, status="skipped: no time left")
                 continue
-            log(f"minidit.latent_experiment: training the {name} DiT ({cfg.model}, {m['tokens_per_image']} tokens, "
+            log(f"minidit.tools.latent_experiment: training the {name} DiT ({cfg.model}, {m['tokens_per_image']} tokens, "
                 f"{m['gflops']:.3f} Gflops) for {steps} steps or {seconds:.0f} s")
             tcfg = TrainConfig(model=cfg.model, global_batch_size=cfg.batch_size, steps=steps, lr=cfg.lr,
                                ema_warmup="ema_warmup", seed=cfg.seed, flip=s["flip"], precision=cfg.precision,
@@ -382,7 +382,7 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
             for name in (n for n in models if models[n].get("steps")):
                 key = f"{cfg_scale:g}"
                 if left() < 5:
-                    log(f"minidit.latent_experiment: no time left to sample the {name} DiT at guidance {key}")
+                    log(f"minidit.tools.latent_experiment: no time left to sample the {name} DiT at guidance {key}")
                     continue
                 try:
                     if name not in loaded:
@@ -391,11 +391,11 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
                     images, result = _sample_and_score(*loaded[name], cfg, cfg_scale, decode, left, data_dir, device)
                 except Exception as err:  # one failed job (e.g. a diverged model's NaNs) must not stop the others
                     summary["samples"][name][key] = {"error": f"{type(err).__name__}: {err}"}
-                    log(f"minidit.latent_experiment: {name} DiT, guidance {key}: {type(err).__name__}: {err}")
+                    log(f"minidit.tools.latent_experiment: {name} DiT, guidance {key}: {type(err).__name__}: {err}")
                     continue
                 summary["samples"][name][key] = result
                 pictures["samples"][f"{name} DiT, guidance {key}"] = _grid(images, 8)
-                log(f"minidit.latent_experiment: {name} DiT, guidance {key}, {result['num_samples']} samples: FID "
+                log(f"minidit.tools.latent_experiment: {name} DiT, guidance {key}, {result['num_samples']} samples: FID "
                     f"{result['fid']:.2f}, class accuracy {result['class_accuracy']:.3f}, precision "
                     f"{result['precision']:.3f}, recall {result['recall']:.3f}")
                 save("sampling")
@@ -403,16 +403,16 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
     except Exception as err:  # keep what was measured: results.json says where and why the run stopped
         summary["error"] = f"{type(err).__name__}: {err} (in phase {summary['status']!r})"
         summary["traceback"] = traceback.format_exc()[-4000:]
-        log(f"minidit.latent_experiment: stopped by an error in phase {summary['status']!r}:\n{summary['traceback']}")
+        log(f"minidit.tools.latent_experiment: stopped by an error in phase {summary['status']!r}:\n{summary['traceback']}")
 
     # figures: never lose the numbers to a plot
     try:
         summary["figures"] = _figures(out_dir, summary, pictures)
     except Exception as err:  # noqa: BLE001
         summary["figures"] = []
-        log(f"minidit.latent_experiment: figures failed ({type(err).__name__}: {err})")
+        log(f"minidit.tools.latent_experiment: figures failed ({type(err).__name__}: {err})")
     save("failed" if "error" in summary else "done")
-    log(f"minidit.latent_experiment: wrote {out_dir / 'results.json'} and {', '.join(summary['figures'])} "
+    log(f"minidit.tools.latent_experiment: wrote {out_dir / 'results.json'} and {', '.join(summary['figures'])} "
         f"in {summary['wall_seconds']['total']:.0f} s on {summary['device_name']}")
     return summary
 
@@ -433,8 +433,8 @@ def format_table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m minidit.latent_experiment --out DIR [--minutes 8] [--quick] [--work-dir DIR] [--device D]."""
-    parser = argparse.ArgumentParser(prog="python -m minidit.latent_experiment", description=__doc__.split("\n\n")[0])
+    """python -m minidit.tools.latent_experiment --out DIR [--minutes 8] [--quick] [--work-dir DIR] [--device D]."""
+    parser = argparse.ArgumentParser(prog="python -m minidit.tools.latent_experiment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json and the figures")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole run (default 8)")
     parser.add_argument("--quick", action="store_true",
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         find_data_dir(args.data_dir)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    command = "python -m minidit.latent_experiment " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m minidit.tools.latent_experiment " + " ".join(sys.argv[1:] if argv is None else argv)
     work_dir = args.work_dir or ("runs/10_latent_diffusion" + ("_quick" if args.quick else ""))
     summary = run(cfg, args.out, minutes, work_dir, command, args.data_dir)
     print(format_table(summary))

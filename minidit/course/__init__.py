@@ -126,7 +126,7 @@ EXERCISES: dict[str, Exercise] = {
             {n: f"minidit.superres:{n}" for n in ["concat_low_res", "low_res_pos_embed"]},
             notebook="09_super_resolution"),
         _ex("ex16", "ex16_frechet", "Frechet distance between two Gaussians", ["frechet_distance"],
-            {"frechet_distance": "minidit.metrics:frechet_distance"},
+            {"frechet_distance": "minidit.evaluation.metrics:frechet_distance"},
             notebook="07_evaluation", points=5.0, optional=True),
         _ex("ex17", "ex17_kl_latent", "the reparameterised KL latent and the latent scale factor",
             ["sample_posterior", "kl_divergence", "latent_scale_factor"],
@@ -157,7 +157,7 @@ def repo_root() -> pathlib.Path:
         for folder in [start, *start.parents]:
             if _is_checkout(folder):
                 return folder
-    return pathlib.Path(__file__).resolve().parent.parent
+    return pathlib.Path(__file__).resolve().parents[2]
 
 
 def get(exercise_id: str) -> Exercise:
@@ -187,7 +187,7 @@ _REMOTE_LOADER: Callable[[str], Any] | None = None
 
 
 def set_remote_loader(loader: Callable[[str], Any] | None) -> None:
-    """Graded mode (minidit.sandbox): load(id, "student") returns loader(id), a module whose calls run in a
+    """Graded mode (minidit.course.sandbox): load(id, "student") returns loader(id), a module whose calls run in a
     confined child process; the student's file is never imported here."""
     global _REMOTE_LOADER
     _REMOTE_LOADER = loader
@@ -195,7 +195,7 @@ def set_remote_loader(loader: Callable[[str], Any] | None) -> None:
 
 
 def graded() -> bool:
-    """True inside a grading run (the student's code runs in a child process, see minidit.sandbox)."""
+    """True inside a grading run (the student's code runs in a child process, see minidit.course.sandbox)."""
     return _REMOTE_LOADER is not None
 
 
@@ -617,7 +617,7 @@ def record_reference_outputs() -> dict:
 
 def _recorded(ex_id: str, name: str) -> tuple[list, dict] | None:
     """(outputs, block weights) recorded for a piece in the student release, or None."""
-    path = pathlib.Path(__file__).resolve().parent / RECORD_FILE
+    path = pathlib.Path(__file__).resolve().parents[1] / RECORD_FILE
     if not path.is_file():
         return None
     from safetensors.torch import load_file

@@ -1,9 +1,9 @@
 """Time minidit's training step against the official DiT recipe, and sampling, in one run.
 
-    python -m minidit.bench                                   # DiT-S/2, batch 256: baseline vs fast + sampling
-    python -m minidit.bench --variants all --no-sample        # the ladder: what each change buys
-    python -m minidit.bench --variants fast --no-sample --profile   # where the fast step's time goes
-    python -m minidit.bench --model DiT-T/2 --batch 8 --steps 3 --warmup 1 --sample-batch 2 --ddpm-steps 5 \
+    python -m minidit.tools.bench                                   # DiT-S/2, batch 256: baseline vs fast + sampling
+    python -m minidit.tools.bench --variants all --no-sample        # the ladder: what each change buys
+    python -m minidit.tools.bench --variants fast --no-sample --profile   # where the fast step's time goes
+    python -m minidit.tools.bench --model DiT-T/2 --batch 8 --steps 3 --warmup 1 --sample-batch 2 --ddpm-steps 5 \
         --ddim-steps 5 --out /tmp/bench.json                   # a CPU smoke test
 
 Training variants (same model, same GPU-resident data, same diffusion loss):
@@ -341,7 +341,7 @@ def _describe(err: Exception) -> str:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m minidit.bench", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m minidit.tools.bench", description=__doc__.split("\n\n")[0],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", nargs="+", default=["DiT-S/2"], help="configs to time")
     parser.add_argument("--block", default="adaLN-Zero", help="conditioning block")
@@ -389,12 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True  # the official recipe's fp32 runs with TF32
         torch.backends.cudnn.allow_tf32 = True
     else:
-        print(f"minidit.bench: on {device.type} every variant runs in fp32 without compile (CUDA-only features)")
+        print(f"minidit.tools.bench: on {device.type} every variant runs in fp32 without compile (CUDA-only features)")
     peak, peak_source = peak_tflops(device, args.peak_tflops)
     report = {
         "device": str(device), "device_name": device_name(device), "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "command": " ".join(["python -m minidit.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m minidit.tools.bench", *(argv if argv is not None else sys.argv[1:])]),
         "git_commit": _git_commit(), "note": os.environ.get("MINIDIT_NOTE"),  # e.g. what else the machine ran
         "peak_tflops": peak, "peak_source": peak_source,
         "mfu_definition": "img/s x 6 x forward MACs per image / peak (forward + backward = 3 forward passes)",
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": [], "sampling": [],
     }
     data = synthetic_data(device)
-    print(f"minidit.bench: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
+    print(f"minidit.tools.bench: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
           f"peak {peak} TFLOP/s ({peak_source}) -> {out}")
     failures = 0
     from minidit.flops import dit_macs
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_json(out, report)
     for key, value in report["speedups"].items():
         print(f"  speed-up {key}: {value:.2f}x")
-    print(f"minidit.bench: wrote {out}" + (f" ({failures} measurement(s) failed, see 'error')" if failures else ""))
+    print(f"minidit.tools.bench: wrote {out}" + (f" ({failures} measurement(s) failed, see 'error')" if failures else ""))
     return 0 if failures == 0 else 1
 
 

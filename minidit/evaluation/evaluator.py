@@ -12,7 +12,7 @@ available offline, so the course trains its own: a VGG-style CNN (≈ 0.58 M par
 
 Train it (seeded; 15 epochs take about 30 s on one H100, about 15 minutes on a laptop CPU):
 
-    python -m minidit.evaluator train --out minidit/assets/evaluator.safetensors
+    python -m minidit.evaluation.evaluator train --out minidit/assets/evaluator.safetensors
 
 The script writes the weights and, beside them, a JSON with the test accuracy, device, torch version and
 the weights' sha256, which `load_evaluator` checks before use.
@@ -35,9 +35,9 @@ from einops import rearrange
 from minidit.cli import ArgumentParser
 from minidit.device import get_device
 
-ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
+ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets"
 EVALUATOR_PATH = ASSETS / "evaluator.safetensors"
-TRAIN_COMMAND = "python -m minidit.evaluator train --out minidit/assets/evaluator.safetensors"
+TRAIN_COMMAND = "python -m minidit.evaluation.evaluator train --out minidit/assets/evaluator.safetensors"
 DEFAULT_EPOCHS = 15
 
 # ----------------------------------------------------------------------------- the network
@@ -223,7 +223,7 @@ def save_evaluator(model: Evaluator, info: dict, out: str | os.PathLike) -> dict
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(prog="python -m minidit.evaluator", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m minidit.evaluation.evaluator", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train the evaluator and write weights + JSON record")
     p.add_argument("--out", default=str(EVALUATOR_PATH))
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     model, info = train_evaluator(args.epochs, args.batch_size, args.lr, seed=args.seed, device=args.device,
                                   data_dir=args.data_dir, max_train=args.max_train)
-    info["command"] = "python -m minidit.evaluator " + " ".join(sys.argv[1:] if argv is None else argv)
+    info["command"] = "python -m minidit.evaluation.evaluator " + " ".join(sys.argv[1:] if argv is None else argv)
     info = save_evaluator(model, info, args.out)
     print(f"test accuracy {info['test_accuracy']:.4f}; wrote {args.out} ({info['size_bytes'] / 1e6:.2f} MB, "
           f"sha256 {info['sha256'][:12]}...) and its .json record")

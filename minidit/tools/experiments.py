@@ -16,7 +16,7 @@ A run is a `RunSpec`: one `minidit.train.TrainConfig` plus an evaluation schedul
 and training resumes from <runs>/<name>/state.pt, so a part stopped by its budget continues where
 it stopped when the same command runs again. Checkpoints are large and stay in the (git-ignored)
 runs folder; records and PNG grids are small and are committed for notebook 08 to re-render.
-Samples are scored by `evaluate_samples` (minidit.metrics, with the real-vs-real floor beside them).
+Samples are scored by `evaluate_samples` (minidit.evaluation.metrics, with the real-vs-real floor beside them).
 """
 
 from __future__ import annotations
@@ -346,12 +346,12 @@ def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, per_class: bool
                      seed: int = 0, bootstrap: int = 0) -> dict:
     """images (N, 1, 32, 32) in [-1, 1], labels (N,) -> {"samples": metrics, "real_floor": metrics}.
 
-    What `minidit.metrics.evaluation_report` computes (reference: N train images; floor: N test images against
+    What `minidit.evaluation.metrics.evaluation_report` computes (reference: N train images; floor: N test images against
     it), with the floor computed once per sample count and cached, and per-class FID (20 small eigendecompositions,
     slow on a CPU) only when asked for. bootstrap > 0 adds `metrics.bootstrap_fid`'s intervals and replicates
     (the same resampled indices for every run, so replicates of two runs pair up).
     """
-    from minidit import metrics
+    from minidit.evaluation import metrics
 
     n = len(images)
     ref, ref_labels = metrics.real_features("train", n, seed)
@@ -374,7 +374,7 @@ def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, ste
 
     The sampler is `minidit.sample.sample`, the function `python -m minidit.sample` runs (compiled, bf16 on CUDA).
     """
-    from minidit.evaluate import draw_samples
+    from minidit.evaluation.evaluate import draw_samples
     from minidit.sample import load_model_for_sampling
 
     model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
@@ -540,7 +540,7 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
                        complete=len(done) == len(spec.runs))
         command = f"MINIDIT_QUICK={int(quick)} MINIDIT_PART={part} python notebooks/{EXPERIMENT}.py"
         if only:
-            command = f"python -m minidit.experiments {part} --only {' '.join(only)}" + (" --quick" if quick else "")
+            command = f"python -m minidit.tools.experiments {part} --only {' '.join(only)}" + (" --quick" if quick else "")
         summary["sessions"].append({
             "started": wall_start.isoformat(timespec="seconds"), "wall_time_s": round(time.monotonic() - started, 1),
             "budget_minutes": budget, "device": str(device),
@@ -662,7 +662,7 @@ def paired_fid_intervals(records: dict[str, dict], better: str, worse: str) -> l
     (`metrics.bootstrap_fid`), so replicate-wise differences give the interval of the difference. It
     measures the noise of drawing samples only, not of training: seeds measure that.
     """
-    from minidit.metrics import paired_interval
+    from minidit.evaluation.metrics import paired_interval
 
     out = []
     by_seed = {}
@@ -766,7 +766,7 @@ def goals_summary(record: dict) -> str:
 
 def readme_tables(results_dir=None) -> str:
     """The Markdown tables the README quotes for parts A and B, made from the records (`python -m
-    minidit.experiments tables`); tests/test_readme_results.py checks the README holds them."""
+    minidit.tools.experiments tables`); tests/test_readme_results.py checks the README holds them."""
     out = []
     a = load_part("A", results_dir=results_dir)
     for record in a.values():
@@ -805,14 +805,14 @@ def write_figure(fig, results_dir, name: str) -> pathlib.Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m minidit.experiments PART [--only NAME ...] [--budget MIN] [--quick] [--plan]
+    """python -m minidit.tools.experiments PART [--only NAME ...] [--budget MIN] [--quick] [--plan]
 
     Runs (or continues) a part without the notebook; --only lets several processes share a part.
     Notebook 08 draws the figures from the records afterwards (MINIDIT_SAVE_FIGURES=1 also saves them).
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m minidit.experiments", description=main.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m minidit.tools.experiments", description=main.__doc__.split("\n")[0])
     parser.add_argument("part", choices=(*part_specs(), "tables"),
                         help="a part to run, or 'tables': print the README's Markdown tables from the records")
     parser.add_argument("--only", nargs="+", default=None, help="run names to work on (default: all of the part)")

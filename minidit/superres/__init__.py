@@ -44,7 +44,8 @@ from minidit import ema as _ema
 from minidit import embeddings as _embeddings
 from minidit.checkpoint import atomic_write, atomic_write_json
 from minidit.data import load_fashion_mnist, sample_batch, to_model_range
-from minidit.degrade import degrade, get_degradation, upsample
+from minidit.superres import degrade as _degrade
+from minidit.superres.degrade import get_degradation, upsample
 from minidit.device import get_device
 from minidit.diffusion import create_diffusion
 from minidit.model import DiT, DiT_models, _is_compiling
@@ -379,7 +380,7 @@ def draw_sr_batch(data, generator: torch.Generator, batch_size: int, diffusion, 
     """(x, low_res, t, noise, y): x (N, C, H, W) in [-1, 1], low_res = degrade(x) with fresh random strengths,
     t (N,), noise (N, C, H, W), y (N,) labels or None -- all from one generator, on the data's device."""
     x, y = sample_batch(data, batch_size, generator, flip)  # (N, C, H, W), (N,)
-    low_res = degrade(x, degradation, generator)  # (N, C, h, w)
+    low_res = _degrade.degrade(x, degradation, generator)  # (N, C, h, w)
     t = diffusion.sample_timesteps(batch_size, x.device, generator)  # (N,)
     noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)  # (N, C, H, W)
     return x, low_res, t, noise, (y if class_cond else None)
@@ -496,7 +497,7 @@ def train_sr(cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds
 def _perceptual_metrics(outputs: dict[str, torch.Tensor], reference: torch.Tensor, log=print) -> dict:
     """FID and precision/recall of each method's images vs real images, with minidit's evaluator (if present)."""
     try:
-        from minidit import metrics
+        from minidit.evaluation import metrics
 
         device = reference.device
         ref = metrics.compute_features(reference, device=device)["pool"]
@@ -523,7 +524,7 @@ def evaluate_sr(diffusion_model: SRDiT, regression_model: SRDiT, diffusion, hr: 
     Returns dict(metrics={method: {psnr, ssim, fid?, precision?, recall?}}, diversity, num_eval, outputs
     {low_res, bicubic, regression, diffusion (N, k, C, H, W), ground_truth}).
     """
-    lr_all = degrade(hr.cpu(), degradation, generator=torch.Generator().manual_seed(seed)).to(hr.device)
+    lr_all = _degrade.degrade(hr.cpu(), degradation, generator=torch.Generator().manual_seed(seed)).to(hr.device)
     g = torch.Generator(device=hr.device).manual_seed(seed + 1)
     parts: dict[str, list] = {k: [] for k in ("low_res", "bicubic", "regression", "diffusion", "ground_truth")}
     done = 0
@@ -725,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="DiT config for both models (default DiT-S/2; quick DiT-T/4)")
     parser.add_argument("--block", default="adaLN-Zero", choices=sorted(_blocks.BLOCKS))
     parser.add_argument("--cond", default="concat", choices=CONDITIONINGS)
-    parser.add_argument("--degradation", default="x4", help="preset of minidit.degrade (x4, x2, x4-bicubic, ...)")
+    parser.add_argument("--degradation", default="x4", help="preset of minidit.superres.degrade (x4, x2, x4-bicubic, ...)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--num-eval", type=int, default=None,

@@ -2,7 +2,7 @@
 
 DiT reports FID-50K, sFID, Inception Score, precision and recall (DiT §4 "Evaluation metrics", Table 2),
 all computed with ADM's evaluator on ImageNet Inception-v3 features. Here the same quantities are
-computed on the features of a small Fashion-MNIST classifier (`minidit.evaluator`):
+computed on the features of a small Fashion-MNIST classifier (`minidit.evaluation.evaluator`):
 
     FID        Fréchet distance between Gaussians fitted to pooled features   (Heusel et al. 2017)
     sFID       the same on an intermediate *spatial* feature map              (Nash et al. 2021)
@@ -382,7 +382,7 @@ _EVALUATORS: dict[str, torch.nn.Module] = {}
 
 def default_evaluator(device=None) -> torch.nn.Module:
     """The committed evaluator on `device`, loaded (and its sha256 checked) once per device."""
-    from minidit.evaluator import load_evaluator
+    from minidit.evaluation.evaluator import load_evaluator
 
     device = get_device(device)
     if str(device) not in _EVALUATORS:
@@ -453,7 +453,7 @@ def evaluation_report(samples, labels=None, num_reference: int | None = None, se
     The reference is `num_reference` (default N) random train images. The floor scores min(N, 10000) random
     test images against the same reference: the best a perfect generator could do with this many samples.
     """
-    from minidit.evaluator import evaluator_info
+    from minidit.evaluation.evaluator import evaluator_info
 
     from minidit.data import CLASS_NAMES
 
