@@ -31,6 +31,8 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from minidit.device import is_compiling
+
 # --------------------------------------------------------------------------------------------------
 # helpers and layers
 # --------------------------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, T, D) -> (N, T, D)."""
         h = self.fc1(x)  # (N, T, 4D)
-        if self.recompute_act and torch.is_grad_enabled() and torch.compiler.is_compiling():
+        if self.recompute_act and torch.is_grad_enabled() and is_compiling():
             return self.fc2(checkpoint(self.act, h, use_reentrant=False))
         return self.fc2(self.act(h))
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minidit.device import draw
+
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -265,17 +267,11 @@ def from_model_range(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
 
 
-def _rand_on(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform [0, 1) numbers drawn on the generator's device, then moved to `device`."""
-    where = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=where).to(device)
-
-
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """x: (N, C, H, W) -> same shape, each image mirrored left-right with probability 0.5 (DiT §4 augmentation)."""
     if x.ndim != 4:
         raise ValueError(f"random_hflip expects (N, C, H, W), got shape {tuple(x.shape)}")
-    flip = _rand_on((x.shape[0],), x.device, generator) < 0.5  # (N,)
+    flip = draw(torch.rand, x.shape[0], generator=generator, device=x.device) < 0.5  # (N,)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -290,8 +286,7 @@ def sample_batch(data: FashionMNIST | LatentDataset, batch_size: int, generator:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = data.images.device
-    where = generator.device if generator is not None else device
-    idx = torch.randint(len(data), (batch_size,), generator=generator, device=where).to(device)  # (N,)
+    idx = draw(torch.randint, len(data), (batch_size,), generator=generator, device=device)  # (N,)
     x = data.images[idx]  # (N, C, H, W)
     x = to_model_range(x) if x.dtype == torch.uint8 else x.float()
     if flip:

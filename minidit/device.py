@@ -1,6 +1,9 @@
-"""Pick the fastest available torch device: CUDA, then Apple's MPS, then the CPU."""
+"""Where tensors run: the fastest device (CUDA, then Apple's MPS, then the CPU), autocast, seeded draws."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -36,3 +39,23 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def autocast(device_type: str, amp_dtype: torch.dtype | None):
+    """torch.autocast to amp_dtype (e.g. bf16: matmuls in bf16, weights stay fp32), or nothing for None."""
+    return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device_type, dtype=amp_dtype)
+
+
+def is_compiling() -> bool:
+    """True while torch.compile traces the code (a data-dependent check would break its graph there)."""
+    return torch.compiler.is_compiling()
+
+
+def draw(sampler: Callable[..., torch.Tensor], *args, generator: torch.Generator | None = None, device=None,
+         **kwargs) -> torch.Tensor:
+    """sampler(*args) (torch.rand, randn, randint, ...) drawn on the generator's device, then moved to `device`.
+
+    Drawing where the generator lives makes a seeded CPU generator give the same numbers on every device.
+    """
+    where = generator.device if generator is not None else device
+    return sampler(*args, generator=generator, device=where, **kwargs).to(device)

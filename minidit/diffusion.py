@@ -17,6 +17,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from minidit.device import draw, is_compiling
+
 # ----------------------------------------------------------------------------- schedules
 def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """DDPM §4 linear betas -> (num_timesteps,) float64. beta_start/end are for 1000 steps and are scaled
@@ -56,7 +58,6 @@ def _check_count(num_timesteps) -> None:
 
 def _any(condition: torch.Tensor) -> bool:
     """condition.any(), skipped (False) inside torch.compile, where a data-dependent branch would break the graph."""
-    is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
     return not is_compiling() and bool(condition.any())
 
 
@@ -293,14 +294,12 @@ class GaussianDiffusion:
 
     def _randn(self, shape, device, generator=None, dtype=torch.float32) -> torch.Tensor:
         """N(0, I) noise drawn on the generator's device (reproducible), then moved to `device`."""
-        where = generator.device if generator is not None else device
-        return torch.randn(tuple(shape), generator=generator, device=where, dtype=dtype).to(device)
+        return draw(torch.randn, tuple(shape), generator=generator, device=device, dtype=dtype)
 
     def sample_timesteps(self, batch_size: int, device=None, generator=None) -> torch.Tensor:
         """t ~ Uniform{0, ..., num_timesteps - 1} (DDPM Algorithm 1): (batch_size,) int64 on `device`."""
         device = torch.device(device) if device is not None else self.device
-        where = generator.device if generator is not None else device
-        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=where).to(device)
+        return draw(torch.randint, 0, self.num_timesteps, (batch_size,), generator=generator, device=device)
 
     def q_mean_variance(self, x_start, t):
         """q(x_t | x_0) = N(sqrt(abar_t) x_0, 1 - abar_t) (DDPM Eq. 4): mean (N, ...), variance, log_variance."""

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minidit.data import LatentDataset, random_hflip, to_model_range
+from minidit.device import draw
 
 # ----------------------------------------------------------------------------- the latent (ex17)
 
@@ -44,8 +45,7 @@ def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tens
     from `generator` when None). z is differentiable in mean and logvar. Returns z: (N, C, h, w).
     """
     if noise is None:
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device if generator is None
-                            else generator.device).to(mean.device)
+        noise = draw(torch.randn, mean.shape, generator=generator, device=mean.device)
     return mean + torch.exp(0.5 * logvar) * noise
 
 

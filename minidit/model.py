@@ -20,17 +20,11 @@ from torch import nn
 
 from minidit import blocks as _blocks
 from minidit import embeddings as _embeddings
+from minidit.device import is_compiling
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and hasattr(compiler, "is_compiling"):
-        return compiler.is_compiling()
-    return False
 
 
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
@@ -191,7 +185,7 @@ class DiT(nn.Module):
             raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
         # Label values: checked on CPU, and on accelerators outside training (reading them back would
         # stall the training loop every step); never inside torch.compile.
-        if n and not _is_compiling() and (y.device.type == "cpu" or not self.training):
+        if n and not is_compiling() and (y.device.type == "cpu" or not self.training):
             top = self.num_classes if self.y_embedder.dropout_prob > 0 else self.num_classes - 1
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi > top:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import struct
 import sys
 import warnings
-import zlib
 
 import numpy as np
+import PIL.Image
 import torch
 from torch import nn
 
@@ -30,9 +29,8 @@ from minidit import ema as _ema
 from minidit.checkpoint import atomic_write, load_weights, read_weights_config, writable_target
 from minidit.cli import ArgumentParser
 from minidit.data import from_model_range
-from minidit.device import get_device
+from minidit.device import autocast, get_device
 from minidit.ema import unwrap_model
-from minidit.train import autocast
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -266,25 +264,16 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarr
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)  # (H', W') or (H', W', 3)
 
 
-def png_bytes(picture: np.ndarray) -> bytes:
-    """A uint8 (H, W) grey or (H, W, 3) RGB array -> the bytes of a PNG file (no dependencies)."""
-    if picture.dtype != np.uint8 or picture.ndim not in (2, 3):
-        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) array, got {picture.dtype} {picture.shape}")
-    height, width = picture.shape[:2]
-    color_type = 0 if picture.ndim == 2 else 2  # grey / RGB
-    raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(picture))  # filter 0 per row
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-
-
 def save_image_grid(images: torch.Tensor, path, nrow: int = 8) -> pathlib.Path:
-    """Write images (N, C, H, W) in [-1, 1] as one PNG grid, atomically."""
-    data = png_bytes(make_grid(images, nrow))
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    """Write images (N, C, H, W) in [-1, 1] as one PNG grid (`make_grid`), atomically."""
+    return atomic_write(path, lambda tmp: write_png(tmp, make_grid(images, nrow)))
+
+
+def write_png(path, picture: np.ndarray) -> None:
+    """A uint8 (H, W) grey or (H, W, 3) RGB picture -> a PNG file, pixel for pixel (Pillow, matplotlib's writer)."""
+    if picture.dtype != np.uint8 or picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
+        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) array, got {picture.dtype} {picture.shape}")
+    PIL.Image.fromarray(picture).save(path, format="png")
 
 
 def save_npz(images: torch.Tensor, labels: torch.Tensor, path) -> pathlib.Path:

@@ -39,7 +39,6 @@ together (`FastStep`); `--compile-scope model` compiles the model only, as DDP r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -60,7 +59,7 @@ from minidit import ema as _ema
 from minidit.blocks import set_recompute_gelu
 from minidit.cli import ArgumentParser
 from minidit.data import FashionMNIST, LatentDataset, load_fashion_mnist, sample_batch
-from minidit.device import get_device
+from minidit.device import autocast, draw, get_device
 from minidit.model import create_model, model_config
 
 PRECISIONS = ("bf16", "fp32")
@@ -161,10 +160,10 @@ def draw_batch(data: FashionMNIST, generator: torch.Generator, global_batch_size
     """
     x, y = sample_batch(data, global_batch_size, generator, flip)  # (B, C, H, W), (B,)
     t = diffusion.sample_timesteps(global_batch_size, x.device, generator)  # (B,)
-    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)  # (B, C, H, W)
+    noise = draw(torch.randn, x.shape, generator=generator, device=x.device)  # (B, C, H, W)
     drop = None
     if class_dropout_prob > 0:
-        u = torch.rand(global_batch_size, generator=generator, device=generator.device).to(x.device)
+        u = draw(torch.rand, global_batch_size, generator=generator, device=x.device)  # (B,)
         drop = (u < class_dropout_prob).long()  # (B,)
     batch = (x, y, t, noise, drop)
     if world_size > 1:
@@ -260,11 +259,6 @@ class FastStep:
         grads = [p.grad for p in self.raw.parameters() if p.grad is not None]
         flags = [torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]
         return bool(torch.stack(flags).all())
-
-
-def autocast(device_type: str, amp_dtype: torch.dtype | None):
-    """torch.autocast to amp_dtype (e.g. bf16: matmuls in bf16, weights stay fp32), or nothing for None."""
-    return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device_type, dtype=amp_dtype)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float = 1e-4, weight_decay: float = 0.0) -> torch.optim.AdamW:

@@ -29,7 +29,7 @@ def test_to_images_accepts_the_usual_layouts():
 
 
 def test_load_samples_from_npy_npz_and_png_folders(tmp_path):
-    from minidit.sample import png_bytes
+    from minidit.sample import write_png
 
     px, labels = _pixels(), np.arange(12) % 10
     expected = torch.from_numpy(px).float()[:, None] / 127.5 - 1
@@ -43,7 +43,7 @@ def test_load_samples_from_npy_npz_and_png_folders(tmp_path):
     assert got_labels.tolist() == labels.tolist()
     for i, (p, y) in enumerate(zip(px, labels)):  # ImageFolder layout: the sub-folder is the class
         (tmp_path / "png" / str(y)).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "png" / str(y) / f"{i:03d}.png").write_bytes(png_bytes(p))
+        write_png(tmp_path / "png" / str(y) / f"{i:03d}.png", p)
     images, got_labels = evaluate.load_samples(tmp_path / "png")
     order = sorted(range(12), key=lambda i: (str(labels[i]), f"{i:03d}"))  # rglob + sort: by folder, then file
     torch.testing.assert_close(images, expected[order])
@@ -127,9 +127,9 @@ def test_cli_refuses_wrong_ranges_labels_and_outputs(tmp_path, capsys):
 
 
 def test_png_folders_with_foreign_class_names_are_refused(tmp_path):
-    from minidit.sample import png_bytes
+    from minidit.sample import write_png
 
     (tmp_path / "png" / "12").mkdir(parents=True)
-    (tmp_path / "png" / "12" / "a.png").write_bytes(png_bytes(_pixels(n=1)[0]))
+    write_png(tmp_path / "png" / "12" / "a.png", _pixels(n=1)[0])
     with pytest.raises(ValueError, match=r"class folders.*\[0, 9\]"):
         evaluate.load_samples(tmp_path / "png")

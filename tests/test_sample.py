@@ -9,7 +9,7 @@ import torch
 from minidit import checkpoint
 from minidit.diffusion import create_diffusion
 from minidit.model import create_model
-from minidit.sample import main, make_grid, png_bytes, respace, sample, save_image_grid, save_npz
+from minidit.sample import main, make_grid, respace, sample, save_image_grid, save_npz, write_png
 
 
 def _model(perturb: bool = True, seed: int = 0):
@@ -91,7 +91,7 @@ def test_png_and_npz(tmp_path):
     decoded = matplotlib.image.imread(path)  # an independent PNG decoder
     np.testing.assert_array_equal(np.round(decoded * 255).astype(np.uint8), make_grid(images, nrow=2))
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
-    (tmp_path / "rgb.png").write_bytes(png_bytes(rgb))
+    write_png(tmp_path / "rgb.png", rgb)
     np.testing.assert_array_equal(np.round(matplotlib.image.imread(tmp_path / "rgb.png") * 255).astype(np.uint8), rgb)
     labels = torch.arange(5)
     with np.load(save_npz(images, labels, tmp_path / "s.npz")) as f:

@@ -46,9 +46,9 @@ from minidit.checkpoint import atomic_write, atomic_write_json
 from minidit.data import load_fashion_mnist, sample_batch, to_model_range
 from minidit.superres import degrade as _degrade
 from minidit.superres.degrade import get_degradation, upsample
-from minidit.device import get_device
+from minidit.device import draw, get_device, is_compiling
 from minidit.diffusion import create_diffusion
-from minidit.model import DiT, DiT_models, _is_compiling
+from minidit.model import DiT, DiT_models
 from minidit.sample import respace
 from minidit.train import FastStep, make_optimizer, resolve_precision
 
@@ -215,7 +215,7 @@ class SRDiT(DiT):
             raise ValueError("y=None means the null label, which needs class_dropout_prob > 0; pass labels y")
         if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (n,) or y.dtype.is_floating_point):
             raise ValueError(f"y must be None or (N,) = ({n},) integer labels, got {getattr(y, 'shape', type(y))}")
-        if y is not None and n and not _is_compiling() and not 0 <= int(y.min()) <= int(y.max()) <= self.num_classes:
+        if y is not None and n and not is_compiling() and not 0 <= int(y.min()) <= int(y.max()) <= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}] ({self.num_classes} = null label)")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor, y: torch.Tensor | None = None,
@@ -382,7 +382,7 @@ def draw_sr_batch(data, generator: torch.Generator, batch_size: int, diffusion, 
     x, y = sample_batch(data, batch_size, generator, flip)  # (N, C, H, W), (N,)
     low_res = _degrade.degrade(x, degradation, generator)  # (N, C, h, w)
     t = diffusion.sample_timesteps(batch_size, x.device, generator)  # (N,)
-    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)  # (N, C, H, W)
+    noise = draw(torch.randn, x.shape, generator=generator, device=x.device)  # (N, C, H, W)
     return x, low_res, t, noise, (y if class_cond else None)
 
 

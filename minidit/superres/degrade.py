@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from minidit.device import draw
+
 DOWN_MODES = ("area", "bicubic", "bilinear")
 
 
@@ -80,14 +82,7 @@ def get_degradation(name_or_config: str | DegradationConfig) -> DegradationConfi
 
 def _uniform(low: float, high: float, n: int, generator, device) -> torch.Tensor:
     """(n,) uniform draws. Drawn on the generator's device, so a CPU generator gives the same numbers everywhere."""
-    gen_device = generator.device if generator is not None else device
-    u = torch.rand(n, generator=generator, device=gen_device)
-    return (low + (high - low) * u).to(device)
-
-
-def _randn(shape, generator, device) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+    return low + (high - low) * draw(torch.rand, n, generator=generator, device=device)
 
 
 def _check_images(x: torch.Tensor, name: str = "x") -> None:
@@ -283,7 +278,7 @@ def degrade(
     mode_index = (_uniform(0, len(cfg.down_modes), n, generator, device)).long().clamp_max(len(cfg.down_modes) - 1)
     noise_sigma = _uniform(*cfg.noise_sigma, n, generator, device)
     lr_shape = (n, x.shape[1], x.shape[2] // cfg.scale, x.shape[3] // cfg.scale)
-    noise = _randn(lr_shape, generator, device)
+    noise = draw(torch.randn, lr_shape, generator=generator, device=device)
     if cfg.jpeg_quality is not None:
         quality = _uniform(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, n, generator, device).floor().clamp_max(100)
     else:
