@@ -30,10 +30,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
 from minidit.ema import unwrap_model
+from minidit.model import model_config, model_from_config
 
 WEIGHTS_FORMAT = "minidit-weights-v1"
 STATE_FORMAT = "minidit-state-v1"
@@ -139,14 +142,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
 
 
 def _model_config(model: nn.Module) -> dict:
-    from minidit.model import model_config
 
     return model_config(unwrap_model(model))
 
 
 def build_model(model_config: dict) -> nn.Module:
     """A freshly initialised DiT from the dict `minidit.model.model_config` returned."""
-    from minidit.model import model_from_config
 
     return model_from_config(model_config)
 
@@ -223,10 +224,9 @@ def _no_digest_warning(path: pathlib.Path) -> None:
 
 def verify_weights(path: str | os.PathLike) -> bool | None:
     """True if a weights file matches its checksum, False if not (or it is unreadable), None if it has none."""
-    from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors.safe_open(str(path), framework="pt") as f:
             expected = (f.metadata() or {}).get(DIGEST_KEY)
             if expected is None:
                 return None
@@ -264,18 +264,16 @@ def save_weights(path: str | os.PathLike, model: nn.Module, ema: nn.Module | Non
     metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(config), "has_ema": str(ema is not None),
                 DIGEST_KEY: tensors_digest(tensors)}
 
-    from safetensors.torch import save_file
 
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata))
 
 
 def read_weights_config(path: str | os.PathLike) -> dict:
     """The config stored in a weights file's metadata (reads the header only)."""
     path = _existing(path)
-    from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as err:
         raise _unreadable(path, err, "is not a readable safetensors file") from None
@@ -294,12 +292,10 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
     """
     config = read_weights_config(path)
     path = pathlib.Path(path)
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
     try:
-        tensors = load_file(str(path), device="cpu")
-        with safe_open(str(path), framework="pt") as f:
+        tensors = safetensors.torch.load_file(str(path), device="cpu")
+        with safetensors.safe_open(str(path), framework="pt") as f:
             expected = (f.metadata() or {}).get(DIGEST_KEY)
     except Exception as err:
         raise _unreadable(path, err) from None

@@ -20,3 +20,15 @@ class ArgumentParser(argparse.ArgumentParser):
         """A failure of the run itself (not of the flags): the message, then exit with `status`."""
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         self.exit(status)
+
+
+def use_course_env() -> str:
+    """Honour $MINIDIT_IMPL (minidit | solutions | student) for this run: whose exercised pieces run.
+
+    Every `python -m minidit...` entry point calls this first, so `MINIDIT_IMPL=student python -m
+    minidit.train` trains with the student's code. The course switch (minidit.course) sits above the
+    core; this is the one place the core reaches up to it.
+    """
+    from minidit import course  # the seam to the layer above (tests/test_layering.py allows exactly this)
+
+    return course.apply_env()

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from minidit.device import draw, is_compiling
 
+
 # ----------------------------------------------------------------------------- schedules
 def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """DDPM §4 linear betas -> (num_timesteps,) float64. beta_start/end are for 1000 steps and are scaled

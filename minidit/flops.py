@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from minidit.model import DiT, DiT_models
+
 _VECTOR = ("adaLN", "adaLN-Zero")
 _BLOCK_NAMES = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
 
 
 def _resolve(model_name_or_config) -> dict:
     """A config name, a dict with depth/hidden_size/num_heads/patch_size, or a DiT -> a dict."""
-    from minidit.model import DiT, DiT_models  # lazy: keeps flops importable on its own
 
     if isinstance(model_name_or_config, str):
         if model_name_or_config not in DiT_models:

@@ -33,6 +33,7 @@ import os
 import pickle
 
 import torch
+from safetensors.torch import load_file
 
 from minidit.model import DiT, DiT_models, create_model
 
@@ -44,7 +45,6 @@ def _load_file(path: str | os.PathLike) -> dict:
     if not os.path.exists(path):
         raise ValueError(f"no checkpoint at {path!r}")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
 
         return load_file(path)
     try:

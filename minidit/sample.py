@@ -27,7 +27,7 @@ from torch import nn
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
 from minidit.checkpoint import atomic_write, load_weights, read_weights_config, writable_target
-from minidit.cli import ArgumentParser
+from minidit.cli import ArgumentParser, use_course_env
 from minidit.data import from_model_range
 from minidit.device import autocast, get_device
 from minidit.ema import unwrap_model
@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="sample the raw weights instead of the EMA")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
-    from minidit import course
-
-    course.apply_env()
+    use_course_env()
     check_sampling_args(args, parser)
     try:  # the outputs first: a bad path must not cost the sampling
         for flag, path in (("--out", args.out), ("--npz", args.npz)):

@@ -52,15 +52,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from minidit import checkpoint as _checkpoint
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
-from minidit.blocks import set_recompute_gelu
-from minidit.cli import ArgumentParser
+from minidit.blocks import BLOCKS, set_recompute_gelu
+from minidit.cli import ArgumentParser, use_course_env
 from minidit.data import FashionMNIST, LatentDataset, load_fashion_mnist, sample_batch
 from minidit.device import autocast, draw, get_device
-from minidit.model import create_model, model_config
+from minidit.model import DiT_models, create_model, model_config
+from minidit.sample import sample, save_image_grid
 
 PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA-graph modes would overwrite the logged losses
@@ -110,8 +112,6 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        from minidit.blocks import BLOCKS
-        from minidit.model import DiT_models
 
         choices = {"model": list(DiT_models), "block": list(BLOCKS), "precision": PRECISIONS,
                    "compile_mode": COMPILE_MODES, "compile_scope": COMPILE_SCOPES, "ema_warmup": _ema.WARMUPS,
@@ -623,7 +623,6 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
         check_finite()  # a grid of a diverged model would be black, not an error
         if not is_main:
             return
-        from minidit.sample import sample, save_image_grid
 
         per_class = 8
         labels = torch.arange(cfg.num_classes, device=device).repeat_interleave(per_class)  # (10 * 8,)
@@ -704,8 +703,6 @@ def _out_of_time(deadline: float, step: int, log_every: int, world_size: int, de
 
 
 def _progress_bar(cfg: TrainConfig, step: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=cfg.steps, initial=step, disable=not enabled, unit="step", dynamic_ncols=True,
                 desc=f"{cfg.model} {cfg.block}")
 
@@ -769,9 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     """python -m minidit.train ...; errors in the flags exit with status 2 and a message."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from minidit import course
-
-    source = course.apply_env()
+    source = use_course_env()
     try:  # everything a user can get wrong, checked before any work
         cfg = config_from_args(args)
         check_batch_split(cfg.global_batch_size, _world_from_env().world_size)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -484,7 +485,6 @@ def _max_err(a: Any, b: Any) -> float:
 
 def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
     """For each name: a function (yours, minidit's) -> (your output, minidit's output) on seeded random input."""
-    import copy
 
     import numpy as np
     import torch

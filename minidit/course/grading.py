@@ -33,9 +33,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+
+from safetensors.torch import save_file
 
 from minidit import course
+from minidit.checkpoint import atomic_write, atomic_write_json
 from minidit.course import sandbox
 
 # tests/ files that need solutions/; they do not ship in the student release.
@@ -229,7 +231,7 @@ def _restore_checkout(root: pathlib.Path, snapshot: dict[str, bytes]) -> list[st
     wrong = sorted(set(now) ^ set(snapshot) | {k for k in now.keys() & snapshot.keys() if now[k] != snapshot[k]})
     for rel in wrong:
         if rel in snapshot:
-            _atomic_write_bytes(root / rel, snapshot[rel])
+            atomic_write(root / rel, lambda tmp, data=snapshot[rel]: tmp.write_bytes(data))
         else:
             (root / rel).unlink(missing_ok=True)
     return wrong
@@ -288,23 +290,6 @@ def _student_name(folder: pathlib.Path) -> str:
     return folder.parent.name if folder.name == "exercises" else folder.name
 
 
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode())
-
-
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Write a temp file beside `path` and rename it over: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
     """Write out/grades.json (everything) and out/grades.csv (one row per student, points per exercise)."""
     out = pathlib.Path(out)
@@ -318,8 +303,8 @@ def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Pa
         writer.writerow([g["student"], *[ex[i]["points"] if i in ex else "" for i in ids], g["total"],
                          g["max_total"], *[ex[i]["status"] if i in ex else "" for i in ids]])
     json_path, csv_path = out / "grades.json", out / "grades.csv"
-    _atomic_write(json_path, json.dumps({"students": grades}, indent=2) + "\n")
-    _atomic_write(csv_path, buffer.getvalue())
+    atomic_write_json(json_path, {"students": grades})
+    atomic_write(csv_path, lambda tmp: tmp.write_text(buffer.getvalue()))
     return json_path, csv_path
 
 
@@ -350,7 +335,7 @@ def gradescope_results(grade: dict) -> dict:
 def write_gradescope(grade: dict, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(gradescope_results(grade), indent=2) + "\n")
+    atomic_write_json(path, gradescope_results(grade))
     return path
 
 
@@ -400,7 +385,7 @@ def write_stubs(exercise_ids=None, force: bool = False) -> list[pathlib.Path]:
             started = [n for n in ex.names if hasattr(module, n) and course.is_started(getattr(module, n))]
             if started:
                 raise ValueError(f"{target} has started work ({', '.join(started)}); pass --force to overwrite")
-        _atomic_write(target, text)
+        atomic_write(target, lambda tmp: tmp.write_text(text))
         written.append(target)
     return written
 
@@ -524,7 +509,6 @@ def release(out: str | os.PathLike, force: bool = False) -> list[str]:
     for rel, pieces in _release_targets().items():  # minidit without the solutions: it runs the student's code
         if (tmp / rel).is_file():
             (tmp / rel).write_text(release_source((root / rel).read_text(), pieces))
-    from safetensors.torch import save_file  # minidit's outputs on compare()'s inputs instead of its code
 
     (tmp / "minidit" / course.RECORD_FILE).parent.mkdir(parents=True, exist_ok=True)
     save_file(course.record_reference_outputs(), tmp / "minidit" / course.RECORD_FILE)

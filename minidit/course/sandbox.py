@@ -41,18 +41,26 @@ holds a pipe open cannot stall the grader.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ctypes
 import dataclasses
+import importlib
+import importlib.util
 import json
 import math
 import os
 import pathlib
+import re
 import select
 import shutil
 import signal
+import site
+import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -249,7 +257,6 @@ def _torch_only(module) -> bool:
 
 
 def _import_torch_nn_class(path: str):
-    import importlib
 
     module_name, _, qualname = path.partition(":")
     if not module_name.startswith("torch.nn.") or "." in qualname:
@@ -634,7 +641,6 @@ def _describe_exception(err: BaseException) -> dict:
 
 
 def _rebuild_exception(info: dict) -> BaseException:
-    import builtins
 
     cls = getattr(builtins, info.get("type", ""), None)
     message = str(info.get("message", ""))
@@ -763,7 +769,6 @@ class _ChildEndpoint(Endpoint):
         return super().handle(kind, body, tensors, enc)
 
     def load(self, body: dict) -> dict:
-        import importlib.util
 
         path = pathlib.Path(body["file"])
         name = "submission_" + path.stem
@@ -851,7 +856,7 @@ def _walk_tensors(value, encoded):
 
 def _limit(config: dict) -> list[str]:
     """rlimits, and an unprivileged user when started by root: applied before any of the student's code runs."""
-    import resource
+    import resource  # Unix only (the child's limits and user)
 
     notes = []
     limits = Limits(**config["limits"])
@@ -861,7 +866,7 @@ def _limit(config: dict) -> list[str]:
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2)
     if os.getuid() == 0 and config.get("user"):
-        import pwd
+        import pwd  # Unix only (the child's limits and user)
 
         entry = pwd.getpwnam(config["user"])
         os.setgroups([])
@@ -1024,7 +1029,6 @@ class Submission(Endpoint):
                 signal.setitimer(signal.ITIMER_REAL, *alarm)
 
     def _start(self) -> None:
-        import subprocess
 
         from minidit import course
 
@@ -1048,7 +1052,7 @@ class Submission(Endpoint):
                   "read_dirs": _readable_dirs(package), "parent": os.getpid()}
         (work / "config.json").write_text(json.dumps(config))
         if user:
-            import pwd
+            import pwd  # Unix only (the child's limits and user)
 
             entry = pwd.getpwnam(user)
             for path in [work, *work.rglob("*")]:  # to_child stays the parent's: the child only reads it
@@ -1282,7 +1286,6 @@ _KEEP: set[int] = set()  # children of the grading process that are not the sand
 
 
 def _main_thread() -> bool:
-    import threading
 
     return threading.current_thread() is threading.main_thread()
 
@@ -1290,8 +1293,6 @@ def _main_thread() -> bool:
 def _readable_dirs(package: pathlib.Path) -> list[str]:
     """What the child may read: the Python installation and libraries, system files, the minidit package -
     never the checkout around minidit (its exercises/ tests and solutions/)."""
-    import site
-    import sysconfig
 
     candidates = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev", "/opt",
                   sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(package)}
@@ -1467,7 +1468,6 @@ def close_all() -> None:
 
 
 def _exercise_id(nodeid: str) -> str:
-    import re
 
     match = re.search(r"test_(ex\d\d)_", nodeid)
     return match.group(1) if match else ""

@@ -21,7 +21,11 @@ import time
 import numpy as np
 import torch
 
-from minidit.cli import ArgumentParser
+from minidit.checkpoint import atomic_write_json, writable_target
+from minidit.cli import ArgumentParser, use_course_env
+from minidit.data import CLASS_NAMES, load_fashion_mnist
+from minidit.evaluation.metrics import check_images, check_labels, evaluation_report
+from minidit.sample import check_sampling_args, load_for_cli, sample, save_npz
 
 IMAGE_KEYS, LABEL_KEYS = ("samples", "images", "x", "arr_0"), ("labels", "y", "arr_1")
 
@@ -32,7 +36,6 @@ def to_images(array, source: str = "samples") -> torch.Tensor:
     The values are checked by `minidit.evaluation.metrics.check_images` (floats in [0, 1] or [0, 255] are refused
     with the conversion they need).
     """
-    from minidit.evaluation.metrics import check_images
 
     x = torch.as_tensor(np.asarray(array))
     if x.dim() == 3:
@@ -49,7 +52,7 @@ def to_images(array, source: str = "samples") -> torch.Tensor:
 
 
 def _read_png(path: pathlib.Path) -> np.ndarray:
-    import matplotlib.image as mpimg
+    import matplotlib.image as mpimg  # heavy: only a folder of PNGs needs it
 
     img = mpimg.imread(path)  # float32 in [0, 1] for PNG; (H, W), (H, W, 3) or (H, W, 4)
     if img.ndim == 3:
@@ -62,8 +65,6 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
 
     Labels must be integers in [0, 10), one per image (`minidit.evaluation.metrics.check_labels`).
     """
-    from minidit.data import CLASS_NAMES
-    from minidit.evaluation.metrics import check_labels
 
     path = pathlib.Path(path)
     if path.is_dir():
@@ -100,7 +101,6 @@ def draw_samples(model, diffusion, num_samples: int, cfg_scale: float = 1.0, sam
 
     The same seed gives the same starting noise for every cfg_scale, so a guidance sweep compares like with like.
     """
-    from minidit.sample import sample
 
     device = next(model.parameters()).device
     labels = torch.arange(num_samples) % model.num_classes  # (N,)
@@ -112,7 +112,6 @@ def draw_samples(model, diffusion, num_samples: int, cfg_scale: float = 1.0, sam
 
 def _check_reference(data_dir, num_reference: int | None) -> None:
     """Both Fashion-MNIST splits load (ValueError / OSError naming the problem) and hold num_reference train images."""
-    from minidit.data import load_fashion_mnist
 
     train = load_fashion_mnist("train", root=data_dir)
     load_fashion_mnist("test", root=data_dir)
@@ -149,9 +148,6 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
-    from minidit.checkpoint import atomic_write_json, writable_target
-    from minidit.evaluation.metrics import evaluation_report
-    from minidit.sample import check_sampling_args
 
     check_sampling_args(args, parser)
     if args.kid_subsets < 1 or (args.num_reference is not None and args.num_reference < 2):
@@ -184,10 +180,8 @@ def main(argv=None) -> int:
         print(f"wrote {out}")
         return 0
 
-    from minidit import course
-    from minidit.sample import load_for_cli, save_npz
 
-    course.apply_env()  # $MINIDIT_IMPL=student samples with the student's own diffusion code
+    use_course_env()  # $MINIDIT_IMPL=student samples with the student's own diffusion code
     model, diffusion = load_for_cli(args, parser, use_ema=True)
     reports = []
     for scale in args.cfg_scale:

@@ -31,8 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from minidit.checkpoint import atomic_write, atomic_write_json, writable_target
 from minidit.cli import ArgumentParser
+from minidit.data import load_fashion_mnist, to_model_range
 from minidit.device import get_device
 
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets"
@@ -100,8 +104,6 @@ def evaluator_info(path: str | os.PathLike = EVALUATOR_PATH) -> dict:
 
 def load_evaluator(device=None, path: str | os.PathLike = EVALUATOR_PATH) -> Evaluator:
     """Load the trained evaluator in eval mode on `device` (default: get_device()), after checking its sha256."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = pathlib.Path(path)
     if not path.is_file():
@@ -154,7 +156,6 @@ def train_evaluator(epochs: int = DEFAULT_EPOCHS, batch_size: int = 256, lr: flo
     with flips show flipped shoes, so the evaluator must not mind them). Data live on the device; bf16
     autocast on CUDA. max_train: use only the first images (a quick provisional run).
     """
-    from minidit.data import load_fashion_mnist, to_model_range
 
     device = get_device(device)
     torch.manual_seed(seed)
@@ -205,20 +206,17 @@ def train_evaluator(epochs: int = DEFAULT_EPOCHS, batch_size: int = 256, lr: flo
 
 def save_evaluator(model: Evaluator, info: dict, out: str | os.PathLike) -> dict:
     """Write weights (safetensors, config in metadata) and the JSON record beside them, both atomically."""
-    from safetensors.torch import save_file
 
     out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"config": json.dumps(model.config)})
-    os.chmod(tmp, 0o644)  # safetensors creates the file owner-only; the weights are meant to be shared
-    os.replace(tmp, out)
+
+    def write(tmp: pathlib.Path) -> None:
+        save_file(state, str(tmp), metadata={"config": json.dumps(model.config)})
+        os.chmod(tmp, 0o644)  # safetensors creates the file owner-only; the weights are meant to be shared
+
+    atomic_write(out, write)
     info = dict(info, file=out.name, sha256=sha256_file(out), size_bytes=out.stat().st_size, config=model.config)
-    info_path = out.with_suffix(".json")
-    tmp = info_path.with_name(info_path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, info_path)
+    atomic_write_json(out.with_suffix(".json"), info)
     return info
 
 
@@ -244,8 +242,6 @@ def main(argv=None) -> int:
             parser.fail(str(err))
         print(json.dumps(evaluator_info(), indent=2))
         return 0
-    from minidit.checkpoint import writable_target
-    from minidit.data import load_fashion_mnist
 
     for name in ("epochs", "batch_size", "max_train", "threads"):
         value = getattr(args, name)

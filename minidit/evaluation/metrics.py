@@ -27,7 +27,9 @@ import math
 import numpy as np
 import torch
 
+from minidit.data import CLASS_NAMES, load_fashion_mnist, to_model_range
 from minidit.device import get_device
+from minidit.evaluation.evaluator import evaluator_info, load_evaluator
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -382,7 +384,6 @@ _EVALUATORS: dict[str, torch.nn.Module] = {}
 
 def default_evaluator(device=None) -> torch.nn.Module:
     """The committed evaluator on `device`, loaded (and its sha256 checked) once per device."""
-    from minidit.evaluation.evaluator import load_evaluator
 
     device = get_device(device)
     if str(device) not in _EVALUATORS:
@@ -406,7 +407,6 @@ def metrics_from_features(real: dict, fake: dict, real_labels=None, fake_labels=
 
     fake_labels are the classes the samples were generated for (class accuracy, per-class FID need them).
     """
-    from minidit.data import CLASS_NAMES
 
     out = {"fid": fid_from_features(real["pool"], fake["pool"]),
            "sfid": fid_from_features(real["spatial"], fake["spatial"])}
@@ -430,7 +430,6 @@ _REFERENCE_CACHE: dict[tuple, tuple[dict, torch.Tensor, object]] = {}
 
 def real_features(split: str, num: int, seed: int = 0, evaluator=None, device=None, data_dir=None):
     """Features of `num` random images of a Fashion-MNIST split (seeded; cached per process) -> (features, labels)."""
-    from minidit.data import load_fashion_mnist, to_model_range
 
     device = get_device(device) if evaluator is None else next(evaluator.parameters()).device
     key = (split, num, seed, id(evaluator), str(device), str(data_dir))
@@ -453,9 +452,7 @@ def evaluation_report(samples, labels=None, num_reference: int | None = None, se
     The reference is `num_reference` (default N) random train images. The floor scores min(N, 10000) random
     test images against the same reference: the best a perfect generator could do with this many samples.
     """
-    from minidit.evaluation.evaluator import evaluator_info
 
-    from minidit.data import CLASS_NAMES
 
     samples = check_images(samples, "samples")
     n = len(samples)

@@ -42,14 +42,16 @@ from torch import nn
 from minidit import blocks as _blocks
 from minidit import ema as _ema
 from minidit import embeddings as _embeddings
-from minidit.checkpoint import atomic_write, atomic_write_json
+from minidit.checkpoint import atomic_write, atomic_write_json, writable_folder
+from minidit.cli import ArgumentParser, use_course_env
 from minidit.data import load_fashion_mnist, sample_batch, to_model_range
-from minidit.superres import degrade as _degrade
-from minidit.superres.degrade import get_degradation, upsample
 from minidit.device import draw, get_device, is_compiling
 from minidit.diffusion import create_diffusion
+from minidit.evaluation import metrics
 from minidit.model import DiT, DiT_models
 from minidit.sample import respace
+from minidit.superres import degrade as _degrade
+from minidit.superres.degrade import get_degradation, upsample
 from minidit.train import FastStep, make_optimizer, resolve_precision
 
 CONDITIONINGS = ("concat", "in-context", "cross-attention")
@@ -497,7 +499,6 @@ def train_sr(cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds
 def _perceptual_metrics(outputs: dict[str, torch.Tensor], reference: torch.Tensor, log=print) -> dict:
     """FID and precision/recall of each method's images vs real images, with minidit's evaluator (if present)."""
     try:
-        from minidit.evaluation import metrics
 
         device = reference.device
         ref = metrics.compute_features(reference, device=device)["pool"]
@@ -570,7 +571,7 @@ def evaluate_sr(diffusion_model: SRDiT, regression_model: SRDiT, diffusion, hr: 
 
 def plot_before_after(outputs: dict, rows: int = 6, num_samples: int = 3):
     """LR input (nearest, to show its pixels) | bicubic | regression | k diffusion samples | ground truth."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only the figures need it
 
     rows = min(rows, len(outputs["ground_truth"]))
     k = min(num_samples, outputs["diffusion"].shape[1])
@@ -593,7 +594,7 @@ def plot_before_after(outputs: dict, rows: int = 6, num_samples: int = 3):
 
 def plot_perception_distortion(table: dict):
     """Distortion (PSNR, higher = closer to the truth) against perception (FID, lower = more realistic)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only the figures need it
 
     points = {k: v for k, v in table.items() if "fid" in v and v["psnr"] is not None}
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -686,7 +687,7 @@ def run_experiment(cfg: SRConfig, out_dir=None, minutes: float = 8.0, num_eval: 
     if out_dir is not None:
         summary["figures"] = []
         try:
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # heavy: only the figures need it
 
             figures = {"before_after.png": plot_before_after(outputs, 8, num_samples),
                        "perception_distortion.png": plot_perception_distortion(summary["metrics"])}
@@ -715,7 +716,6 @@ def format_table(table: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m minidit.superres --out DIR [--minutes 8] [--quick] [--model DiT-S/2] [--cond concat] ..."""
-    from minidit.cli import ArgumentParser
 
     parser = ArgumentParser(prog="python -m minidit.superres", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json and the figures")
@@ -741,9 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from minidit import course
-
-    course.apply_env()  # MINIDIT_IMPL=student runs your ex15 (and other exercises) here
+    use_course_env()  # MINIDIT_IMPL=student runs your ex15 (and other exercises) here
     values = dict(PRESETS["cpu" if args.quick else "gpu"])
     for key in ("model", "batch_size", "lr", "precision", "device"):
         if getattr(args, key) is not None:
@@ -752,8 +750,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_compile:
         values["compile"] = False
     try:  # everything a user can get wrong, before the training
-        from minidit.checkpoint import writable_folder
-        from minidit.data import load_fashion_mnist
 
         cfg = SRConfig(**values)
         for name in ("samples_per_input", "num_eval", "sample_steps", "num_reference"):

@@ -54,11 +54,13 @@ import torch
 
 from minidit import diffusion as _diffusion
 from minidit import ema as _ema
+from minidit import sample as _sample
 from minidit.blocks import set_recompute_gelu
 from minidit.checkpoint import atomic_write_json, writable_target
 from minidit.cli import ArgumentParser
 from minidit.data import FashionMNIST, sample_batch
 from minidit.device import get_device
+from minidit.flops import dit_macs
 from minidit.model import DiT_models, create_model
 from minidit.train import FastStep, TrainConfig, autocast, draw_batch, make_optimizer
 
@@ -163,7 +165,7 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> dict:
 
 def profile_steps(step, device: torch.device, steps: int = 5, rows: int = 25) -> str:
     """torch.profiler over `steps` calls -> the table of the ops/kernels that take the most time."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # only --profile needs the profiler
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -248,7 +250,6 @@ def bench_sampling(name: str, device, batch: int, ddpm_steps: int, ddim_steps: i
     in a fresh process (torch.compile included: what a user waits for), and `seconds`, the same call
     again (the steady state, which `img_per_s` and `seconds_for_10k_images` are computed from).
     """
-    from minidit import sample as _sample
 
     torch.manual_seed(0)
     model = _new_model(name, device, block).eval()
@@ -405,7 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"minidit.tools.bench: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
           f"peak {peak} TFLOP/s ({peak_source}) -> {out}")
     failures = 0
-    from minidit.flops import dit_macs
 
     for name in args.model:
         macs = dit_macs(name, input_size=32, in_channels=1, block=args.block)

@@ -21,6 +21,7 @@ Samples are scored by `evaluate_samples` (minidit.evaluation.metrics, with the r
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -36,7 +37,16 @@ from dataclasses import dataclass
 import torch
 
 from minidit.checkpoint import atomic_write, atomic_write_json
+from minidit.course import repo_root
+from minidit.data import load_fashion_mnist
 from minidit.device import get_device
+from minidit.evaluation import metrics
+from minidit.evaluation.evaluate import draw_samples
+from minidit.evaluation.metrics import paired_interval
+from minidit.flops import dit_gflops
+from minidit.model import SIZES
+from minidit.sample import load_model_for_sampling, sample, save_image_grid
+from minidit.train import TrainConfig, train
 
 EXPERIMENT = "08_train_dit_and_ablation"
 BLOCK_ORDER = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")  # the paper's ranking, best first
@@ -126,7 +136,6 @@ class RunSpec:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in skip}
 
     def train_config(self, out_dir, max_minutes: float | None, device: torch.device, progress: bool = True):
-        from minidit.train import TrainConfig
 
         cuda = device.type == "cuda"
         return TrainConfig(model=self.model, block=self.block, learn_sigma=True, global_batch_size=self.batch_size,
@@ -196,20 +205,17 @@ def part_specs(quick: bool = False) -> dict[str, PartSpec]:
 
 
 def default_results_dir() -> pathlib.Path:
-    from minidit.course import repo_root
 
     return repo_root() / "notebooks" / "results" / EXPERIMENT
 
 
 def default_runs_dir() -> pathlib.Path:
-    from minidit.course import repo_root
 
     return repo_root() / "runs" / EXPERIMENT
 
 
 def gflops(spec: RunSpec, paper_setting: bool = False) -> float:
     """Forward Gflops of one sample: ours (1-channel 32x32 pixels) or the paper's (4-channel 32x32 latents)."""
-    from minidit.flops import dit_gflops
 
     return dit_gflops(spec.model, input_size=32, block=spec.block, in_channels=4 if paper_setting else 1)
 
@@ -219,7 +225,6 @@ def gflops(spec: RunSpec, paper_setting: bool = False) -> float:
 
 def estimate_seconds(spec: RunSpec) -> dict[str, float]:
     """A rough H100 estimate of one run: training, evaluation (sampling + metrics), checkpoint writes."""
-    from minidit.model import SIZES
 
     macs = gflops(spec) * 1e9
     step_s = max(spec.batch_size * 3 * macs / _TRAIN_MACS_PER_S[spec.compile], _MIN_STEP_S[spec.compile])
@@ -351,7 +356,6 @@ def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, per_class: bool
     slow on a CPU) only when asked for. bootstrap > 0 adds `metrics.bootstrap_fid`'s intervals and replicates
     (the same resampled indices for every run, so replicates of two runs pair up).
     """
-    from minidit.evaluation import metrics
 
     n = len(images)
     ref, ref_labels = metrics.real_features("train", n, seed)
@@ -374,8 +378,6 @@ def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, ste
 
     The sampler is `minidit.sample.sample`, the function `python -m minidit.sample` runs (compiled, bf16 on CUDA).
     """
-    from minidit.evaluation.evaluate import draw_samples
-    from minidit.sample import load_model_for_sampling
 
     model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
     return draw_samples(model, diffusion, num, cfg_scale=cfg_scale, sampler="ddpm", steps=steps,
@@ -384,7 +386,6 @@ def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, ste
 
 def _final_grids(ckpt: pathlib.Path, spec: RunSpec, out: pathlib.Path, device) -> dict[str, str]:
     """One grid per guidance scale, one row per class, all from the same x_T (so only the guidance differs)."""
-    from minidit.sample import load_model_for_sampling, sample, save_image_grid
 
     model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
     labels = torch.arange(model.num_classes, device=device).repeat_interleave(GRID_PER_CLASS)  # (10 * 8,)
@@ -407,7 +408,6 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
     deadline: time.monotonic() value after which nothing new starts; training gets what is left minus an
     estimate of the evaluation. Returns the record; record["status"] is "done" once everything is in.
     """
-    from minidit.train import train
 
     device = get_device(device)
     results_dir, run_dir = pathlib.Path(results_dir), pathlib.Path(runs_dir) / spec.name
@@ -520,7 +520,6 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
     runs_dir = pathlib.Path(runs_dir) if runs_dir else default_runs_dir()
     device = get_device(device)
     if data is None:
-        from minidit.data import load_fashion_mnist
 
         data = load_fashion_mnist("train")
     data = data.to(device)
@@ -563,7 +562,7 @@ def _locked(path: pathlib.Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            import fcntl
+            import fcntl  # Unix only: the lock of concurrent runs
         except ImportError:  # Windows: one process at a time is the user's job
             yield
             return
@@ -662,7 +661,6 @@ def paired_fid_intervals(records: dict[str, dict], better: str, worse: str) -> l
     (`metrics.bootstrap_fid`), so replicate-wise differences give the interval of the difference. It
     measures the noise of drawing samples only, not of training: seeds measure that.
     """
-    from minidit.evaluation.metrics import paired_interval
 
     out = []
     by_seed = {}
@@ -810,8 +808,6 @@ def main(argv: list[str] | None = None) -> int:
     Runs (or continues) a part without the notebook; --only lets several processes share a part.
     Notebook 08 draws the figures from the records afterwards (MINIDIT_SAVE_FIGURES=1 also saves them).
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m minidit.tools.experiments", description=main.__doc__.split("\n")[0])
     parser.add_argument("part", choices=(*part_specs(), "tables"),
                         help="a part to run, or 'tables': print the README's Markdown tables from the records")

@@ -33,9 +33,14 @@ import torch
 
 from minidit import latent as _latent
 from minidit.checkpoint import atomic_write, atomic_write_json
-from minidit.data import CLASS_NAMES, FashionMNIST, load_fashion_mnist, to_model_range
+from minidit.cli import use_course_env
+from minidit.data import CLASS_NAMES, FashionMNIST, find_data_dir, load_fashion_mnist, to_model_range
 from minidit.device import get_device
+from minidit.evaluation.metrics import evaluation_report
 from minidit.flops import dit_gflops
+from minidit.sample import load_model_for_sampling, make_grid, sample
+from minidit.superres import psnr, ssim
+from minidit.train import TrainConfig, train
 
 SD_VAE_SCALE_FACTOR = 0.18215  # Stable Diffusion's VAE (the one DiT uses): 1 / std of its latents
 
@@ -99,7 +104,7 @@ def _ae_gflops(ae: _latent.AutoencoderKL, device) -> dict:
     """Encoder and decoder multiply-accumulates per image, /1e9 (the paper's "Gflops"), counted by torch; {} if
     this torch cannot count them (a number we do not have is left out, not guessed)."""
     try:
-        from torch.utils.flop_counter import FlopCounterMode
+        from torch.utils.flop_counter import FlopCounterMode  # only the Gflops count needs it
 
         x = torch.zeros(1, ae.cfg.in_channels, 32, 32, device=device)
         z = torch.zeros(1, ae.cfg.latent_channels, 32 // ae.cfg.factor, 32 // ae.cfg.factor, device=device)
@@ -133,7 +138,7 @@ def _grid(images: torch.Tensor, per_class: int) -> torch.Tensor:
 
 
 def _save_figure(fig, path: pathlib.Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only the figures need it
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
@@ -141,12 +146,11 @@ def _save_figure(fig, path: pathlib.Path) -> None:
 
 def _figures(out_dir: pathlib.Path, summary: dict, pictures: dict) -> list[str]:
     """reconstructions.png, samples.png, training.png; returns the names written."""
-    import matplotlib
+    import matplotlib  # heavy: only the figures need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only the figures need it
 
-    from minidit.sample import make_grid
 
     written = []
     if "reconstructions" in pictures:
@@ -198,8 +202,6 @@ def _sample_and_score(model, diffusion, cfg: LatentRunConfig, cfg_scale: float, 
 
     Returns (images (n, 1, 32, 32) on the CPU, the scores with n, the real floor and the sampling time).
     """
-    from minidit.evaluation.metrics import evaluation_report
-    from minidit.sample import sample
 
     labels = torch.arange(cfg.num_samples) % len(CLASS_NAMES)  # (N,) 0, 1, ..., 9, 0, ...
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # the same noise for every scale
@@ -228,10 +230,6 @@ def _sample_and_score(model, diffusion, cfg: LatentRunConfig, cfg_scale: float, 
 def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_latent_diffusion",
         command: str | None = None, data_dir=None, log=print) -> dict:
     """Run the five phases within `minutes`; returns the summary that results.json holds."""
-    from minidit.evaluation.metrics import evaluation_report
-    from minidit.sample import load_model_for_sampling
-    from minidit.superres import psnr, ssim
-    from minidit.train import TrainConfig, train
 
     start = time.monotonic()
     budget = 60.0 * minutes
@@ -445,10 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from minidit import course
-    from minidit.data import find_data_dir
 
-    course.apply_env()  # MINIDIT_IMPL=student runs your ex17 (and the other exercises) here
+    use_course_env()  # MINIDIT_IMPL=student runs your ex17 (and the other exercises) here
     minutes = args.minutes if args.minutes is not None else (3.0 if args.quick else 8.0)
     try:
         if minutes <= 0:

@@ -79,8 +79,11 @@ from dataclasses import dataclass
 
 import torch
 
-from minidit.checkpoint import atomic_write, atomic_write_json
+from minidit.checkpoint import atomic_write, atomic_write_json, writable_target
+from minidit.cli import ArgumentParser
+from minidit.data import find_data_dir
 from minidit.model import DiT_models
+from minidit.train import TrainConfig
 
 DEFAULT_OUT = pathlib.Path("notebooks") / "results" / "multi_gpu" / "scaling.json"
 DEFAULT_RUNS_DIR = pathlib.Path("runs") / "scaling"
@@ -303,7 +306,6 @@ def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int
 
     Raises ValueError when the history is not what the tool's run `name` would have been.
     """
-    from minidit.train import TrainConfig
 
     model = model_of(name)
     run = expected_runs([model], gpus, per_gpu_batch).get(name) if model else None
@@ -597,7 +599,6 @@ def _report(results: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minidit.cli import ArgumentParser
 
     parser = ArgumentParser(prog="python -m minidit.tools.scaling", description=__doc__.split("\n\n")[0],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
@@ -757,8 +758,6 @@ def main(argv: list[str] | None = None) -> int:
         if unplanned or not only:
             parser.error(f"--only: {unplanned or [args.only]} not among the planned runs {[r.name for r in runs]}")
     try:  # here rather than in N failed runs
-        from minidit.checkpoint import writable_target
-        from minidit.data import find_data_dir
 
         writable_target(args.out, "--out")
         find_data_dir(args.data_dir)
