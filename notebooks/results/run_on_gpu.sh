@@ -77,20 +77,20 @@ for part in "$@"; do
       copy_out notebooks/results/bench/bench_h100.json ;;
     bench-h200)  # issue [11]: the file the README's speed table quotes -- the faithful baselines, the default and the
       # CUDA-graph step of DiT-S/2, and sampling through minidit.sample.sample at the CLI's settings and alternatives
-      run_py -m minidit.bench --variants baseline,baseline-bf16-compile,fast-recompute,fast-recompute-cudagraphs \
+      run_py -m minidit.tools.bench --variants baseline,baseline-bf16-compile,fast-recompute,fast-recompute-cudagraphs \
         --sample-batch 500 1000 --sample-modes default,reduce-overhead --out notebooks/results/bench/bench_h200.json
       copy_out notebooks/results/bench/bench_h200.json ;;
     bench-small)  # issues [10] and [11]: the ablation's small models -- compiled alone, with CUDA graphs, and as
       # SMALL_PROCS concurrent processes on the one GPU (their timed windows are in the JSON, to check they overlap)
-      run_py -m minidit.bench --model DiT-S/4 DiT-S/8 --variants fast-recompute,fast-recompute-cudagraphs --no-sample \
+      run_py -m minidit.tools.bench --model DiT-S/4 DiT-S/8 --variants fast-recompute,fast-recompute-cudagraphs --no-sample \
         --out notebooks/results/bench/bench_h200_small.json
       mkdir -p runs/concurrent; rm -f runs/concurrent/*.json; n=${SMALL_PROCS:-4}
       for i in $(seq 1 "$n"); do
-        run_py -m minidit.bench --model DiT-S/4 --variants fast-recompute --no-sample --warmup 20 --steps 200 \
+        run_py -m minidit.tools.bench --model DiT-S/4 --variants fast-recompute --no-sample --warmup 20 --steps 200 \
           --out "runs/concurrent/p$i.json" > "runs/concurrent/p$i.log" 2>&1 &
       done
       wait
-      $PY -m minidit.bench --combine runs/concurrent/p*.json --out notebooks/results/bench/bench_h200_small.json
+      $PY -m minidit.tools.bench --combine runs/concurrent/p*.json --out notebooks/results/bench/bench_h200_small.json
       copy_out notebooks/results/bench/bench_h200_small.json ;;
     bench-profile)  # the whole ladder, and where each variant's time goes
       run_py -m minidit.tools.bench --variants baseline,baseline-bf16,baseline-bf16-compile,fast-eager,fast,fast-recompute \
