@@ -216,17 +216,33 @@ class DiT(nn.Module):
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
+        return self.forward_blocks(x, t_emb, y_emb)  # (N, C_out, H, W)
+
+    def forward_blocks(self, x: torch.Tensor, t_emb: torch.Tensor, y_emb: torch.Tensor,
+                       extra_tokens: torch.Tensor | None = None,
+                       extra_context: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditioning of DiT §3.2, the blocks and the final layer: tokens -> (N, C_out, H, W).
+
+        x: (N, T, D) patch tokens (with positions); t_emb, y_emb: (N, D). extra_tokens: (N, T', D) more
+        tokens of the sequence, dropped with t and y before the final layer; extra_context: (N, T'', D)
+        more keys/values of the cross-attention blocks (both used by minidit.superres's image conditioning).
+        """
+        num_tokens = x.shape[1]
         if self.cond_kind == "vector":  # adaLN, adaLN-Zero
             c = t_emb + y_emb  # (N, D)
-        elif self.cond_kind == "tokens":  # cross-attention
+        elif self.cond_kind == "tokens":  # cross-attention: keys/values [t, y] (+ extra_context)
             c = torch.stack([t_emb, y_emb], dim=1)  # (N, 2, D)
+            if extra_context is not None:
+                c = torch.cat([c, extra_context], dim=1)  # (N, 2 + T'', D)
         else:  # in-context: t and y become two more tokens of the sequence
-            x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T + 2, D)
             c = None
-        for block in self.blocks:
-            x = block(x, c)  # (N, T, D) or (N, T + 2, D)
+        if extra_tokens is not None:
+            x = torch.cat([x, extra_tokens], dim=1)  # (N, T + T', D)
         if self.cond_kind == "in-context":
-            x = x[:, :-2]  # drop the t and y tokens -> (N, T, D)
+            x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T (+ T') + 2, D)
+        for block in self.blocks:
+            x = block(x, c)
+        x = x[:, :num_tokens]  # drop the extra, t and y tokens -> (N, T, D)
         x = self.final_layer(x, c)  # (N, T, p*p*C_out)
         return self.unpatchify(x)  # (N, C_out, H, W)
 

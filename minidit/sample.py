@@ -58,9 +58,9 @@ def respace(diffusion: _diffusion.GaussianDiffusion, sampler: str = "ddpm", step
     return _diffusion.SpacedDiffusion(_diffusion.space_timesteps(diffusion.num_timesteps, section), betas, **kwargs)
 
 
-def _denoise(net: nn.Module, x, t, y):
-    """The model's conditional output at (x_t, t) for labels y: (N, C_out, H, W)."""
-    return net(x, t, y)
+def _denoise(net: nn.Module, x, t, y, **model_kwargs):
+    """The model's conditional output at (x_t, t) for labels y (and model_kwargs): (N, C_out, H, W)."""
+    return net(x, t, y=y, **model_kwargs)
 
 
 def _denoise_guided(net: nn.Module, x, t, y, cfg_scale, guided_channels: int | None):
@@ -93,7 +93,8 @@ def denoiser(guided: bool, compile: bool, mode: str = "default"):
 def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int | None = 250,
            eta: float = 0.0, generator: torch.Generator | None = None, guided_channels: int | None = None,
            progress: bool = False, noise: torch.Tensor | None = None, amp: bool | None = None,
-           compile: bool | None = None, clip_denoised: bool = True, compile_mode: str = "default") -> torch.Tensor:
+           compile: bool | None = None, clip_denoised: bool = True, compile_mode: str = "default",
+           model_kwargs: dict | None = None) -> torch.Tensor:
     """Generate one image per label.
 
     model: a DiT (eval mode is used; the mode is restored after). diffusion: the full process the
@@ -104,8 +105,9 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     (default: on CUDA). compile: torch.compile the model's forward (default: on CUDA; the first
     call of a batch shape compiles, later ones reuse it; if compiling fails, sampling goes on
     eagerly); compile_mode "reduce-overhead" also replays each model call as a CUDA graph. clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
-    which are not bounded, take False, as DiT's sampling does. Returns (N, C, H, W) float32;
-    ValueError if the model produced NaN/inf.
+    which are not bounded, take False, as DiT's sampling does. model_kwargs: more inputs of the
+    model, one per sample (minidit.superres: {"low_res": (N, C, h, w)}; unguided only). Returns
+    (N, C, H, W) float32; ValueError if the model produced NaN/inf.
     """
     net = unwrap_model(model)
     device = next(net.parameters()).device
@@ -118,18 +120,20 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     amp = device.type == "cuda" if amp is None else amp
     compile = device.type == "cuda" if compile is None else compile
     guided = cfg_scale != 1.0
+    if guided and model_kwargs:
+        raise ValueError("classifier-free guidance takes labels only, not model_kwargs")
     extra = ()
     if guided:  # as a tensor when compiled: one graph serves every guidance scale
         extra = (torch.tensor(float(cfg_scale), device=device) if compile else float(cfg_scale), guided_channels)
     fn = [denoiser(guided, compile, compile_mode)]
     graphs = compile and compile_mode == "reduce-overhead"
 
-    def model_fn(x, t, y):
+    def model_fn(x, t, y, **kw):
         with autocast(device.type, torch.bfloat16 if amp else None):
             try:
                 if graphs:
                     torch.compiler.cudagraph_mark_step_begin()  # the last replay's output is used up
-                out = fn[0](net, x, t, y, *extra)
+                out = fn[0](net, x, t, y, *extra, **kw)
                 out = out.clone() if graphs else out  # the next replay overwrites the graph's output
             except Exception as err:  # a compiler failure must not cost the samples
                 if not compile or isinstance(err, (torch.cuda.OutOfMemoryError, ValueError)):
@@ -137,14 +141,15 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
                 print(f"minidit.sample: torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
                       "sampling without it", file=sys.stderr)
                 fn[0] = denoiser(guided, compile=False)
-                out = fn[0](net, x, t, y, *extra)
+                out = fn[0](net, x, t, y, *extra, **kw)
         return out.float()
 
-    shape = (len(labels), net.in_channels, net.input_size, net.input_size)
+    channels = net.out_channels // 2 if net.learn_sigma else net.out_channels  # the image's, not the input's
+    shape = (len(labels), channels, net.input_size, net.input_size)
     was_training = net.training
     net.eval()
     try:
-        kwargs = dict(noise=noise, model_kwargs={"y": labels}, device=device, progress=progress, generator=generator,
+        kwargs = dict(noise=noise, model_kwargs={"y": labels, **(model_kwargs or {})}, device=device, progress=progress, generator=generator,
                       clip_denoised=clip_denoised)
         if sampler == "ddpm":
             x = process.p_sample_loop(model_fn, shape, **kwargs)

@@ -175,6 +175,12 @@ def draw_batch(data: FashionMNIST, generator: torch.Generator, global_batch_size
     return batch
 
 
+def dit_loss(model_fn: Callable, diffusion, x, y, t, noise, drop) -> torch.Tensor:
+    """DiT's objective on one `draw_batch` batch: L_simple (+ L_vlb with learned sigma), (N,) per example."""
+    kwargs = {"y": y} if drop is None else {"y": y, "force_drop_ids": drop}
+    return diffusion.training_losses(model_fn, x, t, model_kwargs=kwargs, noise=noise)["loss"]  # (N,)
+
+
 class FastStep:
     """One optimiser step of minidit's fast path: forward + hybrid loss, backward, AdamW, EMA.
 
@@ -192,11 +198,14 @@ class FastStep:
 
     skip_nonfinite: a step whose loss or gradients are NaN/inf changes nothing (no optimiser or EMA
     update) and returns NaN losses; this costs one host sync per step. `skipped` counts such steps.
+    objective(model_fn, diffusion, *batch) -> (N,) losses: `dit_loss` (the default) for `draw_batch`'s
+    batches; super-resolution passes its own (minidit.superres.experiment).
     """
 
     def __init__(self, model, diffusion, optimizer, *, amp_dtype=None, compile: bool = False,
                  compile_mode: str = "default", compile_scope: str = "loss", ema=None, log: Callable = print,
-                 skip_nonfinite: bool = False):
+                 skip_nonfinite: bool = False, objective: Callable = None):
+        self.objective = dit_loss if objective is None else objective
         self.skip_nonfinite, self.skipped = skip_nonfinite, 0
         self.model, self.raw = model, _ema.unwrap_model(model)
         self.diffusion, self.optimizer, self.ema, self.log = diffusion, optimizer, ema, log
@@ -217,9 +226,8 @@ class FastStep:
                 out = model(x, t, **kwargs)
             return out.float()  # the diffusion maths (log-likelihoods, KL) stays in fp32
 
-        def loss_fn(x, y, t, noise, drop):
-            kwargs = {"y": y} if drop is None else {"y": y, "force_drop_ids": drop}
-            return self.diffusion.training_losses(model_fn, x, t, model_kwargs=kwargs, noise=noise)["loss"]  # (N,)
+        def loss_fn(*batch):
+            return self.objective(model_fn, self.diffusion, *batch)  # (N,)
 
         if compile and self.compile_scope == "loss":
             return torch.compile(loss_fn, mode=self.compile_mode)

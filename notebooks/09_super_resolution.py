@@ -33,8 +33,9 @@
 # 5. explain the perception–distortion trade-off, including why a perfect posterior sample has exactly
 #    twice the mean squared error of the best blurry estimate (about 3 dB of PSNR).
 #
-# **Code:** `minidit/superres/degrade.py` (the degradations), `minidit/superres/__init__.py` (`SRDiT`, `psnr`, `ssim`,
-# `train_sr`, `sample_sr`, `evaluate_sr`, and the GPU run `python -m minidit.superres`).
+# **Code:** `minidit/superres/`: `degrade.py` (the degradations), `model.py` (`SRDiT`), `distortion.py`
+# (`psnr`, `ssim`), `experiment.py` (`train_sr`, `sample_sr`, `evaluate_sr`, and the GPU run
+# `python -m minidit.superres`).
 # **Exercise:** ex15 (conditioning on an image: `concat_low_res`, `low_res_pos_embed`).
 
 # %% [markdown]
@@ -65,7 +66,9 @@ import torch
 
 from minidit import course
 from minidit.superres import degrade as dg
-from minidit import superres as sr
+from minidit.superres import distortion
+from minidit.superres import experiment as sr
+from minidit.superres import model as srm
 from minidit.data import CLASS_NAMES, load_fashion_mnist, to_model_range
 from minidit.device import get_device
 
@@ -148,17 +151,17 @@ plt.show()
 #   $\mathrm{SSIM} = \frac{(2\mu_x\mu_{\hat x} + C_1)(2\sigma_{x\hat x} + C_2)}{(\mu_x^2 + \mu_{\hat x}^2 + C_1)(\sigma_x^2 + \sigma_{\hat x}^2 + C_2)}$,
 #   $C_1 = (0.01L)^2$, $C_2 = (0.03L)^2$, averaged over the windows. 1 means identical.
 #
-# `minidit.superres.psnr` and `ssim` are tested against these closed forms and against an independent
+# `minidit.superres.distortion.psnr` and `ssim` are tested against these closed forms and against an independent
 # numpy implementation (`tests/test_superres.py`). A check of two closed forms here:
 
 # %%
 offset = 0.1
-print(f"PSNR of a constant offset {offset}: {sr.psnr(x, x + offset).item():.3f} dB "
+print(f"PSNR of a constant offset {offset}: {distortion.psnr(x, x + offset).item():.3f} dB "
       f"(formula 20 log10(2 / {offset}) = {20 * np.log10(2 / offset):.3f})")
 a, b = torch.full((1, 1, 16, 16), 0.3), torch.full((1, 1, 16, 16), -0.2)
 c1 = (0.01 * 2) ** 2
 formula = (2 * 0.3 * -0.2 + c1) / (0.3**2 + 0.2**2 + c1)
-print(f"SSIM of two constant images: {sr.ssim(a, b).item():.5f} (formula {formula:.5f})")
+print(f"SSIM of two constant images: {distortion.ssim(a, b).item():.5f} (formula {formula:.5f})")
 
 # %% [markdown]
 # How hard is the random degradation compared with the textbook one (antialiased bicubic downsampling,
@@ -169,8 +172,8 @@ hr256 = to_model_range(test.images[:256])
 for name in ("x4-bicubic", "x4", "x2-bicubic", "x2"):
     lr = dg.degrade(hr256, name, generator=torch.Generator().manual_seed(SEED))
     up = dg.upsample(lr, 32)
-    print(f"{name:<11} LR {tuple(lr.shape[-2:])}: bicubic PSNR {sr.psnr(up, hr256).mean():5.2f} dB, "
-          f"SSIM {sr.ssim(up, hr256).mean():.3f}")
+    print(f"{name:<11} LR {tuple(lr.shape[-2:])}: bicubic PSNR {distortion.psnr(up, hr256).mean():5.2f} dB, "
+          f"SSIM {distortion.ssim(up, hr256).mean():.3f}")
 
 # %% [markdown]
 # **What PSNR does not see.** Take an image and make two copies: one blurred, one shifted right by a
@@ -182,7 +185,7 @@ for name in ("x4-bicubic", "x4", "x2-bicubic", "x2"):
 sharp = to_model_range(test.images[3:4])
 candidates = {"ground truth": sharp, "blurred (sigma 1)": dg.gaussian_blur(sharp, 1.0),
               "shifted 1 px": torch.roll(sharp, 1, dims=-1)}
-titles = [f"{k}\nPSNR {sr.psnr(v, sharp).item():.1f}  SSIM {sr.ssim(v, sharp).item():.2f}" if k != "ground truth"
+titles = [f"{k}\nPSNR {distortion.psnr(v, sharp).item():.1f}  SSIM {distortion.ssim(v, sharp).item():.2f}" if k != "ground truth"
           else k for k, v in candidates.items()]
 fig = show_images([list(candidates.values())], titles, size=2.2)
 plt.show()
@@ -190,7 +193,7 @@ plt.show()
 # %% [markdown]
 # ## 3. Conditioning the same DiT on an image
 #
-# `SRDiT` (in `minidit/superres/__init__.py`) is a thin subclass of `minidit.model.DiT`: same patch embedding,
+# `SRDiT` (in `minidit/superres/model.py`) is a thin subclass of `minidit.model.DiT`: same patch embedding,
 # timestep and label embedders, blocks and final layer. The label becomes optional (`y=None` is the
 # null label of classifier-free guidance, so a label can still be given). The LR image enters in one of
 # three ways:
@@ -218,7 +221,7 @@ def first_block_inputs(model, low_res):
 
 lr_example = dg.degrade(x, DEGRADATION, generator=torch.Generator().manual_seed(SEED))  # (1, 1, 8, 8)
 for cond, block in [("concat", "adaLN-Zero"), ("in-context", "adaLN-Zero"), ("cross-attention", "cross-attention")]:
-    model = sr.create_sr_model("DiT-S/2", cond, lr_size=8, block=block)
+    model = srm.create_sr_model("DiT-S/2", cond, lr_size=8, block=block)
     seen = first_block_inputs(model, lr_example)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"{cond:<16} block {block:<16} x_embedder in_channels {model.x_embedder.proj.in_channels}, "
@@ -236,7 +239,7 @@ del model
 from minidit.embeddings import get_2d_sincos_pos_embed
 
 hr_pos = get_2d_sincos_pos_embed(384, 16)  # (256, 384): the image tokens of DiT-S/2 at 32x32
-lr_pos = sr.low_res_pos_embed(384, 8, 16)  # (64, 384): the LR tokens (x4, LR patch size 1)
+lr_pos = srm.low_res_pos_embed(384, 8, 16)  # (64, 384): the LR tokens (x4, LR patch size 1)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, (r, c) in zip(axes, [(0, 0), (3, 5), (7, 2)]):
     similarity = (hr_pos @ lr_pos[r * 8 + c]).reshape(16, 16)
@@ -490,5 +493,5 @@ if gpu is not None and "metrics" in gpu:
 result = course.compare("ex15")
 if all(isinstance(v, float) for v in result.values()):
     with course.use("student", "ex15"):  # your functions inside SRDiT: build one and run a forward pass
-        model = sr.create_sr_model("DiT-T/4", "in-context", lr_size=8)
+        model = srm.create_sr_model("DiT-T/4", "in-context", lr_size=8)
         print("your SRDiT forward:", tuple(model(torch.zeros(2, 1, 32, 32), torch.tensor([1, 2]), lr8[:2]).shape))

@@ -9,11 +9,11 @@ Super-resolution conditions on a whole low-resolution (LR) image instead of a cl
   to the cross-attention block's keys/values. Its tokens need positions on the same grid as the
   image tokens, or attention cannot tell which image patch an LR token describes.
 
-minidit.superres.SRDiT calls your two functions (through `minidit.course`), so once they pass,
+minidit.superres.model.SRDiT calls your two functions (through `minidit.course`), so once they pass,
 `MINIDIT_IMPL=student python -m minidit.superres --quick --out /tmp/sr` trains with them.
 
 Write the two functions, then check them:   pytest exercises -k ex15
-Notebook: 09_super_resolution.   minidit's version: minidit/superres/__init__.py
+Notebook: 09_super_resolution.   minidit's version: minidit/superres/model.py
 """
 
 from __future__ import annotations

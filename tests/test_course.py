@@ -73,7 +73,7 @@ def _pipeline(blocks=BLOCKS) -> dict[str, torch.Tensor]:
         ema.update_ema(averaged, _shifted(model), 0.9)
         out[f"{block} ema"] = torch.cat([p.detach().flatten() for p in averaged.parameters()])
     # Super-resolution (ex15): SR3's channel concatenation and the LR tokens' positions, inside an SRDiT.
-    from minidit.superres import create_sr_model
+    from minidit.superres.model import create_sr_model
 
     g = torch.Generator().manual_seed(4)
     x, low = torch.randn(2, 1, 16, 16, generator=g), torch.rand(2, 1, 4, 4, generator=g) * 2 - 1

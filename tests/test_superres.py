@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from minidit import superres as sr
+from minidit.superres import distortion
+from minidit.superres import experiment as sr
+from minidit.superres import model as srm
 from minidit.data import FashionMNIST
 from minidit.superres.degrade import upsample
 from minidit.embeddings import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed
@@ -30,7 +32,7 @@ def _images(n=2, size=32, seed=0):
 
 def _tiny(cond="concat", block="adaLN-Zero", **kw):
     torch.manual_seed(0)
-    return sr.create_sr_model("DiT-T/4", cond, lr_size=8, block=block, depth=2, hidden_size=32, num_heads=2, **kw)
+    return srm.create_sr_model("DiT-T/4", cond, lr_size=8, block=block, depth=2, hidden_size=32, num_heads=2, **kw)
 
 
 def _perturb(model):
@@ -62,21 +64,21 @@ def _ssim_numpy(x: np.ndarray, y: np.ndarray, data_range: float, win: int = 11, 
 
 def test_psnr_closed_forms():
     x = _images(3)
-    assert torch.isinf(sr.psnr(x, x)).all() and (sr.psnr(x, x) > 0).all()
+    assert torch.isinf(distortion.psnr(x, x)).all() and (distortion.psnr(x, x) > 0).all()
     offset = 0.1
     expected = 20 * math.log10(2.0 / offset)  # MSE = offset^2
-    torch.testing.assert_close(sr.psnr(x, x + offset), torch.full((3,), expected, dtype=torch.float64))
+    torch.testing.assert_close(distortion.psnr(x, x + offset), torch.full((3,), expected, dtype=torch.float64))
     # The same images on the uint8 scale: same PSNR with data_range 255.
-    torch.testing.assert_close(sr.psnr((x + 1) * 127.5, (x + offset + 1) * 127.5, data_range=255.0),
+    torch.testing.assert_close(distortion.psnr((x + 1) * 127.5, (x + offset + 1) * 127.5, data_range=255.0),
                                torch.full((3,), expected, dtype=torch.float64))
 
 
 def test_ssim_identical_and_constant_images():
     x = _images(2)
-    torch.testing.assert_close(sr.ssim(x, x), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(distortion.ssim(x, x), torch.ones(2, dtype=torch.float64))
     a, b, L = 0.3, -0.2, 2.0
     c1 = (0.01 * L) ** 2
-    got = sr.ssim(torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b), data_range=L)
+    got = distortion.ssim(torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b), data_range=L)
     # Constant images: no variance, so SSIM is its luminance term alone.
     expected = (2 * a * b + c1) / (a**2 + b**2 + c1)
     torch.testing.assert_close(got, torch.tensor([expected], dtype=torch.float64), atol=1e-6, rtol=0)
@@ -85,14 +87,14 @@ def test_ssim_identical_and_constant_images():
 def test_ssim_matches_numpy_oracle():
     x = _images(3, 20, seed=1)
     y = (x + 0.3 * _images(3, 20, seed=2)).clamp(-1, 1)
-    got = sr.ssim(x, y)
+    got = distortion.ssim(x, y)
     for i in range(3):
         expected = _ssim_numpy(x[i, 0].double().numpy(), y[i, 0].double().numpy(), 2.0)
         assert abs(got[i].item() - expected) < 1e-9, (got[i].item(), expected)
     # Symmetric, and more noise means less similarity.
-    torch.testing.assert_close(sr.ssim(y, x), got)
+    torch.testing.assert_close(distortion.ssim(y, x), got)
     noisier = (x + 0.6 * _images(3, 20, seed=2)).clamp(-1, 1)
-    assert (sr.ssim(x, noisier) < got).all()
+    assert (distortion.ssim(x, noisier) < got).all()
 
 
 def test_ssim_matches_skimage_if_installed():
@@ -100,18 +102,18 @@ def test_ssim_matches_skimage_if_installed():
     x, y = _images(1, 32, 3), _images(1, 32, 4)
     expected = metrics.structural_similarity(x[0, 0].double().numpy(), y[0, 0].double().numpy(), data_range=2.0,
                                              gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    assert abs(sr.ssim(x, y).item() - expected) < 1e-6
+    assert abs(distortion.ssim(x, y).item() - expected) < 1e-6
 
 
 def test_metric_errors():
     with pytest.raises(ValueError, match="same shape"):
-        sr.psnr(_images(2), _images(3))
+        distortion.psnr(_images(2), _images(3))
     with pytest.raises(ValueError, match="data_range"):
-        sr.ssim(_images(1), _images(1), data_range=0)
+        distortion.ssim(_images(1), _images(1), data_range=0)
     with pytest.raises(ValueError, match="smaller than the SSIM window"):
-        sr.ssim(_images(1, 8), _images(1, 8))
+        distortion.ssim(_images(1, 8), _images(1, 8))
     with pytest.raises(TypeError):
-        sr.psnr(np.zeros((1, 1, 32, 32)), _images(1))
+        distortion.psnr(np.zeros((1, 1, 32, 32)), _images(1))
 
 
 # ----------------------------------------------------------------------------- conditioning pieces
@@ -119,7 +121,7 @@ def test_metric_errors():
 
 def test_concat_low_res_puts_x_t_first_then_bicubic():
     x_t, low = _images(2), _images(2, 8, seed=5)
-    out = sr.concat_low_res(x_t, low)
+    out = srm.concat_low_res(x_t, low)
     assert out.shape == (2, 2, 32, 32)
     torch.testing.assert_close(out[:, :1], x_t, rtol=0, atol=0)
     torch.testing.assert_close(out[:, 1:], upsample(low, 32))
@@ -127,9 +129,9 @@ def test_concat_low_res_puts_x_t_first_then_bicubic():
 
 def test_low_res_pos_embed_aligns_with_the_high_res_grid():
     # Same grid: exactly the model's 2D sin-cos embedding.
-    np.testing.assert_allclose(sr.low_res_pos_embed(64, 8, 8), get_2d_sincos_pos_embed(64, 8), atol=1e-12)
+    np.testing.assert_allclose(srm.low_res_pos_embed(64, 8, 8), get_2d_sincos_pos_embed(64, 8), atol=1e-12)
     # A 4x4 LR grid on a 16x16 grid: LR token (r, c) sits at the centre (4r + 1.5, 4c + 1.5) of its 4x4 block.
-    emb = sr.low_res_pos_embed(64, 4, 16)
+    emb = srm.low_res_pos_embed(64, 4, 16)
     assert emb.shape == (16, 64)
     r, c = 2, 1
     expected = np.concatenate([get_1d_sincos_pos_embed_from_grid(32, np.array([4 * c + 1.5])),
@@ -196,13 +198,13 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="labels must be"):
         model(x, t, _images(2, 8), y=torch.tensor([0, 11]))
     with pytest.raises(ValueError, match="unknown conditioning"):
-        sr.create_sr_model("DiT-T/4", "film")
+        srm.create_sr_model("DiT-T/4", "film")
     with pytest.raises(ValueError, match="block='cross-attention'"):
-        sr.create_sr_model("DiT-T/4", "cross-attention")
+        srm.create_sr_model("DiT-T/4", "cross-attention")
     with pytest.raises(ValueError, match="lr_size"):
-        sr.create_sr_model("DiT-T/4", lr_size=7)
+        srm.create_sr_model("DiT-T/4", lr_size=7)
     with pytest.raises(ValueError, match="null label"):
-        sr.create_sr_model("DiT-T/4", class_dropout_prob=0.0)(x, t, _images(2, 8))
+        srm.create_sr_model("DiT-T/4", class_dropout_prob=0.0)(x, t, _images(2, 8))
     with pytest.raises(ValueError, match="unknown cond"):
         sr.SRConfig(cond="film")
     with pytest.raises(ValueError, match="objective"):
@@ -235,7 +237,7 @@ def tinier_models(monkeypatch):
 
     def build_tiny(cfg, objective="diffusion", image_size=32, channels=1):
         model = build(cfg, objective, image_size, channels)
-        return sr.create_sr_model(cfg.model, cfg.cond, model.lr_size, in_channels=channels, block=cfg.block,
+        return srm.create_sr_model(cfg.model, cfg.cond, model.lr_size, in_channels=channels, block=cfg.block,
                                   learn_sigma=model.learn_sigma, depth=2, hidden_size=32, num_heads=2)
 
     monkeypatch.setattr(sr, "build_sr_model", build_tiny)
@@ -273,15 +275,15 @@ COMPILE_SECONDS = 1.0  # a stand-in for torch.compile's first step (63 s for DiT
 
 @pytest.fixture
 def slow_first_step(monkeypatch):
-    """Every SRStep's first call sleeps COMPILE_SECONDS, as a compiling step does on a GPU."""
-    call = sr.SRStep.__call__
+    """Every training step's first call sleeps COMPILE_SECONDS, as a compiling step does on a GPU."""
+    call = sr.FastStep.__call__
 
     def compiling_call(self, batch, ema_decay=None):
         if self._first_call:
             time.sleep(COMPILE_SECONDS)
         return call(self, batch, ema_decay)
 
-    monkeypatch.setattr(sr.SRStep, "__call__", compiling_call)
+    monkeypatch.setattr(sr.FastStep, "__call__", compiling_call)
 
 
 def test_compile_time_is_not_charged_to_the_training_budget(tinier_models, slow_first_step):
@@ -343,3 +345,27 @@ def test_command_line_quick_run_writes_results(tmp_path, fashion_mnist_dir):
     assert min(results["steps_trained"].values()) > 1, f"a model trained one step: {results['steps_trained']}"
     assert (out / "before_after.png").stat().st_size > 1000 and (out / "perception_distortion.png").is_file()
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sample_sr_is_the_reverse_process_conditioned_on_the_low_res_image(sampler):
+    """sample_sr runs minidit.sample.sample; its samples are those of the plain loop (what it ran before)."""
+    from einops import rearrange
+
+    from minidit.diffusion import create_diffusion
+    from minidit.sample import respace
+
+    model, diffusion = _tiny(), create_diffusion(None)
+    with torch.no_grad():
+        for p in model.parameters():  # a model whose output depends on everything
+            p.add_(0.05 * torch.randn(p.shape, generator=_g()))
+    low = _images(2, 8, 1)
+    got = sr.sample_sr(model, diffusion, low, num_samples=2, sampler=sampler, steps=4, generator=_g())
+    process = respace(diffusion, sampler, 4)
+    loop = process.p_sample_loop if sampler == "ddpm" else process.ddim_sample_loop
+    lr = low.repeat_interleave(2, dim=0)
+    with torch.no_grad():
+        x = loop(lambda x, t, **kw: model.eval()(x, t, **kw).float(), (4, 1, 32, 32),
+                 model_kwargs={"low_res": lr, "y": None}, generator=_g())
+    expected = rearrange(x.clamp(-1, 1), "(n k) c h w -> n k c h w", k=2)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -124,7 +124,7 @@ EXERCISES: dict[str, Exercise] = {
             notebook="08_train_dit_and_ablation"),
         _ex("ex15", "ex15_image_conditioning", "conditioning on an image (SR3 concat, aligned LR tokens)",
             ["concat_low_res", "low_res_pos_embed"],
-            {n: f"minidit.superres:{n}" for n in ["concat_low_res", "low_res_pos_embed"]},
+            {n: f"minidit.superres.model:{n}" for n in ["concat_low_res", "low_res_pos_embed"]},
             notebook="09_super_resolution"),
         _ex("ex16", "ex16_frechet", "Frechet distance between two Gaussians", ["frechet_distance"],
             {"frechet_distance": "minidit.evaluation.metrics:frechet_distance"},

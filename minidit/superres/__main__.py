@@ -2,6 +2,6 @@
 
 import sys
 
-from minidit.superres import main
+from minidit.superres.experiment import main
 
 sys.exit(main())

@@ -39,7 +39,7 @@ from minidit.device import get_device
 from minidit.evaluation.metrics import evaluation_report
 from minidit.flops import dit_gflops
 from minidit.sample import load_model_for_sampling, make_grid, sample
-from minidit.superres import psnr, ssim
+from minidit.superres.distortion import psnr, ssim
 from minidit.train import TrainConfig, train
 
 SD_VAE_SCALE_FACTOR = 0.18215  # Stable Diffusion's VAE (the one DiT uses): 1 / std of its latents
