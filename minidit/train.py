@@ -421,7 +421,7 @@ def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, co
         "step": [], "loss": [], "loss_per_quarter": {f"q{i}": [] for i in range(4)},
         "img_per_s": [], "wall_time": [],
         "checkpoints": [], "samples": [], "state": None, "final_step": 0, "stopped_by_budget": False,
-        "skipped_steps": [],
+        "skipped_steps": [], "first_step_seconds": None,
     }
 
 
@@ -453,7 +453,36 @@ def _gather(t: torch.Tensor, world_size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- train
 
 
-def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) -> dict:
+@dataclass(frozen=True)
+class Task:
+    """What `train` trains: the model it builds, the batch it draws each step and the loss on that batch.
+
+    build_model(cfg, channels, image_size) -> the model; draw_batch(data, generator, cfg, diffusion, rank,
+    world_size) -> this rank's batch, its timesteps t at batch[2]; objective: FastStep's (model_fn,
+    diffusion, *batch) -> (N,). The default is DiT's class-conditional task; minidit.superres plugs in its
+    image-conditioned model, batch and losses.
+    """
+
+    build_model: Callable
+    draw_batch: Callable
+    objective: Callable
+
+
+def _build_dit(cfg: TrainConfig, channels: int, image_size: int) -> torch.nn.Module:
+    return create_model(cfg.model, input_size=image_size, in_channels=channels, num_classes=cfg.num_classes,
+                        learn_sigma=cfg.learn_sigma, class_dropout_prob=cfg.class_dropout_prob, block=cfg.block)
+
+
+def _draw_dit_batch(data, generator, cfg: TrainConfig, diffusion, rank: int, world_size: int):
+    return draw_batch(data, generator, cfg.global_batch_size, diffusion, flip=cfg.flip,
+                      class_dropout_prob=cfg.class_dropout_prob, rank=rank, world_size=world_size)
+
+
+DIT = Task(_build_dit, _draw_dit_batch, dit_loss)
+
+
+def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None, task: Task = DIT, *,
+          budget_from_first_step: bool = False, return_models: bool = False):
     """Train as `cfg` says; returns the history (also written to out_dir/history.json).
 
     cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)), or a LatentDataset
@@ -461,7 +490,11 @@ def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) ->
     training split from cfg.data_dir (see minidit.data.find_data_dir). Under torchrun the
     process group is set up here (NCCL on CUDA, gloo on CPU). History keys: step, loss,
     loss_per_quarter {q0..q3}, img_per_s, wall_time (s), checkpoints (weight files), samples
-    (PNG grids), state (resumable file), final_step, stopped_by_budget, plus device and config.
+    (PNG grids), state (resumable file), final_step, stopped_by_budget, first_step_seconds (the first
+    step of this call: it compiles), plus device and config.
+
+    task: what is trained (default DiT's). budget_from_first_step: cfg.max_minutes counts from the end of
+    the first step, so compiling is not charged to it. return_models: return (history, model, EMA).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -475,7 +508,8 @@ def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None) ->
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         world.owns_group = True
     try:
-        return _train(cfg, data, world)
+        history, model, ema = _train(cfg, data, world, task, budget_from_first_step)
+        return (history, model, ema) if return_models else history
     finally:
         if world.owns_group:
             dist.destroy_process_group()
@@ -496,7 +530,8 @@ def check_data(data: FashionMNIST | LatentDataset, cfg: TrainConfig) -> None:
         raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
 
 
-def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _Dist) -> dict:
+def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _Dist, task: Task,
+           budget_from_first_step: bool) -> tuple[dict, torch.nn.Module, torch.nn.Module | None]:
     is_main = world.rank == 0
     start_time = time.monotonic()
     device = get_device(cfg.device)
@@ -526,9 +561,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
 
     # model, EMA, diffusion, optimiser
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, input_size=height, in_channels=channels, num_classes=cfg.num_classes,
-                         learn_sigma=cfg.learn_sigma, class_dropout_prob=cfg.class_dropout_prob,
-                         block=cfg.block).to(device)
+    model = task.build_model(cfg, channels, height).to(device)
     if cfg.recompute_gelu:
         set_recompute_gelu(model, True)
     model.train()
@@ -577,7 +610,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
             model, device_ids=[device.index] if device.type == "cuda" else None)
     stepper = FastStep(train_model, diffusion, optimizer, amp_dtype=amp_dtype, compile=use_compile,
                        compile_mode=cfg.compile_mode, compile_scope=cfg.compile_scope, ema=ema, log=log,
-                       skip_nonfinite=cfg.skip_nonfinite)
+                       skip_nonfinite=cfg.skip_nonfinite, objective=task.objective)
     history["compile_scope"] = stepper.compile_scope if stepper.compiled else None
     per_rank = cfg.global_batch_size // world.world_size
 
@@ -648,15 +681,15 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
         history["samples"].append(str(path))
 
     wall_offset = history["wall_time"][-1] if history["wall_time"] else 0.0
-    deadline = None if cfg.max_minutes is None else start_time + 60 * cfg.max_minutes
+    budget = None if cfg.max_minutes is None else 60 * cfg.max_minutes
+    deadline = None if budget is None or budget_from_first_step else start_time + budget
+    first_step = step
     last_log_time, last_log_step = time.monotonic(), step
     bar = _progress_bar(cfg, step, enabled=cfg.progress and is_main)
     stop = False
     try:
         while step < cfg.steps and not stop:
-            batch = draw_batch(data, generator, cfg.global_batch_size, diffusion, flip=cfg.flip,
-                               class_dropout_prob=cfg.class_dropout_prob, rank=world.rank,
-                               world_size=world.world_size)
+            batch = task.draw_batch(data, generator, cfg, diffusion, world.rank, world.world_size)
             decay = _ema.ema_decay_with_warmup(step, cfg.ema_decay, cfg.ema_warmup)
             loss = stepper(batch, decay)  # (n,) on the device: no host sync here
             if history["compiled"] and not stepper.compiled:  # torch.compile failed: the step fell back to eager
@@ -665,6 +698,12 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
             pending_t.append(batch[2])
             step += 1
             bar.update(1)
+            if step == first_step + 1:  # the first step compiles: timed on its own
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                history["first_step_seconds"] = time.monotonic() - last_log_time
+                if budget is not None and budget_from_first_step:
+                    deadline = time.monotonic() + budget
             if deadline is not None:
                 stop = _out_of_time(deadline, step, cfg.log_every, world.world_size, device)
             if step % cfg.log_every == 0 or step == cfg.steps or stop:
@@ -702,7 +741,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     save()
     if world.world_size > 1:
         dist.barrier()
-    return history
+    return history, model, ema
 
 
 def _out_of_time(deadline: float, step: int, log_every: int, world_size: int, device) -> bool:

@@ -80,7 +80,7 @@ def test_training_entry_point_writes_weights_and_record(fashion_mnist_dir, tmp_p
         data = load(split, root)
         return minidit.data.FashionMNIST(data.images[:512], data.labels[:512], split)
 
-    monkeypatch.setattr(minidit.data, "load_fashion_mnist", small_split)
+    monkeypatch.setattr(ev, "load_fashion_mnist", small_split)  # what the evaluator's training loads
     out = tmp_path / "ev.safetensors"
     assert ev.main(["train", "--out", str(out), "--epochs", "1", "--max-train", "256", "--batch-size", "128",
                     "--device", "cpu", "--data-dir", str(fashion_mnist_dir)]) == 0

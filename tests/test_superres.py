@@ -276,14 +276,16 @@ COMPILE_SECONDS = 1.0  # a stand-in for torch.compile's first step (63 s for DiT
 @pytest.fixture
 def slow_first_step(monkeypatch):
     """Every training step's first call sleeps COMPILE_SECONDS, as a compiling step does on a GPU."""
-    call = sr.FastStep.__call__
+    from minidit.train import FastStep
+
+    call = FastStep.__call__
 
     def compiling_call(self, batch, ema_decay=None):
         if self._first_call:
             time.sleep(COMPILE_SECONDS)
         return call(self, batch, ema_decay)
 
-    monkeypatch.setattr(sr.FastStep, "__call__", compiling_call)
+    monkeypatch.setattr(FastStep, "__call__", compiling_call)
 
 
 def test_compile_time_is_not_charged_to_the_training_budget(tinier_models, slow_first_step):

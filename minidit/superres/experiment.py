@@ -11,11 +11,11 @@ those. Blau & Michaeli (2018) prove the two cannot both be optimal: the percepti
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import pathlib
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -37,7 +37,7 @@ from minidit.superres import degrade as _degrade
 from minidit.superres.degrade import get_degradation, upsample
 from minidit.superres.distortion import psnr, ssim
 from minidit.superres.model import CONDITIONINGS, SRDiT, create_sr_model
-from minidit.train import FastStep, make_optimizer, resolve_precision
+from minidit.train import Task, TrainConfig, train
 
 
 def regression_predict(model, low_res: torch.Tensor, y: torch.Tensor | None = None,
@@ -172,69 +172,43 @@ def train_sr(cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds
              log=print) -> dict:
     """Train an SRDiT with the diffusion loss or the L2 regression loss, for cfg.steps or max_seconds.
 
-    max_seconds counts from the end of the first step: that step compiles (torch.compile, about a minute for
-    DiT-S/2 on an H100) and is timed on its own as warmup_seconds. Charged to the budget, it once left the
-    regression baseline a single step of its 0.9 minutes.
-    data: a minidit.data.FashionMNIST (None loads the training split). Returns dict(model, ema, diffusion,
-    history) -- history: step, loss, wall_time (since the call), img_per_s lists; final_step, warmup_seconds,
-    budget_seconds, train_seconds (the whole call), device/precision/compiled/num_params.
+    minidit.train.train runs it: its loop and step, with this task's model, batch (`draw_sr_batch`) and
+    loss (`sr_objective`); its run files go to a temporary folder. max_seconds counts from the end of the
+    first step: that step compiles (torch.compile, about a minute for DiT-S/2 on an H100) and is timed on
+    its own as warmup_seconds. Charged to the budget, it once left the regression baseline a single step of
+    its 0.9 minutes. data: a minidit.data.FashionMNIST (None loads the training split). Returns dict(model,
+    ema, diffusion, history) -- history: minidit.train's (step, loss, wall_time, img_per_s lists, final_step,
+    ...) plus objective, warmup_seconds, budget_seconds, train_seconds (the whole call).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     start = time.monotonic()
-    device = get_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    amp_dtype, use_compile, message = resolve_precision(cfg, device)
-    if message:
-        log(f"minidit.superres: {message}")
-    data = (data if data is not None else load_fashion_mnist("train")).to(device)
-    channels, size = data.images.shape[1], data.images.shape[-1]
-    torch.manual_seed(cfg.seed)
-    model = build_sr_model(cfg, objective, size, channels).to(device).train()
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    data = data if data is not None else load_fashion_mnist("train")
+
+    def draw(data, generator, train_cfg, diffusion, rank, world_size):
+        if world_size > 1:
+            raise ValueError("super-resolution trains in one process")
+        return draw_sr_batch(data, generator, cfg.batch_size, diffusion, cfg.degradation, cfg.flip, cfg.class_cond)
+
+    task = Task(build_model=lambda train_cfg, channels, size: build_sr_model(cfg, objective, size, channels),
+                draw_batch=draw, objective=sr_objective(objective))
+    with tempfile.TemporaryDirectory(prefix="minidit-sr-") as run_dir:  # weights and state: not kept
+        train_cfg = TrainConfig(
+            model=cfg.model, block=cfg.block, learn_sigma=cfg.learn_sigma and objective == "diffusion",
+            global_batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr, ema_decay=cfg.ema_decay,
+            ema_warmup=cfg.ema_warmup, seed=cfg.seed + OBJECTIVES.index(objective), flip=cfg.flip,
+            precision=cfg.precision, compile=cfg.compile, log_every=cfg.log_every, ckpt_every=0, sample_every=0,
+            out_dir=run_dir, max_minutes=None if max_seconds is None else max_seconds / 60, device=cfg.device,
+            progress=False)
+        history, model, ema = train(train_cfg, data, task, budget_from_first_step=True, return_models=True)
+    history.update(objective=objective, config=dataclasses.asdict(cfg), budget_seconds=max_seconds,
+                   warmup_seconds=history["first_step_seconds"], train_seconds=time.monotonic() - start)
+    for key in ("checkpoints", "samples", "state"):  # files of the temporary folder, gone now
+        history.pop(key, None)
+    device = next(model.parameters()).device
     diffusion = create_diffusion(None, learn_sigma=model.learn_sigma, device=device)
-    optimizer = make_optimizer(model, cfg.lr, 0.0)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + OBJECTIVES.index(objective))
-    step_fn = FastStep(model, diffusion, optimizer, objective=sr_objective(objective), amp_dtype=amp_dtype,
-                       compile=use_compile, ema=ema, log=lambda m: log(f"minidit.superres: {m}"))
-    history = {"objective": objective, "config": dataclasses.asdict(cfg), "device": str(device),
-               "precision": "bf16" if amp_dtype is not None else "fp32", "compiled": use_compile,
-               "num_params": sum(p.numel() for p in model.parameters()), "step": [], "loss": [],
-               "wall_time": [], "img_per_s": [], "stopped_by_budget": False, "budget_seconds": max_seconds}
-    step, pending, last, last_print = 0, [], (time.monotonic(), 0), time.monotonic()
-    clock = None  # when the budget starts: after the first (compiling) step
-    while step < cfg.steps:
-        batch = draw_sr_batch(data, generator, cfg.batch_size, diffusion, cfg.degradation, cfg.flip, cfg.class_cond)
-        pending.append(step_fn(batch, _ema.ema_decay_with_warmup(step, cfg.ema_decay, cfg.ema_warmup)))
-        step += 1
-        if clock is None:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # the first step's kernels belong to the warm-up too
-            clock = time.monotonic()
-            history["warmup_seconds"] = clock - last[0]
-            last = (clock, step)  # throughput from here on, compile excluded
-        out_of_time = max_seconds is not None and time.monotonic() - clock >= max_seconds
-        if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
-            now = time.monotonic()
-            history["step"].append(step)
-            history["loss"].append(torch.cat(pending).mean().item())  # the only host sync
-            history["wall_time"].append(now - start)
-            since = last if step > last[1] else (clock - history["warmup_seconds"], 0)  # logging step 1 itself
-            history["img_per_s"].append((step - since[1]) * cfg.batch_size / max(now - since[0], 1e-9))
-            pending, last = [], (now, step)
-            if now - last_print >= 60:  # a heartbeat for long runs
-                log(f"minidit.superres: {objective} step {step}, loss {history['loss'][-1]:.4f}, "
-                    f"{history['img_per_s'][-1]:,.0f} img/s, {now - start:.0f} s")
-                last_print = now
-        if out_of_time:
-            history["stopped_by_budget"] = step < cfg.steps
-            break
-    history["compiled"] = step_fn.compiled
-    history["final_step"], history["train_seconds"] = step, time.monotonic() - start
-    log(f"minidit.superres: {objective}: {step} steps in {history['train_seconds']:.0f} s (first step, "
-        f"compiled {history['compiled']}: {history['warmup_seconds']:.0f} s), loss {history['loss'][-1]:.4f}, "
+    log(f"minidit.superres: {objective}: {history['final_step']} steps in {history['train_seconds']:.0f} s (first "
+        f"step, compiled {history['compiled']}: {history['warmup_seconds']:.0f} s), loss {history['loss'][-1]:.4f}, "
         f"{history['img_per_s'][-1]:,.0f} img/s")
     return {"model": model, "ema": ema, "diffusion": diffusion, "history": history}
 
