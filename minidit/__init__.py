@@ -1,16 +1,24 @@
 """minidit: a small, paper-faithful Diffusion Transformer (Peebles & Xie, ICCV 2023) for teaching.
 
-The package is read module by module, in the order of the notebooks:
+The core, read module by module in the order of the notebooks:
 
     data.py        Fashion-MNIST as one uint8 tensor, padded to 32x32
-    diffusion.py   forward noising, losses, reverse process, samplers     (notebooks 01-02)
+    diffusion.py   forward noising, losses, reverse process, samplers      (notebooks 01-02)
     embeddings.py  patchify, 2D sin-cos positions, timestep/label embeddings (notebook 03)
     blocks.py      the four conditioning blocks of DiT §3.2                 (notebook 04)
-    model.py       DiT, the 12 configs, classifier-free guidance          (notebooks 05-06)
-    flops.py       the paper's Gflops column, analytically
-    metrics.py     FID and the metrics beyond it                           (notebook 07)
-    train.py       a fast single/multi-GPU training loop                    (notebook 08)
-    latent.py      a KL autoencoder and the latent space DiT diffuses in     (notebook 10)
+    model.py       DiT, the 12 configs, classifier-free guidance           (notebooks 05-06)
+    flops.py       the paper's Gflops column, analytically;  official.py: loading the official weights
+    ema.py         the EMA of the weights;  train.py: the training loop    (notebook 08)
+    sample.py      sampling: DDPM / DDIM, guidance, PNG grids and .npz files
+    latent.py      a KL autoencoder and the latent space DiT diffuses in   (notebook 10)
+    checkpoint.py, device.py, cli.py   files written safely, devices and autocast, the command lines
+
+Beside it, each in its folder, and importing only the core (tests/test_layering.py):
+
+    evaluation/    FID and the metrics beyond it, the evaluator network    (notebook 07)
+    superres/      DiT conditioned on an image                             (notebook 09)
+    course/        the exercise switch, grading and its sandbox
+    tools/         benchmark, scaling and experiment runners (the README's numbers); never imported by the rest
 
 Names are imported lazily, so `import minidit` stays quick.
 """
@@ -32,7 +40,6 @@ _EXPORTS = {
     "create_model": "minidit.model",
     "dit_gflops": "minidit.flops",
     "load_official_dit": "minidit.official",
-    "course": "minidit.course",
 }
 
 __all__ = sorted(_EXPORTS)

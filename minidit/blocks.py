@@ -18,9 +18,8 @@ class attribute ``cond_kind``, which the model reads:
 
 The final layer follows the same split (see ``FinalLayer`` and ``PlainFinalLayer``). Key names are
 those of facebookresearch/DiT and timm (``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``,
-``adaLN_modulation.1``), so official state dicts load into ``DiTBlock``. The model looks blocks up
-in the ``BLOCKS`` registry when it is built, and the blocks call ``modulate`` as a module global,
-so ``minidit.course`` can swap a student's version of either in.
+``adaLN_modulation.1``), so official state dicts load into ``DiTBlock``. The model looks its block up
+in the ``BLOCKS`` registry when it is built.
 """
 
 from __future__ import annotations

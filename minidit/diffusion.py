@@ -2,8 +2,7 @@
 
 Follows DDPM (Ho et al. 2020), Improved DDPM (Nichol & Dhariwal 2021, "IDDPM") and DDIM (Song et al.
 2021) with the names of the ADM/DiT code, so this file reads beside DiT's `diffusion/`. The maths lives
-in pure module-level functions; `GaussianDiffusion` holds the schedule and calls them *as module
-globals*, so `minidit.course` can swap in a student's `q_sample` by patching `minidit.diffusion.q_sample`.
+in pure module-level functions; `GaussianDiffusion` holds the schedule and calls them.
 
 Schedules are computed in float64 and stored float32 on the device (MPS has no float64). The functions
 compute their per-step coefficients in the schedule's dtype and only then cast to x's dtype.

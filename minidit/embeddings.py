@@ -9,9 +9,7 @@
   trains the unconditional model used by classifier-free guidance (Ho & Salimans 2022; DiT §3.1).
 
 Names, layouts and key names follow facebookresearch/DiT (``models.py``), so a student can read the
-two side by side. The functions that the course's exercises re-implement (``patchify``,
-``unpatchify``, ``get_2d_sincos_pos_embed``, ``timestep_embedding``) are called as module globals,
-so that ``minidit.course`` can swap a student's version in.
+two side by side.
 """
 
 from __future__ import annotations

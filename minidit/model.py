@@ -8,9 +8,7 @@
 
 Names, configs and state-dict keys are those of facebookresearch/DiT; ``block="adaLN-Zero"`` (the
 default) is exactly the official model. ``forward_with_cfg`` is classifier-free guidance (DiT §3.1,
-Ho & Salimans 2022). The model looks its blocks up in ``minidit.blocks.BLOCKS`` and calls
-``minidit.embeddings`` / ``minidit.blocks`` functions through their modules, so that
-``minidit.course`` can run a student's implementation inside the real model.
+Ho & Salimans 2022). The model looks its blocks up in ``minidit.blocks.BLOCKS``.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ class FastStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None and ema_decay is not None:
-            _ema.update_ema(self.ema, self.raw, ema_decay)  # a module global: the course switch can swap it
+            _ema.update_ema(self.ema, self.raw, ema_decay)
         return loss
 
     def _finite(self, loss: torch.Tensor) -> bool:

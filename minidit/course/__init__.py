@@ -1,9 +1,12 @@
 """The one switch that decides whose implementation of an exercised piece runs.
 
 Three sources of code: "minidit" (the package itself), "solutions" (the reference answers in
-solutions/) and "student" (exercises/, or the folder named by $MINIDIT_EXERCISES). Because
-minidit's modules call their pieces as module globals (and look blocks up in `blocks.BLOCKS`),
-patching those attributes makes the model, the diffusion, training and sampling run your code:
+solutions/) and "student" (exercises/, or the folder named by $MINIDIT_EXERCISES). EXERCISES below
+is the registry: for each piece, its target -- the one name through which minidit reaches it, a
+function of its module ("minidit.diffusion:q_sample"), a method of its class, or an entry of
+`blocks.BLOCKS`. `use` puts the chosen object there and the original back afterwards, so the model,
+the diffusion, training and sampling run your code (no module copies a piece by name:
+tests/test_layering.py checks it):
 
     from minidit import course
     course.compare("ex02")                        # "not started", or max |yours - minidit|
@@ -357,32 +360,16 @@ def reference(exercise_id: str) -> types.SimpleNamespace:
 
 
 def _patch(target: str, new: Any) -> Callable[[], None]:
-    """Put `new` at a target, and wherever another minidit module imported the old object by name."""
+    """Put `new` at a target (where minidit defines the piece, or its BLOCKS entry); returns the undo.
+
+    minidit reaches every exercised piece through that one name (tests/test_layering.py checks that no
+    module copies one with `from ... import`), so replacing it there is enough.
+    """
     original(target)
     container, key, kind = _resolve(target)
     old = container[key] if kind == "item" else getattr(container, key)
-    undo = [(container, key, kind, old)]
     _set(container, key, kind, new)
-    if kind == "attr" and isinstance(container, types.ModuleType):
-        for module in list(sys.modules.values()):  # e.g. `from minidit.embeddings import patchify` in model.py
-            if (module is not container and getattr(module, "__name__", "").startswith("minidit.")
-                    and not module.__name__.startswith("minidit.course")):
-                for attr, value in list(vars(module).items()):
-                    if value is old:
-                        undo.append((module, attr, "attr", value))
-                        setattr(module, attr, new)
-
-    def restore() -> None:
-        for c, k, kd, v in reversed(undo):
-            _set(c, k, kd, v)
-        # Modules imported while the patch was on copied `new` by name: give them the old object back.
-        for module in list(sys.modules.values()):
-            if getattr(module, "__name__", "").startswith("minidit.") and module is not container:
-                for attr, value in list(vars(module).items()):
-                    if value is new:
-                        setattr(module, attr, old)
-
-    return restore
+    return lambda: _set(container, key, kind, old)
 
 
 def _selection(source: str, exercise_ids: tuple[str, ...]) -> list[tuple[str, Any]]:
