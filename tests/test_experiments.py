@@ -266,3 +266,13 @@ def test_elapsed_seconds_counts_overlapping_sessions_once():
     ], "wall_time_s": 280.0}
     assert ex.elapsed_seconds(summary) == pytest.approx(100.0 + 120.0)
     assert ex.elapsed_seconds({"sessions": []}) == 0.0
+
+
+def test_the_training_estimate_is_the_bench_records_speed():
+    """No GPU rate is written in the code: a compiled DiT-S/2 step at batch 256 takes what the bench measured."""
+    bench = json.loads(ex.BENCH_RECORD.read_text())
+    fast = next(r for r in bench["training"] if r["variant"] == "fast" and r["model"] == "DiT-S/2")
+    spec = ex.RunSpec("DiT-S/2", steps=1000, eval_every=1000, compile=True)
+    expected = 1000 * 256 / fast["img_per_s"] + ex._COMPILE_S
+    assert ex.estimate_seconds(spec)["train"] == pytest.approx(expected, rel=1e-3)
+    assert ex.measured_rates()["device_name"] == bench["device_name"]

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -60,15 +61,14 @@ PAPER_FIG5 = {
     "cross-attention": {"fid": 26.14, "gflops": 137.6},
     "in-context": {"fid": 35.24, "gflops": 119.4},
 }
-# H100 rates behind `estimate_seconds`, from notebooks/results/bench/bench_h100_ladder.json (DiT-S/2, 6.05 GMAC,
-# batch 256, bf16): minidit.train compiled 6,599 img/s, eager 3,155 img/s, compile ~45 s. Eager sampling was not
-# measured then; the sampler is now compiled, as the bench's that did 24,000 forward passes/s for DiT-S/2.
-_TRAIN_MACS_PER_S = {True: 6_600 * 3 * 6.05e9, False: 3_150 * 3 * 6.05e9}  # keyed by compile
+# The GPU rates behind `estimate_seconds` are read from the bench record of the H100 that ran the parts
+# (`python -m minidit.tools.bench --variants all`, DiT-S/2, batch 256): see `measured_rates`.
+BENCH_RECORD = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "results" / "bench" / "bench_h100_ladder.json"
 # Floor of one training step of a depth-12 model, set by kernel launches and host syncs rather than
 # arithmetic. Eager: measured on the H100 (DiT-S/4 and S/8 ran at ~3,900 img/s = 65 ms a step, slower
 # than the compiled S/2 with 4x the compute; notebooks/results/08_train_dit_and_ablation/run_S4_*.json).
 _MIN_STEP_S = {True: 0.006, False: 0.065}
-_SAMPLE_MACS_PER_S, _MIN_SAMPLE_STEP_S = 24_000 * 6.05e9, 0.005  # the compiled sampler (minidit.sample)
+_MIN_SAMPLE_STEP_S = 0.005  # the compiled sampler (minidit.sample): a floor per batch and step
 # A call of the GPU machine runs at most 10 minutes; a run's checkpoints and state (hundreds of MB) stay on its
 # disk only while the machine is held, so a run must finish within one sitting of consecutive calls.
 SITTING_MINUTES = 25.0
@@ -224,10 +224,11 @@ def gflops(spec: RunSpec, paper_setting: bool = False) -> float:
 
 
 def estimate_seconds(spec: RunSpec) -> dict[str, float]:
-    """A rough H100 estimate of one run: training, evaluation (sampling + metrics), checkpoint writes."""
+    """A rough estimate of one run on the bench's GPU: training, evaluation (sampling + metrics), checkpoint writes."""
 
     macs = gflops(spec) * 1e9
-    step_s = max(spec.batch_size * 3 * macs / _TRAIN_MACS_PER_S[spec.compile], _MIN_STEP_S[spec.compile])
+    train_rate = measured_rates()["train_macs_per_s"][spec.compile]
+    step_s = max(spec.batch_size * 3 * macs / train_rate, _MIN_STEP_S[spec.compile])
     train = spec.steps * step_s + (_COMPILE_S if spec.compile else 0.0)
     work = eval_work(spec)
     evaluate = sum(_sampling_seconds(spec, num, scale, steps) for _, num, scale, _, steps in work)
@@ -238,16 +239,33 @@ def estimate_seconds(spec: RunSpec) -> dict[str, float]:
     return {"train": train, "eval": evaluate, "ckpt": ckpt, "total": train + evaluate + ckpt}
 
 
+@functools.cache
+def measured_rates(record: pathlib.Path = BENCH_RECORD) -> dict:
+    """minidit's measured speed on the GPU of a bench record, in multiply-accumulates per second.
+
+    train_macs_per_s {compiled: rate}: the "fast" and "fast-eager" training variants (a training image
+    costs 3 forward passes); sample_macs_per_s: the compiled DDPM sampler without guidance.
+    """
+    bench = json.loads(pathlib.Path(record).read_text())
+    train = {r["variant"]: r for r in bench["training"]}
+    rate = {compiled: train[v]["img_per_s"] * 3 * train[v]["gmacs_forward"] * 1e9
+            for compiled, v in ((True, "fast"), (False, "fast-eager"))}
+    ddpm = next(r for r in bench["sampling"] if r["sampler"].startswith("ddpm") and r["cfg_scale"] == 1.0)
+    gmacs = next(r["gmacs_forward"] for r in bench["training"] if r["model"] == ddpm["model"])
+    sample = ddpm["img_per_s"] * ddpm["forward_passes_per_image"] * gmacs * 1e9
+    return {"device_name": bench["device_name"], "train_macs_per_s": rate, "sample_macs_per_s": sample}
+
+
 def _sampling_seconds(spec: RunSpec, num: int, cfg_scale: float, steps: int | None = None) -> float:
     """Estimated seconds to draw `num` samples (a guided step runs the model on a doubled batch)."""
     passes = num * (2 if cfg_scale != 1.0 else 1)
     batches = -(-num // spec.sample_batch)
-    per_step = max(passes * gflops(spec) * 1e9 / _SAMPLE_MACS_PER_S, batches * _MIN_SAMPLE_STEP_S)
+    per_step = max(passes * gflops(spec) * 1e9 / measured_rates()["sample_macs_per_s"], batches * _MIN_SAMPLE_STEP_S)
     return (spec.sampling_steps if steps is None else steps) * per_step
 
 
 def plan(part: str, quick: bool = False, results_dir=None) -> str:
-    """A table of the part's runs with an H100 time estimate; runs already done in results_dir cost nothing."""
+    """A table of the part's runs with a time estimate (`measured_rates`); runs already done cost nothing."""
     spec = part_specs(quick)[part]
     results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
     lines = [f"Part {part}: {spec.title}  (budget {spec.budget_minutes} min per call)",
@@ -261,8 +279,8 @@ def plan(part: str, quick: bool = False, results_dir=None) -> str:
             total += est["total"]
         lines.append(f"{run.name:<44}{gflops(run):>8.2f}{run.steps:>7}{est['train']:>9.0f}{est['eval']:>8.0f}"
                      f"{est['total']:>9.0f}  {status}")
-    lines.append(f"estimated H100 time left for part {part}: {total / 60:.1f} min (rates of bench_h100.json; "
-                 "each run's record holds its measured img/s)")
+    lines.append(f"estimated time left for part {part} on an {measured_rates()['device_name']}: {total / 60:.1f} min "
+                 f"(rates of {BENCH_RECORD.name}; each run's record holds its measured img/s)")
     return "\n".join(lines)
 
 
