@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -61,7 +59,21 @@ from minidit.blocks import BLOCKS, set_recompute_gelu
 from minidit.cli import ArgumentParser, use_course_env
 from minidit.data import FashionMNIST, LatentDataset, load_fashion_mnist, sample_batch
 from minidit.device import autocast, draw, get_device
-from minidit.model import DiT_models, create_model, model_config
+from minidit.model import DiT_models, create_model
+from minidit.runs import (
+    RunFolderError,
+    World,
+    check_batch_split,
+    check_resume_config,
+    claim_out_dir,
+    gather,
+    load_history,
+    new_history,
+    out_of_time,
+    restore_rng,
+    rng_state,
+    world_from_env,
+)
 from minidit.sample import sample, save_image_grid
 
 PRECISIONS = ("bf16", "fp32")
@@ -293,55 +305,11 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dty
     return None, False, message
 
 
-# ----------------------------------------------------------------------------- helpers of the loop
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def _world_from_env() -> _Dist:
-    return _Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                 int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def check_batch_split(global_batch_size: int, world_size: int) -> int:
-    """The per-rank batch; ValueError when the global batch does not split evenly."""
-    if global_batch_size % world_size:
-        raise ValueError(f"global batch size {global_batch_size} is not divisible by the {world_size} processes "
-                         f"(world size); use a multiple of {world_size}")
-    return global_batch_size // world_size
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "data": generator.get_state(), "data_device": generator.device.type}
-    if generator.device.type == "cuda":  # this process's GPU only (get_rng_state_all would wake up every GPU)
-        state["cuda"] = torch.cuda.get_rng_state(generator.device)
-    return state
-
-
-def _restore_rng(rng: dict, generator: torch.Generator, fallback_seed: int, log: Callable) -> None:
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and generator.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], generator.device)
-    if rng.get("data_device") == generator.device.type:
-        generator.set_state(rng["data"])
-    else:
-        generator.manual_seed(fallback_seed)
-        log(f"the checkpoint's data generator was on {rng.get('data_device')}, this run is on "
-            f"{generator.device.type}: batches continue from a new seed (same model, not bit-for-bit)")
+# ----------------------------------------------------------------------------- errors of the loop
 
 
 class NonFiniteError(RuntimeError):
     """Training produced a NaN/inf loss or weight; nothing non-finite was saved."""
-
-
-class RunFolderError(ValueError):
-    """out_dir cannot take this run (it holds another run, is a file, or is not writable)."""
 
 
 def _weights_finite(model: torch.nn.Module) -> torch.Tensor:
@@ -350,104 +318,6 @@ def _weights_finite(model: torch.nn.Module) -> torch.Tensor:
     The EMA is not checked: it averages the weights, so it is finite while they have been.
     """
     return torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
-
-
-def run_files(out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """The files of a run that out_dir holds: state.pt, history.json, checkpoints/*.safetensors, samples/*.png."""
-    out_dir = pathlib.Path(out_dir)
-    found = [out_dir / name for name in ("state.pt", "history.json") if (out_dir / name).is_file()]
-    for folder, pattern in (("checkpoints", "*.safetensors"), ("samples", "*.png")):
-        found += sorted((out_dir / folder).glob(pattern))
-    return found
-
-
-def claim_out_dir(cfg: TrainConfig, is_main: bool = True, log: Callable = print) -> None:
-    """Make sure cfg.out_dir can take this run, before any work; RunFolderError with the fix if not.
-
-    A folder that holds a run (`run_files`) is refused unless cfg.resume (continue it from its
-    state.pt) or cfg.overwrite (its run files are deleted first, by the main process; other files
-    in the folder are left alone). Stale temporary files of killed saves are deleted.
-    """
-    out_dir = pathlib.Path(cfg.out_dir)
-    try:
-        _checkpoint.writable_folder(out_dir, "--out-dir")
-    except ValueError as err:
-        raise RunFolderError(str(err)) from None
-    found = run_files(out_dir)
-    if is_main:
-        removed = _checkpoint.remove_stale_tmp(out_dir, out_dir / "checkpoints", out_dir / "samples")
-        if removed:
-            log(f"deleted {len(removed)} temporary file(s) left by an interrupted save: "
-                f"{', '.join(p.name for p in removed)}")
-    if not found:
-        return
-    names = ", ".join(str(p.relative_to(out_dir)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
-    if cfg.overwrite:
-        if is_main:
-            for path in found + [out_dir / "config.json"]:
-                path.unlink(missing_ok=True)
-            for folder in (out_dir / "checkpoints", out_dir / "samples"):
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-            log(f"--overwrite: deleted the earlier run in {out_dir} ({len(found)} files: {names})")
-    elif cfg.resume and not (out_dir / "state.pt").is_file():
-        raise RunFolderError(f"cannot resume {out_dir}: it holds files of a run ({names}) but no state.pt to "
-                             "continue from. Pass --overwrite to start afresh there, or use a new --out-dir")
-    elif not cfg.resume:
-        raise RunFolderError(f"{out_dir} already holds a run ({names}). Pass --resume to continue it, a new "
-                             "--out-dir to keep it, or --overwrite to delete it and start afresh")
-
-
-def _check_resume_config(saved: dict, cfg: TrainConfig, path) -> None:
-    diffs = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}"
-             for k in RESUME_MUST_MATCH if saved.get(k) != getattr(cfg, k)]
-    if diffs:
-        raise RunFolderError(f"cannot resume {path}: the run was started with a different config "
-                             f"({'; '.join(diffs)}). Use a new --out-dir, or --overwrite to start afresh there")
-
-
-def _new_history(cfg: TrainConfig, model, device, world_size: int, amp_dtype, compiled: bool) -> dict:
-    return {
-        "config": dataclasses.asdict(cfg),
-        "model_config": model_config(model),
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-        "torch_version": torch.__version__,
-        "world_size": world_size,
-        "precision": "bf16" if amp_dtype is not None else "fp32",
-        "compiled": compiled,
-        "compile_scope": None,  # what torch.compile wraps, on 1 process or N: FastStep's, once it is built
-        "step": [], "loss": [], "loss_per_quarter": {f"q{i}": [] for i in range(4)},
-        "img_per_s": [], "wall_time": [],
-        "checkpoints": [], "samples": [], "state": None, "final_step": 0, "stopped_by_budget": False,
-        "skipped_steps": [], "first_step_seconds": None,
-    }
-
-
-def _load_history(path: pathlib.Path, step: int) -> dict | None:
-    """history.json cut back to `step` (it may have logged past the last checkpoint before a crash)."""
-    try:
-        history = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    keep = [i for i, s in enumerate(history["step"]) if s <= step]
-    for key in ("step", "loss", "img_per_s", "wall_time"):
-        history[key] = [history[key][i] for i in keep]
-    for q in history["loss_per_quarter"]:
-        history["loss_per_quarter"][q] = [history["loss_per_quarter"][q][i] for i in keep]
-    for key in ("checkpoints", "samples"):
-        history[key] = [p for p in history[key] if int(pathlib.Path(p).stem) <= step]
-    history["skipped_steps"] = [s for s in history.get("skipped_steps", []) if s <= step]
-    return history
-
-
-def _gather(t: torch.Tensor, world_size: int) -> torch.Tensor:
-    if world_size == 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(world_size)]
-    dist.all_gather(parts, t)
-    return torch.cat(parts)
 
 
 # ----------------------------------------------------------------------------- train
@@ -498,7 +368,7 @@ def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None, ta
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    world = _world_from_env()
+    world = world_from_env()
     check_batch_split(cfg.global_batch_size, world.world_size)
     claim_out_dir(cfg, is_main=world.rank == 0, log=lambda message: print(f"minidit.train: {message}"))
     if world.world_size > 1 and not dist.is_initialized():
@@ -530,7 +400,7 @@ def check_data(data: FashionMNIST | LatentDataset, cfg: TrainConfig) -> None:
         raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
 
 
-def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _Dist, task: Task,
+def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: World, task: Task,
            budget_from_first_step: bool) -> tuple[dict, torch.nn.Module, torch.nn.Module | None]:
     is_main = world.rank == 0
     start_time = time.monotonic()
@@ -574,19 +444,19 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     out_dir = pathlib.Path(cfg.out_dir)
     state_path, history_path = out_dir / "state.pt", out_dir / "history.json"
     step, pending_loss, pending_t = 0, [], []
-    history = _new_history(cfg, model, device, world.world_size, amp_dtype, use_compile)
+    history = new_history(cfg, model, device, world.world_size, amp_dtype, use_compile)
     if cfg.resume and state_path.is_file():
         try:
             state = _checkpoint.load_state(state_path, model=model, ema=ema, optimizer=optimizer, map_location="cpu")
         except _checkpoint.ChecksumError as err:
             raise _checkpoint.ChecksumError(f"{err}. A damaged state cannot be resumed: sample from the intact "
                                             "weights, or start afresh with --overwrite or a new --out-dir") from None
-        _check_resume_config(state["config"], cfg, state_path)
+        check_resume_config(state["config"], cfg, state_path, RESUME_MUST_MATCH)
         step = state["step"]
-        _restore_rng(state["rng"], generator, cfg.seed + step, log)
+        restore_rng(state["rng"], generator, cfg.seed + step, log)
         pending_loss = [state["extra"]["pending_loss"].to(device)] if len(state["extra"]["pending_loss"]) else []
         pending_t = [state["extra"]["pending_t"].to(device)] if pending_loss else []
-        history = _load_history(history_path, step) or history
+        history = load_history(history_path, step) or history
         if pending_loss and history["world_size"] != world.world_size:  # another per-rank batch: steps unsplittable
             pending_loss, pending_t = [], []
             log(f"the world size changed ({history['world_size']} -> {world.world_size}): the first loss logged "
@@ -662,7 +532,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
         extra = {"pending_loss": torch.cat(pending_loss).cpu() if pending_loss else torch.zeros(0),
                  "pending_t": torch.cat(pending_t).cpu() if pending_t else torch.zeros(0, dtype=torch.long)}
         _checkpoint.save_state(state_path, model=model, ema=ema, optimizer=optimizer, step=step,
-                               rng=_rng_state(generator), config=dataclasses.asdict(cfg), extra=extra)
+                               rng=rng_state(generator), config=dataclasses.asdict(cfg), extra=extra)
         history.update(state=str(state_path), final_step=step)
         _checkpoint.atomic_write_json(history_path, history)
 
@@ -705,10 +575,10 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
                 if budget is not None and budget_from_first_step:
                     deadline = time.monotonic() + budget
             if deadline is not None:
-                stop = _out_of_time(deadline, step, cfg.log_every, world.world_size, device)
+                stop = out_of_time(deadline, step, cfg.log_every, world.world_size, device)
             if step % cfg.log_every == 0 or step == cfg.steps or stop:
-                losses = _gather(torch.cat(pending_loss), world.world_size)  # (k * B,)
-                ts = _gather(torch.cat(pending_t), world.world_size)
+                losses = gather(torch.cat(pending_loss), world.world_size)  # (k * B,)
+                ts = gather(torch.cat(pending_t), world.world_size)
                 keep = check_finite(losses)
                 if keep is not None:  # drop the skipped steps' losses: (world, k, n) -> kept steps only
                     losses = losses.view(world.world_size, -1, per_rank)[:, keep].reshape(-1)
@@ -742,17 +612,6 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: _
     if world.world_size > 1:
         dist.barrier()
     return history, model, ema
-
-
-def _out_of_time(deadline: float, step: int, log_every: int, world_size: int, device) -> bool:
-    """Past the wall-clock budget? Under DDP all ranks agree, at logging steps only (one all-reduce)."""
-    if world_size == 1:
-        return time.monotonic() >= deadline
-    if step % log_every:
-        return False
-    flag = torch.tensor([float(time.monotonic() >= deadline)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def _progress_bar(cfg: TrainConfig, step: int, enabled: bool):
@@ -822,14 +681,14 @@ def main(argv: list[str] | None = None) -> int:
     source = use_course_env()
     try:  # everything a user can get wrong, checked before any work
         cfg = config_from_args(args)
-        check_batch_split(cfg.global_batch_size, _world_from_env().world_size)
+        check_batch_split(cfg.global_batch_size, world_from_env().world_size)
         get_device(cfg.device)
         claim_out_dir(cfg, is_main=False)  # checks only; train() clears for --overwrite
         data = load_fashion_mnist("train", root=cfg.data_dir)
         check_data(data, cfg)
     except (ValueError, OSError) as err:  # bad flags, a taken or unwritable --out-dir, missing or damaged data
         parser.error(str(err))
-    if source != "minidit" and _world_from_env().rank == 0:
+    if source != "minidit" and world_from_env().rank == 0:
         print(f"minidit.train: running the {source!r} implementation of the exercises (MINIDIT_IMPL)")
     try:
         history = train(cfg, data)
@@ -837,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     except NonFiniteError as err:
         parser.fail(str(err))
-    if _world_from_env().rank == 0:
+    if world_from_env().rank == 0:
         last = history["loss"][-1] if history["loss"] else math.nan
         print(f"minidit.train: step {history['final_step']}, loss {last:.4f}, weights {history['checkpoints'][-1]}")
     return 0

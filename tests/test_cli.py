@@ -30,9 +30,9 @@ CASES = [
     ("evaluation.evaluator", ["train", "--out", "{under_file}"], "is a file, so no folder"),
     ("evaluation.evaluator", ["train", "--epochs", "0"], "--epochs must be >= 1"),
     ("tools.scaling", ["--device", "cpu", "--gpus", "2", "--models", "DiT-T/4", "--out", "{dir}"], "is an existing folder"),
-    ("superres", ["--out", "{file}"], "is a file, not a folder"),
-    ("superres", ["--out", "{dir}", "--num-eval", "0"], "--num-eval must be >= 1"),
-    ("superres", ["--out", "{dir}", "--minutes", "-1"], "--minutes must be > 0"),
+    ("superres.experiment", ["--out", "{file}"], "is a file, not a folder"),
+    ("superres.experiment", ["--out", "{dir}", "--num-eval", "0"], "--num-eval must be >= 1"),
+    ("superres.experiment", ["--out", "{dir}", "--minutes", "-1"], "--minutes must be > 0"),
 ]
 
 
@@ -45,4 +45,5 @@ def test_user_errors_are_one_short_message(module, argv, message, paths, capsys)
     assert info.value.code == 2, err
     assert message in err and "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) <= 2 and lines[0].startswith(f"python -m minidit.{module}: error: "), err
+    prog = "python -m minidit." + module.removesuffix(".experiment")  # python -m minidit.superres
+    assert len(lines) <= 2 and lines[0].startswith(f"{prog}: error: "), err

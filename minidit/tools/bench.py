@@ -63,12 +63,12 @@ from minidit.blocks import set_recompute_gelu
 from minidit.checkpoint import atomic_write_json, writable_target
 from minidit.cli import ArgumentParser
 from minidit.data import FashionMNIST, sample_batch
-from minidit.device import get_device
+from minidit.device import autocast, get_device
 from minidit.flops import dit_macs
 from minidit.model import DiT_models, create_model
 from minidit.sample import COMPILE_MODES as SAMPLE_COMPILE_MODES
 from minidit.sample import DEFAULT_BATCH_SIZE
-from minidit.train import FastStep, TrainConfig, autocast, draw_batch, make_optimizer
+from minidit.train import FastStep, TrainConfig, draw_batch, make_optimizer
 
 TRAIN_VARIANTS = ("baseline", "baseline-bf16", "baseline-bf16-compile", "fast-eager", "fast", "fast-model",
                   "fast-autotune", "fast-recompute", "fast-autotune-recompute", "fast-cudagraphs",
