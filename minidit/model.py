@@ -216,16 +216,16 @@ class DiT(nn.Module):
         y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
         return self.forward_blocks(x, t_emb, y_emb)  # (N, C_out, H, W)
 
-    def forward_blocks(self, x: torch.Tensor, t_emb: torch.Tensor, y_emb: torch.Tensor,
-                       extra_tokens: torch.Tensor | None = None,
-                       extra_context: torch.Tensor | None = None) -> torch.Tensor:
-        """The conditioning of DiT §3.2, the blocks and the final layer: tokens -> (N, C_out, H, W).
+    def condition(self, x: torch.Tensor, t_emb: torch.Tensor, y_emb: torch.Tensor,
+                  extra_tokens: torch.Tensor | None = None,
+                  extra_context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """DiT §3.2's conditioning: the sequence the blocks see and the condition c each block gets.
 
         x: (N, T, D) patch tokens (with positions); t_emb, y_emb: (N, D). extra_tokens: (N, T', D) more
-        tokens of the sequence, dropped with t and y before the final layer; extra_context: (N, T'', D)
-        more keys/values of the cross-attention blocks (both used by minidit.superres's image conditioning).
+        tokens of the sequence; extra_context: (N, T'', D) more keys/values of the cross-attention blocks
+        (minidit.superres's image conditioning uses both). Returns the sequence (N, T (+ T') (+ 2), D) and
+        c: (N, D) for adaLN(-Zero), (N, 2 (+ T''), D) for cross-attention, None for in-context.
         """
-        num_tokens = x.shape[1]
         if self.cond_kind == "vector":  # adaLN, adaLN-Zero
             c = t_emb + y_emb  # (N, D)
         elif self.cond_kind == "tokens":  # cross-attention: keys/values [t, y] (+ extra_context)
@@ -238,6 +238,14 @@ class DiT(nn.Module):
             x = torch.cat([x, extra_tokens], dim=1)  # (N, T + T', D)
         if self.cond_kind == "in-context":
             x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T (+ T') + 2, D)
+        return x, c
+
+    def forward_blocks(self, x: torch.Tensor, t_emb: torch.Tensor, y_emb: torch.Tensor,
+                       extra_tokens: torch.Tensor | None = None,
+                       extra_context: torch.Tensor | None = None) -> torch.Tensor:
+        """`condition`, the blocks and the final layer: (N, T, D) patch tokens -> (N, C_out, H, W)."""
+        num_tokens = x.shape[1]
+        x, c = self.condition(x, t_emb, y_emb, extra_tokens, extra_context)
         for block in self.blocks:
             x = block(x, c)
         x = x[:, :num_tokens]  # drop the extra, t and y tokens -> (N, T, D)

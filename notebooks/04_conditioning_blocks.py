@@ -284,12 +284,7 @@ for name, color in zip(names, colors):
     with torch.no_grad():
         h = m.x_embedder(x_img) + m.pos_embed  # (N, T, D)
         t_emb, y_emb = m.t_embedder(t), m.y_embedder(y, train=False)  # (N, D) each
-        if m.cond_kind == "vector":
-            cond = t_emb + y_emb  # (N, D)
-        elif m.cond_kind == "tokens":
-            cond = torch.stack([t_emb, y_emb], dim=1)  # (N, 2, D)
-        else:
-            h, cond = torch.cat([h, t_emb[:, None], y_emb[:, None]], dim=1), None  # (N, T + 2, D)
+        h, cond = m.condition(h, t_emb, y_emb)  # the sequence and the condition each block gets
         changes = []
         for block in m.blocks:
             new = block(h, cond)
