@@ -331,7 +331,7 @@ def create_model(name: str, **kwargs) -> DiT:
 
 
 _ARGS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
-         "class_dropout_prob", "num_classes", "learn_sigma", "block")  # fmt: skip
+         "class_dropout_prob", "num_classes", "learn_sigma", "block")
 
 
 def model_config(model: DiT) -> dict:

@@ -109,7 +109,7 @@ def load_official_dit(
 
     with torch.device("meta"):  # no memory and no initialisation: every tensor comes from the weights
         net = create_model(model, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
-                           learn_sigma=learn_sigma, class_dropout_prob=class_dropout_prob, block="adaLN-Zero")  # fmt: skip
+                           learn_sigma=learn_sigma, class_dropout_prob=class_dropout_prob, block="adaLN-Zero")
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -120,7 +120,7 @@ def load_official_dit(
             f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
         )
     wrong = [f"{k}: expected {tuple(v.shape)}, got {tuple(state_dict[k].shape)}"
-             for k, v in expected.items() if state_dict[k].shape != v.shape]  # fmt: skip
+             for k, v in expected.items() if state_dict[k].shape != v.shape]
     if wrong:
         hint = ""
         if any(k.startswith("pos_embed") for k in wrong):

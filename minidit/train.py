@@ -85,7 +85,7 @@ COMPILE_SCOPES = ("loss", "model")
 # Changing one of these between a checkpoint and its resumption would not continue the same run.
 RESUME_MUST_MATCH = ("model", "block", "learn_sigma", "class_dropout_prob", "num_classes", "diffusion_steps",
                      "noise_schedule", "global_batch_size", "lr", "weight_decay", "ema_decay", "ema_warmup",
-                     "seed", "flip")  # fmt: skip
+                     "seed", "flip")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class TrainConfig:
 
         choices = {"model": list(DiT_models), "block": list(BLOCKS), "precision": PRECISIONS,
                    "compile_mode": COMPILE_MODES, "compile_scope": COMPILE_SCOPES, "ema_warmup": _ema.WARMUPS,
-                   "noise_schedule": ("linear", "cosine")}  # fmt: skip
+                   "noise_schedule": ("linear", "cosine")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {list(allowed)}")

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 def _cfg(out_dir) -> TrainConfig:
     return TrainConfig(model="DiT-T/4", global_batch_size=8, steps=4, log_every=1, ckpt_every=0, sample_every=0,
                        precision="fp32", compile=False, ema_warmup="ema_warmup", device="cpu", progress=False,
-                       out_dir=str(out_dir))  # fmt: skip
+                       out_dir=str(out_dir))
 
 
 def _data():

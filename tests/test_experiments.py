@@ -19,7 +19,7 @@ from minidit.tools import experiments as ex
 from minidit.data import FashionMNIST
 
 TINY = dict(model="DiT-T/4", steps=4, batch_size=8, eval_every=2, curve_samples=20, final_samples=30,
-            guided_samples=20, sampling_steps=2, sample_batch=30, kid_subsets=2)  # fmt: skip
+            guided_samples=20, sampling_steps=2, sample_batch=30, kid_subsets=2)
 
 
 @pytest.fixture(autouse=True)
@@ -161,13 +161,13 @@ def _fake_record(block: str, seed: int, fid: float, model: str = "DiT-S/4") -> d
     return {"name": spec.name, "spec": json.loads(json.dumps(spec.identity())), "status": "done",
             "gflops": ex.gflops(spec), "gflops_paper_setting": ex.gflops(spec, True), "history": {"num_params": 1000},
             "evals": [{"step": 4, "num_samples": 10, "cfg_scale": 1.0, "metrics": metrics,
-                       "floor": {**metrics, "fid": 1.0, "class_accuracy": 0.9}}]}  # fmt: skip
+                       "floor": {**metrics, "fid": 1.0, "class_accuracy": 0.9}}]}
 
 
 def test_ablation_table_and_summary_follow_the_numbers():
     paper_order = {("adaLN-Zero", 0): 10.0, ("adaLN-Zero", 1): 11.0, ("adaLN", 0): 20.0, ("adaLN", 1): 21.0,
                    ("cross-attention", 0): 20.5, ("cross-attention", 1): 22.0, ("in-context", 0): 40.0,
-                   ("in-context", 1): 41.0}  # fmt: skip
+                   ("in-context", 1): 41.0}
     records = {f"{b}{s}": _fake_record(b, s, fid) for (b, s), fid in paper_order.items()}
     rows = ex.ablation_rows(records)
     assert [r["block"] for r in rows] == list(ex.BLOCK_ORDER)
@@ -188,7 +188,7 @@ def test_ablation_table_and_summary_follow_the_numbers():
 
 def test_scaling_rows_sorted_by_gflops_and_goals():
     records = {m: _fake_record("adaLN-Zero", 0, fid, m) for m, fid in
-               (("DiT-S/2", 30.0), ("DiT-S/8", 90.0), ("DiT-B/4", 31.0), ("DiT-S/4", 50.0))}  # fmt: skip
+               (("DiT-S/2", 30.0), ("DiT-S/8", 90.0), ("DiT-B/4", 31.0), ("DiT-S/4", 50.0))}
     rows = ex.scaling_rows(records)
     assert [r["model"] for r in rows] == ["DiT-S/8", "DiT-S/4", "DiT-B/4", "DiT-S/2"]
     assert rows[-1]["gflops_paper_setting"] == pytest.approx(6.06, abs=0.01)  # DiT Table 4, DiT-S/2

@@ -16,7 +16,7 @@ PAPER_GFLOPS = {
     "DiT-S/4": 1.4, "DiT-B/4": 5.6, "DiT-L/4": 19.7, "DiT-XL/4": 29.1,
     # Table 4
     "DiT-S/8": 0.36, "DiT-S/2": 6.06, "DiT-B/2": 23.01, "DiT-L/2": 80.71, "DiT-XL/2": 118.64,
-}  # fmt: skip
+}
 PAPER_BLOCK_GFLOPS = {"in-context": 119.4, "cross-attention": 137.6, "adaLN": 118.6, "adaLN-Zero": 118.6}  # §3.2, XL/2
 
 

@@ -216,7 +216,7 @@ def test_model_uses_patched_module_globals(monkeypatch):
     with torch.no_grad():
         base = model(x, t, y)
         for module, name in [(minidit.blocks, "modulate"), (minidit.embeddings, "patchify"),
-                             (minidit.embeddings, "unpatchify"), (minidit.embeddings, "timestep_embedding")]:  # fmt: skip
+                             (minidit.embeddings, "unpatchify"), (minidit.embeddings, "timestep_embedding")]:
             original = getattr(module, name)
             monkeypatch.setattr(module, name, lambda *a, _f=original, **k: 2 * _f(*a, **k))
             assert not torch.allclose(model(x, t, y), base), f"the model does not call {module.__name__}.{name}"

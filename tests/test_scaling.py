@@ -32,7 +32,7 @@ def _argv(tmp: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
     return ["--device", "cpu", "--gpus", "2", "--models", "DiT-T/4", "--per-gpu-batch", "4", "--speed-steps", "4",
             "--curve-steps", "6", "--log-every", "2", "--no-compile", "--precision", "fp32", "--parallel-single",
             "--runs-dir", str(tmp / "runs"), "--out", str(tmp / "results" / "scaling.json"),
-            "--data-dir", str(data_dir)]  # fmt: skip
+            "--data-dir", str(data_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_compare_curves_against_hand_computed_numbers():
     (["--curve-models", "DiT-S/2"], "must be among --models"),
     (["--only", "2xDiT-T/4,3xDiT-T/4"], "['3xDiT-T/4'] not among the planned runs"),
     ([], "which lacks"),  # the --data-dir given (tmp_path) holds no Fashion-MNIST
-])  # fmt: skip
+])
 def test_bad_flags_exit_with_status_2_and_say_why(flags, message, capsys, tmp_path):
     argv = _argv(tmp_path, data_dir=tmp_path) + flags  # argparse: the last occurrence of a flag wins
     with pytest.raises(SystemExit) as exit_info:
@@ -182,7 +182,7 @@ def test_unknown_model_message_lists_the_valid_ones(capsys):
     (1, ["--gpus", "2"], "asks for more GPUs than the 1"),
     (1, [], "needs --gpus >= 2 (got 1)"),
     (0, ["--device", "cuda", "--gpus", "2"], "torch sees no CUDA GPU"),
-])  # fmt: skip
+])
 def test_gpu_count_is_checked(visible, flags, message, capsys, monkeypatch):
     monkeypatch.setattr(scaling.torch.cuda, "is_available", lambda: visible > 0)
     monkeypatch.setattr(scaling.torch.cuda, "device_count", lambda: visible)
@@ -204,7 +204,7 @@ def _flags(**overrides) -> argparse.Namespace:
 
 def test_one_and_n_processes_compile_the_whole_step_and_only_the_controls_the_model_alone():
     runs = scaling.plan_runs(["DiT-S/2", "DiT-B/2"], ["DiT-S/2"], gpus=2, per_gpu_batch=256, speed_steps=200,
-                             curve_steps=400)  # fmt: skip
+                             curve_steps=400)
     table = {r.name: (r.processes, r.global_batch, r.steps, r.role, r.compile_scope) for r in runs}
     assert table == {
         "1xDiT-S/2": (1, 256, 200, "speed", "loss"),
@@ -253,12 +253,12 @@ def _record(name: str, processes: int, global_batch: int, steps: int, img_per_s:
             "img_per_s": timed[len(timed) // 2], "img_per_s_per_gpu": timed[len(timed) // 2] / processes,
             "train_time_s": 1.0, "world_size": processes, "compiled": True, "precision": "fp32",
             "device_name": "cpu", "torch_version": "x", "num_params": 1, "step": list(range(2, 2 * len(loss) + 1, 2)),
-            "loss": loss, "img_per_s_intervals": img_per_s}  # fmt: skip
+            "loss": loss, "img_per_s_intervals": img_per_s}
 
 
 def _results(runs: list[dict], date: str, command: str) -> dict:
     return {"device": "cpu", "gpus": 2, "gpu_count": 0, "torch_version": "x", "cuda_version": None, "date": date,
-            "command": command, "per_gpu_batch": 4, "this_call": {}, "runs": runs}  # fmt: skip
+            "command": command, "per_gpu_batch": 4, "this_call": {}, "runs": runs}
 
 
 # Hand-picked numbers: img/s 100 on 1 process and 160 on 2 (scope loss), 70 on 1 with scope model;
@@ -270,7 +270,7 @@ def _old_study() -> list[dict]:
     """The three runs without controls, made by an earlier call."""
     return [_record("1xDiT-T/4", 1, 4, 4, [1.0, 90.0, 100.0, 120.0], [1.0, 0.6], "loss"),
             _record("2xDiT-T/4", 2, 8, 6, [1.0, 150.0, 160.0, 170.0], MANY_LOSS, "loss"),
-            _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS, "loss")]  # fmt: skip
+            _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS, "loss")]
 
 
 def _check_summaries(results: dict) -> None:
@@ -292,7 +292,7 @@ def _check_summaries(results: dict) -> None:
 def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_path, fashion_mnist_dir, monkeypatch,
                                                                            capsys):
     histories = {"1xDiT-T/4-modelscope": ([1.0, 60.0, 70.0, 80.0], [1.0, 0.6]),
-                 "1xDiT-T/4-sameglobal-modelscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS)}  # fmt: skip
+                 "1xDiT-T/4-sameglobal-modelscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS)}
     launched, real_command = [], scaling.train_command
 
     def fake_train(run, args):  # "trains" by writing the history.json minidit.train would write
@@ -301,7 +301,7 @@ def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_p
         history = {"img_per_s": img_per_s, "wall_time": [1.0], "world_size": 1, "compiled": True,
                    "compile_scope": run.compile_scope,
                    "precision": "fp32", "device_name": "cpu", "torch_version": "x", "num_params": 1,
-                   "step": [2 * (i + 1) for i in range(len(loss))], "loss": loss}  # fmt: skip
+                   "step": [2 * (i + 1) for i in range(len(loss))], "loss": loss}
         path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
         code = f"import pathlib; p = pathlib.Path({str(path)!r}); p.parent.mkdir(parents=True, exist_ok=True); " \
                f"p.write_text({json.dumps(history)!r})"
@@ -315,7 +315,7 @@ def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_p
     assert scaling.main(argv) == 0
     results = json.loads(out.read_text())
     assert results["this_call"] == {"ran": list(CONTROLS),
-                                    "skipped_done": list(RUNS), "not_selected": []}  # fmt: skip
+                                    "skipped_done": list(RUNS), "not_selected": []}
     assert [c[c.index("--compile-scope") + 1] for c in launched] == ["model", "model"]
     runs = _runs(results)
     for old in _old_study():
@@ -338,13 +338,13 @@ def _history(global_batch: int, steps: int, img_per_s: list[float], loss: list[f
 
     cfg = TrainConfig(model="DiT-T/4", global_batch_size=global_batch, steps=steps, log_every=2, seed=0,
                       ckpt_every=0, sample_every=0, progress=False, ema_warmup="ema_warmup", precision="fp32",
-                      compile=True, compile_scope="model", device="cpu", out_dir="/tmp/hand")  # fmt: skip
+                      compile=True, compile_scope="model", device="cpu", out_dir="/tmp/hand")
     cfg = dataclasses.replace(cfg, **config)
     return {"config": dataclasses.asdict(cfg), "num_params": 1, "device_name": "cpu", "torch_version": "x",
             "world_size": 1, "precision": "fp32", "compiled": True, "compile_scope": cfg.compile_scope,
             "step": [2, 4, 6][: len(loss)], "loss": loss,
             "img_per_s": img_per_s, "wall_time": [0.5, 1.0, 1.5][: len(loss)], "final_step": steps,
-            "stopped_by_budget": False}  # fmt: skip
+            "stopped_by_budget": False}
 
 
 def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> list[str]:
@@ -361,7 +361,7 @@ def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> 
             "--import-command", "1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
             "--import-history", f"1xDiT-T/4-sameglobal-modelscope={tmp / 'c.json'}",
             "--import-command", "1xDiT-T/4-sameglobal-modelscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
-            "--out", str(tmp / "out" / "scaling.json")]  # fmt: skip
+            "--out", str(tmp / "out" / "scaling.json")]
 
 
 def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monkeypatch):
@@ -372,7 +372,7 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     results = json.loads((tmp_path / "out" / "scaling.json").read_text())
     runs = _runs(results)
     assert list(runs) == ["1xDiT-T/4", "1xDiT-T/4-modelscope", "2xDiT-T/4", "1xDiT-T/4-sameglobal",
-                          "1xDiT-T/4-sameglobal-modelscope"], "the runs in the order of a study"  # fmt: skip
+                          "1xDiT-T/4-sameglobal-modelscope"], "the runs in the order of a study"
     assert runs["2xDiT-T/4"]["img_per_s"] == 160.0, "the record of the newer file wins"
     assert runs["1xDiT-T/4-sameglobal"] == _old_study()[2], "a run only the older file has is kept as it was"
     imported = runs["1xDiT-T/4-modelscope"]
@@ -389,7 +389,7 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     _check_summaries(results)
     assert results["command"][:4] == ["python -m minidit.tools.scaling --call 1", "python -m minidit.tools.scaling --call 2",
                                       "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
-                                      "CUDA_VISIBLE_DEVICES=0 python -m minidit.train"]  # fmt: skip
+                                      "CUDA_VISIBLE_DEVICES=0 python -m minidit.train"]
     assert results["command"][4].startswith("python -m minidit.tools.scaling --merge ")
     assert results["this_call"]["imported"] == list(CONTROLS)
     assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == PNG_MAGIC
@@ -402,7 +402,7 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     (dict(log_every=1), "DiT-T/4: the runs differ"),  # settings shared by a model's runs
     ("no command", "needs one --import-command"),
     ("stopped", "stopped at step 2 of 4"),
-])  # fmt: skip
+])
 def test_an_import_that_is_not_the_named_run_is_refused(change, message, tmp_path, capsys):
     speed = _history(4, 4, [5.0, 70.0, 90.0, 60.0], [1.0, 0.6], **(change if isinstance(change, dict) else {}))
     if change == "stopped":
@@ -442,7 +442,7 @@ def test_merge_refuses_files_of_different_studies(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("n_diff, label", [(0.01, "Within the floor"), (0.05, "Same order as the floor"),
-                                           (0.5, "Above the floor")])  # fmt: skip
+                                           (0.5, "Above the floor")])
 def test_the_verdict_compares_the_n_process_difference_with_the_measured_floor(n_diff, label):
     floor = {"steps": [2, 4], "max_abs_diff": 0.01, "mean_abs_diff": 0.005, "max_rel_diff": 0.02, "n_below": 1}
     cmp = dict(floor, max_rel_diff=n_diff)

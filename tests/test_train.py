@@ -25,7 +25,7 @@ DATA = synthetic_data(n=64, size=16, seed=0)  # 16x16 images: DiT-T/4 sees 16 to
 def _cfg(out_dir, **overrides) -> TrainConfig:
     base = dict(model="DiT-T/4", global_batch_size=8, steps=6, log_every=2, ckpt_every=0, sample_every=0,
                 precision="fp32", compile=False, ema_warmup="ema_warmup", device="cpu", progress=False,
-                out_dir=str(out_dir))  # fmt: skip
+                out_dir=str(out_dir))
     return TrainConfig(**{**base, **overrides})
 
 

@@ -72,7 +72,7 @@ from minidit.train import FastStep, TrainConfig, draw_batch, make_optimizer
 
 TRAIN_VARIANTS = ("baseline", "baseline-bf16", "baseline-bf16-compile", "fast-eager", "fast", "fast-model",
                   "fast-autotune", "fast-recompute", "fast-autotune-recompute", "fast-cudagraphs",
-                  "fast-recompute-cudagraphs")  # fmt: skip
+                  "fast-recompute-cudagraphs")
 _MODE_OF = {"default": "", "max-autotune-no-cudagraphs": "autotune", "reduce-overhead": "cudagraphs"}
 
 
@@ -89,7 +89,7 @@ def default_variant() -> str:
 DEFAULT_VARIANTS = ("baseline", default_variant())
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
 PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
-               ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("4090", 165.2), ("A10G", 70.0))  # fmt: skip
+               ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("4090", 165.2), ("A10G", 70.0))
 # issue [11]'s targets on one H200 (DiT-S/2; sampling: 10,000 images, the time a user waits)
 TARGETS = {"train_img_per_s": 9000, "train_img_per_s_goal": 10_000, "train_peak_mem_gib": 12.0,
            "small_model_speedup_S4_over_S2": 3.0, "ddpm250_10k_images_s": 60.0, "ddpm250_cfg_10k_images_s": 120.0,

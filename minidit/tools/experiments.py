@@ -144,7 +144,7 @@ class RunSpec:
                            out_dir=str(out_dir), log_every=max(1, min(100, self.eval_every // 5)),
                            ckpt_every=self.eval_every, sample_every=self.grid_every, sample_steps=50,
                            sample_cfg_scale=1.0, resume=True, max_minutes=max_minutes, device=str(device),
-                           progress=progress)  # fmt: skip
+                           progress=progress)
 
 
 _LATER_FIELDS = ("lr", "curve_cfg_scales", "final_sampling_steps", "bootstrap", "grid_scales")
@@ -309,7 +309,7 @@ def load_record(results_dir, spec: RunSpec) -> dict | None:
 def _new_record(spec: RunSpec) -> dict:
     return {"name": spec.name, "spec": spec.identity(), "status": "new", "trained_steps": 0,
             "gflops": gflops(spec), "gflops_paper_setting": gflops(spec, paper_setting=True),
-            "evals": [], "grids": {}, "eval_time_s": 0.0}  # fmt: skip
+            "evals": [], "grids": {}, "eval_time_s": 0.0}
 
 
 def find_eval(record: dict, step: int, num_samples: int, cfg_scale: float = 1.0, sampling_steps: int | None = None
@@ -565,7 +565,7 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
             "torch_version": torch.__version__, "python": sys.version.split()[0], "command": command,
             "runs": [r["name"] for r in records],
             "env": {k: v for k, v in os.environ.items() if k.startswith("MINIDIT_") or k == "CUDA_VISIBLE_DEVICES"},
-        })  # fmt: skip
+        })
         summary["wall_time_s"] = round(sum(s["wall_time_s"] for s in summary["sessions"]), 1)
         atomic_write_json(summary_path, summary)
     state = "complete" if summary["complete"] else "NOT complete: run the same command again to continue"
@@ -757,7 +757,7 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(format(row[k], f) if row.get(k) is not None else "—" for k, _, f in columns) + " |"
-            for row in rows]  # fmt: skip
+            for row in rows]
     return "\n".join([head, rule, *body])
 
 

@@ -141,7 +141,7 @@ def run_settings(run: Run, args: argparse.Namespace) -> dict:
     """What must be equal for an earlier result of this run to count (paths and the machine excluded)."""
     return {"model": run.model, "processes": run.processes, "global_batch": run.global_batch, "steps": run.steps,
             "log_every": args.log_every, "seed": args.seed, "precision": args.precision, "compile": args.compile,
-            "device": args.device, "compile_scope": run.compile_scope}  # fmt: skip
+            "device": args.device, "compile_scope": run.compile_scope}
 
 
 def recorded_settings(record: dict) -> dict:
@@ -166,12 +166,12 @@ def train_command(run: Run, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.processes}",
                "-m", "minidit.train", "--model", run.model, "--global-batch-size", str(run.global_batch),
                "--steps", str(run.steps), "--log-every", str(args.log_every), "--seed", str(args.seed),
-               "--out-dir", str(pathlib.Path(args.runs_dir) / run.slug)]  # fmt: skip
+               "--out-dir", str(pathlib.Path(args.runs_dir) / run.slug)]
     for field, value in FIXED_TRAIN_FLAGS.items():
         flag = "--" + field.replace("_", "-")
         command += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
     command += ["--precision", args.precision, "--compile" if args.compile else "--no-compile",
-                "--compile-scope", run.compile_scope, "--device", args.device]  # fmt: skip
+                "--compile-scope", run.compile_scope, "--device", args.device]
     if args.data_dir is not None:
         command += ["--data-dir", str(args.data_dir)]
     return command
@@ -222,7 +222,7 @@ def _record(run: Run, args: argparse.Namespace, **fields) -> dict:
     """The fields every record has (what the run was and its settings), then `fields`."""
     return {"name": run.name, "model": run.model, "role": run.role, "processes": run.processes,
             "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
-            "steps": run.steps, "settings": run_settings(run, args), **fields}  # fmt: skip
+            "steps": run.steps, "settings": run_settings(run, args), **fields}
 
 
 def run_record(run: Run, args: argparse.Namespace, exit_code: int, wall_s: float, log_path: pathlib.Path,
@@ -317,13 +317,13 @@ def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int
     if "compile_scope" not in history and history["world_size"] > 1:
         scope = "model"  # a history written before minidit.train compiled the whole step under DDP
     found = {"model": cfg["model"], "processes": history["world_size"], "global_batch": cfg["global_batch_size"],
-             "compile_scope": scope if cfg["compile"] else run.compile_scope}  # fmt: skip
+             "compile_scope": scope if cfg["compile"] else run.compile_scope}
     for key, value in found.items():
         if value != getattr(run, key):
             raise ValueError(f"{history_path}: {key} is {value!r}, but run {name} has {getattr(run, key)!r}")
     fixed = {f.name: FIXED_TRAIN_FLAGS.get(f.name, f.default) for f in dataclasses.fields(TrainConfig)
              if f.name not in ("out_dir", "data_dir", "model", "global_batch_size", "steps", "log_every", "seed",
-                               "precision", "compile", "compile_scope", "device")}  # fmt: skip
+                               "precision", "compile", "compile_scope", "device")}
     for key, value in fixed.items():
         if cfg.get(key) != value:
             raise ValueError(f"{history_path}: {key} is {cfg.get(key)!r}; the tool's runs use {value!r}")
@@ -475,7 +475,7 @@ def summarise(records: dict[str, dict], models: list[str], gpus: int, unit: str 
                  "img_per_s_1": one["img_per_s"], "img_per_s_n": many["img_per_s"],
                  "speedup": many["img_per_s"] / one["img_per_s"],
                  "scaling_efficiency": many["img_per_s"] / (gpus * one["img_per_s"]),
-                 "img_per_s_1_model_scope": None, "model_scope_factor": None}  # fmt: skip
+                 "img_per_s_1_model_scope": None, "model_scope_factor": None}
             if alone and alone.get("img_per_s"):
                 s.update(img_per_s_1_model_scope=alone["img_per_s"],
                          model_scope_factor=alone["img_per_s"] / one["img_per_s"])
@@ -500,7 +500,7 @@ DEFINITIONS = {
                                      "alone / img/s of the 1-GPU run",
     "loss_curves_definition": "N-process curve vs 1-process curve, same global batch; floor: 1-process curve with "
                               "the model compiled alone vs the 1-process curve",
-}  # fmt: skip
+}
 
 
 def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
@@ -732,7 +732,7 @@ def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, comman
         "this_call": {"ran": [], "merged": [{"file": str(f), "date": s["date"], "runs": [r["name"] for r in s["runs"]]}
                                             for f, s in zip(files, sources)], "imported": list(histories)},
         "runs": sorted(records.values(), key=lambda r: order[r["name"]]),
-    }  # fmt: skip
+    }
     figure = write_results(results, records, models, out)
     _report(results)
     print(f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}")
@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "per_gpu_batch": args.per_gpu_batch, "this_call": this_call,
-    }  # fmt: skip
+    }
     figure = out.parent / "scaling.png"
 
     def save(record: dict | None = None) -> None:
