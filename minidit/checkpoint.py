@@ -204,13 +204,18 @@ def state_digest(state: dict) -> str:
 
 def _newest_intact_hint(path: pathlib.Path) -> str:
     good = newest_intact_weights(path)
-    return (f"the newest intact checkpoint beside it is {good}" if good is not None
-            else "no intact checkpoint was found beside it")
+    return (
+        f"the newest intact checkpoint beside it is {good}"
+        if good is not None
+        else "no intact checkpoint was found beside it"
+    )
 
 
 def _checksum_failed(path: pathlib.Path) -> ChecksumError:
-    return ChecksumError(f"{path} failed its checksum: its contents changed after it was written (disk, copy or "
-                         f"transfer damage), so it cannot be trusted; {_newest_intact_hint(path)}")
+    return ChecksumError(
+        f"{path} failed its checksum: its contents changed after it was written (disk, copy or "
+        f"transfer damage), so it cannot be trusted; {_newest_intact_hint(path)}"
+    )
 
 
 def _unreadable(path: pathlib.Path, err: Exception, what: str = "could not be read") -> CheckpointError:
@@ -218,8 +223,7 @@ def _unreadable(path: pathlib.Path, err: Exception, what: str = "could not be re
 
 
 def _no_digest_warning(path: pathlib.Path) -> None:
-    warnings.warn(f"{path} carries no checksum (written by an older minidit), so it cannot be verified",
-                  stacklevel=3)
+    warnings.warn(f"{path} carries no checksum (written by an older minidit), so it cannot be verified", stacklevel=3)
 
 
 def verify_weights(path: str | os.PathLike) -> bool | None:
@@ -239,16 +243,20 @@ def newest_intact_weights(path: str | os.PathLike) -> pathlib.Path | None:
     """The newest verified *.safetensors beside `path` (its folder or that folder's checkpoints/), else None."""
     path = pathlib.Path(path)
     folders = (path.parent, path.parent / "checkpoints")
-    candidates = sorted({f for d in folders if d.is_dir() for f in d.glob("*.safetensors") if f != path},
-                        key=lambda f: (int(f.stem) if f.stem.isdigit() else -1, f.stat().st_mtime), reverse=True)
+    candidates = sorted(
+        {f for d in folders if d.is_dir() for f in d.glob("*.safetensors") if f != path},
+        key=lambda f: (int(f.stem) if f.stem.isdigit() else -1, f.stat().st_mtime),
+        reverse=True,
+    )
     return next((f for f in candidates if verify_weights(f)), None)
 
 
 # ----------------------------------------------------------------------------- weights
 
 
-def save_weights(path: str | os.PathLike, model: nn.Module, ema: nn.Module | None = None,
-                 config: dict | None = None) -> pathlib.Path:
+def save_weights(
+    path: str | os.PathLike, model: nn.Module, ema: nn.Module | None = None, config: dict | None = None
+) -> pathlib.Path:
     """Save the raw model (and the EMA) as safetensors, with the config as JSON metadata.
 
     config: JSON-able; `model_config` (what `load_weights` rebuilds the model from) is added from
@@ -259,11 +267,18 @@ def save_weights(path: str | os.PathLike, model: nn.Module, ema: nn.Module | Non
     tensors = {}
     for prefix, module in (("model", model), ("ema", ema)):
         if module is not None:  # copies: safetensors refuses tensors that share memory
-            tensors.update({f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous()
-                            for k, v in unwrap_model(module).state_dict().items()})
-    metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(config), "has_ema": str(ema is not None),
-                DIGEST_KEY: tensors_digest(tensors)}
-
+            tensors.update(
+                {
+                    f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous()
+                    for k, v in unwrap_model(module).state_dict().items()
+                }
+            )
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "config": json.dumps(config),
+        "has_ema": str(ema is not None),
+        DIGEST_KEY: tensors_digest(tensors),
+    }
 
     return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata))
 
@@ -278,13 +293,15 @@ def read_weights_config(path: str | os.PathLike) -> dict:
     except Exception as err:
         raise _unreadable(path, err, "is not a readable safetensors file") from None
     if metadata.get("format") != WEIGHTS_FORMAT or "config" not in metadata:
-        raise CheckpointError(f"{path} is a safetensors file but not a minidit weights file "
-                              f"(no {WEIGHTS_FORMAT} metadata)")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a minidit weights file (no {WEIGHTS_FORMAT} metadata)"
+        )
     return json.loads(metadata["config"])
 
 
-def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
-                 ) -> tuple[nn.Module, nn.Module | None, dict]:
+def load_weights(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, nn.Module | None, dict]:
     """Load a weights file -> (model, ema or None, config), both models in eval mode on `device`.
 
     The tensors are checked against the file's sha256 first (ChecksumError naming the newest intact
@@ -325,9 +342,17 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
 # ----------------------------------------------------------------------------- resumable state
 
 
-def save_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-               ema: nn.Module | None = None, rng: dict | None = None, config: dict | None = None,
-               extra: dict | None = None) -> pathlib.Path:
+def save_state(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    ema: nn.Module | None = None,
+    rng: dict | None = None,
+    config: dict | None = None,
+    extra: dict | None = None,
+) -> pathlib.Path:
     """Save everything a run needs to continue bit-for-bit, atomically (torch.save format).
 
     rng: RNG states as tensors (e.g. {"torch": torch.get_rng_state(), "data": generator.get_state()}).
@@ -348,8 +373,14 @@ def save_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.op
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_state(path: str | os.PathLike, *, model: nn.Module | None = None, ema: nn.Module | None = None,
-               optimizer: torch.optim.Optimizer | None = None, map_location: str | torch.device = "cpu") -> dict:
+def load_state(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    ema: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict:
     """Read a state file and load it into the modules / optimiser given; returns the whole dict.
 
     Raises CheckpointError (a ValueError) when the file is corrupt, fails its checksum, is not a
@@ -379,8 +410,7 @@ def load_state(path: str | os.PathLike, *, model: nn.Module | None = None, ema: 
         expected = _model_config(model)
         if state["model_config"] != expected:
             raise CheckpointError(
-                f"checkpoint {path} was written for model {state['model_config']}, "
-                f"but this run builds {expected}"
+                f"checkpoint {path} was written for model {state['model_config']}, but this run builds {expected}"
             )
         _load_into(model, state["model"], path, "model")
     if ema is not None:

@@ -28,8 +28,16 @@ import torch
 from minidit.device import draw
 
 CLASS_NAMES: tuple[str, ...] = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 FILES = {  # split -> (images, labels)
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -72,13 +80,16 @@ def find_data_dir(root: str | os.PathLike | None = None) -> pathlib.Path:
     Raises:
         FileNotFoundError: the files are nowhere; the message says how to get them.
     """
-    for folder, origin in ((root, "the data folder given (--data-dir / root)"),
-                           (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
+    for folder, origin in (
+        (root, "the data folder given (--data-dir / root)"),
+        (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}"),
+    ):
         if folder is not None:  # an explicit choice that is wrong is an error, not a reason to look elsewhere
             folder = pathlib.Path(folder).expanduser()
             if not folder.is_dir():
-                raise FileNotFoundError(f"{origin} points to {folder}, which is not a folder; give the folder "
-                                        f"holding {', '.join(MD5)}")
+                raise FileNotFoundError(
+                    f"{origin} points to {folder}, which is not a folder; give the folder holding {', '.join(MD5)}"
+                )
             if not _has_files(folder):
                 raise FileNotFoundError(f"{origin} points to {folder}, which lacks {', '.join(_missing(folder))}")
             return folder
@@ -159,10 +170,12 @@ def _read_idx(path: str | os.PathLike, magic: int, ndim: int) -> np.ndarray:
         raise ValueError(f"{path}: IDX magic number {found:#010x} where {magic:#010x} ({kind}) was expected")
     if len(raw) < header:
         raise ValueError(f"{path}: only {len(raw)} bytes, shorter than the {header}-byte IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) - header != int(np.prod(shape)):
-        raise ValueError(f"{path}: header promises shape {shape} = {int(np.prod(shape))} bytes but the file "
-                         f"holds {len(raw) - header}; it is truncated or corrupt")
+        raise ValueError(
+            f"{path}: header promises shape {shape} = {int(np.prod(shape))} bytes but the file "
+            f"holds {len(raw) - header}; it is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -225,8 +238,9 @@ class LatentDataset:
         return LatentDataset(self.images.to(device), self.labels.to(device), self.split)
 
 
-def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
-                       download: bool = False) -> FashionMNIST:
+def load_fashion_mnist(
+    split: str = "train", root: str | os.PathLike | None = None, download: bool = False
+) -> FashionMNIST:
     """Load a split as images (N, 1, 32, 32) uint8, zero-padded 2 px on each side, and labels (N,) int64.
 
     Args:
@@ -275,8 +289,9 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def sample_batch(data: FashionMNIST | LatentDataset, batch_size: int, generator: torch.Generator | None = None,
-                 flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    data: FashionMNIST | LatentDataset, batch_size: int, generator: torch.Generator | None = None, flip: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A random batch (drawn with replacement) on whatever device `data` lives on.
 
     Returns:

@@ -51,8 +51,9 @@ def is_compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
-def draw(sampler: Callable[..., torch.Tensor], *args, generator: torch.Generator | None = None, device=None,
-         **kwargs) -> torch.Tensor:
+def draw(
+    sampler: Callable[..., torch.Tensor], *args, generator: torch.Generator | None = None, device=None, **kwargs
+) -> torch.Tensor:
     """sampler(*args) (torch.rand, randn, randint, ...) drawn on the generator's device, then moved to `device`.
 
     Drawing where the generator lives makes a seeded CPU generator give the same numbers on every device.

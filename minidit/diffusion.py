@@ -203,8 +203,11 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     inv_std = torch.exp(-log_scales)
     upper, lower = inv_std * (x - means + 1.0 / 255), inv_std * (x - means - 1.0 / 255)
     # P(lower < z < upper), taken from the side of 0 where it does not cancel in float32.
-    delta = torch.where(lower > 0, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
-                        torch.special.ndtr(upper) - torch.special.ndtr(lower)).clamp(min=1e-12)
+    delta = torch.where(
+        lower > 0,
+        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+        torch.special.ndtr(upper) - torch.special.ndtr(lower),
+    ).clamp(min=1e-12)
     edges = torch.where(x < -0.999, torch.special.log_ndtr(upper), torch.special.log_ndtr(-lower))
     return torch.where((x < -0.999) | (x > 0.999), edges, torch.log(delta))
 
@@ -217,7 +220,7 @@ def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
     """
     _check_count(num_timesteps)
     if isinstance(section_counts, str) and section_counts.startswith("ddim"):
-        wanted = int(section_counts[len("ddim"):])
+        wanted = int(section_counts[len("ddim") :])
         for stride in range(1, num_timesteps + 1):
             if len(range(0, num_timesteps, stride)) == wanted:
                 return set(range(0, num_timesteps, stride))
@@ -231,8 +234,10 @@ def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
     for i, count in enumerate(section_counts):
         length = size + (1 if i < extra else 0)
         if not 1 <= count <= length:
-            raise ValueError(f"respacing {section_counts} asks for {count} steps of a section of {length} "
-                             f"(the process has {num_timesteps} steps)")
+            raise ValueError(
+                f"respacing {section_counts} asks for {count} steps of a section of {length} "
+                f"(the process has {num_timesteps} steps)"
+            )
         stride = (length - 1) / (count - 1) if count > 1 else 1.0
         kept.update(start + round(j * stride) for j in range(count))
         start += length
@@ -254,8 +259,7 @@ def loss_per_quarter(loss: torch.Tensor, t: torch.Tensor, num_timesteps: int) ->
 class GaussianDiffusion:
     """A discrete Gaussian diffusion process: its schedule, training loss and samplers (ADM names)."""
 
-    def __init__(self, betas, learn_sigma: bool = True, loss_type: str | None = None, timestep_map=None,
-                 device=None):
+    def __init__(self, betas, learn_sigma: bool = True, loss_type: str | None = None, timestep_map=None, device=None):
         """betas: (num_timesteps,) in (0, 1]; learn_sigma: the model outputs 2C channels, eps and v (IDDPM Eq. 15);
         loss_type: "mse" (L_simple) or "hybrid" (L_simple + L_vlb, IDDPM §3.1), default "hybrid" if learn_sigma;
         timestep_map: (num_timesteps,) the t the model sees (set by SpacedDiffusion); device: where tensors live."""
@@ -275,12 +279,17 @@ class GaussianDiffusion:
         self.timestep_map = timestep_map.long().to(self.device)
         alphas_cumprod = compute_alphas_cumprod(betas)  # float64 here, float32 on the device below
         coef1, coef2, variance, log_variance = _posterior_schedule(betas, alphas_cumprod)
-        schedule = dict(betas=betas, alphas_cumprod=alphas_cumprod,
-                        alphas_cumprod_prev=_alphas_cumprod_prev(alphas_cumprod),
-                        sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
-                        sqrt_one_minus_alphas_cumprod=(1.0 - alphas_cumprod).sqrt(),
-                        posterior_variance=variance, posterior_log_variance_clipped=log_variance,
-                        posterior_mean_coef1=coef1, posterior_mean_coef2=coef2)
+        schedule = dict(
+            betas=betas,
+            alphas_cumprod=alphas_cumprod,
+            alphas_cumprod_prev=_alphas_cumprod_prev(alphas_cumprod),
+            sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
+            sqrt_one_minus_alphas_cumprod=(1.0 - alphas_cumprod).sqrt(),
+            posterior_variance=variance,
+            posterior_log_variance_clipped=log_variance,
+            posterior_mean_coef1=coef1,
+            posterior_mean_coef2=coef2,
+        )
         for name, value in schedule.items():
             setattr(self, name, value.to(device=self.device, dtype=torch.float32))
         # The pure functions get float64 copies (float32 on MPS, which has no float64): in float32,
@@ -318,8 +327,10 @@ class GaussianDiffusion:
     def _check_output(self, model_output, x) -> None:
         expected = (x.shape[0], 2 * x.shape[1] if self.learn_sigma else x.shape[1], *x.shape[2:])
         if tuple(model_output.shape) != expected:
-            raise ValueError(f"the model returned {tuple(model_output.shape)}; with learn_sigma={self.learn_sigma} "
-                             f"and x of shape {tuple(x.shape)} it must return {expected}")
+            raise ValueError(
+                f"the model returned {tuple(model_output.shape)}; with learn_sigma={self.learn_sigma} "
+                f"and x of shape {tuple(x.shape)} it must return {expected}"
+            )
 
     def _p_from_output(self, model_output, x, t, clip_denoised: bool) -> dict:
         """model_output: (N, C or 2C, H, W) at x: (N, C, H, W) -> the dict of p_mean_variance."""
@@ -343,8 +354,9 @@ class GaussianDiffusion:
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = q_posterior_mean_variance(pred_xstart, x, t, self._betas64, self._alphas_cumprod64)
-        return dict(mean=mean, variance=torch.exp(log_variance), log_variance=log_variance, pred_xstart=pred_xstart,
-                    eps=eps)
+        return dict(
+            mean=mean, variance=torch.exp(log_variance), log_variance=log_variance, pred_xstart=pred_xstart, eps=eps
+        )
 
     def p_mean_variance(self, model, x, t, clip_denoised: bool = True, model_kwargs=None) -> dict:
         """p_theta(x_{t-1} | x_t) (DDPM Eq. 1): mean from DDPM Eq. 7 at the predicted x_0, variance IDDPM Eq. 15.
@@ -391,19 +403,32 @@ class GaussianDiffusion:
         noise = self._randn(x.shape, x.device, generator, x.dtype)
         return dict(sample=ddpm_step(out["mean"], out["log_variance"], t, noise), pred_xstart=out["pred_xstart"])
 
-    def ddim_sample(self, model, x, t, eta: float = 0.0, clip_denoised: bool = True, model_kwargs=None,
-                    generator=None) -> dict:
+    def ddim_sample(
+        self, model, x, t, eta: float = 0.0, clip_denoised: bool = True, model_kwargs=None, generator=None
+    ) -> dict:
         """One DDIM step x_t -> x_{t-1} of this process (DDIM Eq. 12): dict(sample, pred_xstart), each (N, C, H, W)"""
         out = self.p_mean_variance(model, x, t, clip_denoised, model_kwargs)
         # The eps that agrees with the (possibly clipped) x_0, as ADM does.
         eps = (x - _extract(self.sqrt_alphas_cumprod, t, x) * out["pred_xstart"]) / _extract(
-            self.sqrt_one_minus_alphas_cumprod, t, x)
+            self.sqrt_one_minus_alphas_cumprod, t, x
+        )
         noise = self._randn(x.shape, x.device, generator, x.dtype) if eta > 0 else None
         sample = ddim_step(x, eps, t, t - 1, self._alphas_cumprod64, eta, noise)
         return dict(sample=sample, pred_xstart=out["pred_xstart"])
 
-    def sample_loop_progressive(self, model, shape, noise=None, model_kwargs=None, device=None, progress=False,
-                                generator=None, clip_denoised: bool = True, sampler: str = "ddpm", eta: float = 0.0):
+    def sample_loop_progressive(
+        self,
+        model,
+        shape,
+        noise=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+        generator=None,
+        clip_denoised: bool = True,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+    ):
         """Yield dict(sample, pred_xstart) after each step from t = num_timesteps - 1 down to 0.
 
         Args: shape: (N, C, H, W); noise: (N, C, H, W) x_T, drawn when None; sampler: "ddpm" or "ddim".
@@ -424,19 +449,40 @@ class GaussianDiffusion:
             yield out
             x = out["sample"]
 
-    def p_sample_loop(self, model, shape, noise=None, model_kwargs=None, device=None, progress=False,
-                      generator=None, clip_denoised: bool = True) -> torch.Tensor:
+    def p_sample_loop(
+        self,
+        model,
+        shape,
+        noise=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+        generator=None,
+        clip_denoised: bool = True,
+    ) -> torch.Tensor:
         """Ancestral sampling from x_T ~ N(0, I) (DDPM Algorithm 2): shape (N, C, H, W) -> x_0 (N, C, H, W)."""
-        for out in self.sample_loop_progressive(model, shape, noise, model_kwargs, device, progress, generator,
-                                                clip_denoised):
+        for out in self.sample_loop_progressive(
+            model, shape, noise, model_kwargs, device, progress, generator, clip_denoised
+        ):
             pass  # keep only the last step's output
         return out["sample"]
 
-    def ddim_sample_loop(self, model, shape, noise=None, model_kwargs=None, device=None, progress=False,
-                         generator=None, clip_denoised: bool = True, eta: float = 0.0) -> torch.Tensor:
+    def ddim_sample_loop(
+        self,
+        model,
+        shape,
+        noise=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+        generator=None,
+        clip_denoised: bool = True,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
         """DDIM sampling (DDIM Eq. 12) over this process's steps (respace it, e.g. "ddim50") -> x_0 (N, C, H, W)."""
-        for out in self.sample_loop_progressive(model, shape, noise, model_kwargs, device, progress, generator,
-                                                clip_denoised, "ddim", eta):
+        for out in self.sample_loop_progressive(
+            model, shape, noise, model_kwargs, device, progress, generator, clip_denoised, "ddim", eta
+        ):
             pass
         return out["sample"]
 
@@ -456,8 +502,14 @@ class SpacedDiffusion(GaussianDiffusion):
         super().__init__(1.0 - base[kept] / previous, timestep_map=kept, **kwargs)
 
 
-def create_diffusion(timestep_respacing=None, noise_schedule: str = "linear", learn_sigma: bool = True,
-                     diffusion_steps: int = 1000, device=None, loss_type: str | None = None) -> GaussianDiffusion:
+def create_diffusion(
+    timestep_respacing=None,
+    noise_schedule: str = "linear",
+    learn_sigma: bool = True,
+    diffusion_steps: int = 1000,
+    device=None,
+    loss_type: str | None = None,
+) -> GaussianDiffusion:
     """DiT's set-up: 1000 linear steps, learned sigma, hybrid loss.
     Args: timestep_respacing: None or "" for all steps, else as space_timesteps ("250", "ddim50", 100);
         noise_schedule: "linear" or "cosine"; loss_type: None picks "hybrid" if learn_sigma else "mse".

@@ -123,8 +123,12 @@ def ema_stats(updates: int, decay: float = 0.9999, warmup: str = DEFAULT_WARMUP)
         log_share = math.lgamma(ramp + 1) + math.lgamma(10) - math.lgamma(ramp + 10)
         log_share += (updates - ramp) * (math.log(decay) if decay > 0 else -math.inf)
     window = math.inf if last >= 1.0 else 1.0 / (1.0 - last)
-    return {"ema_updates": updates, "ema_decay_last": last, "ema_window_steps": window,
-            "ema_init_share": math.exp(log_share)}
+    return {
+        "ema_updates": updates,
+        "ema_decay_last": last,
+        "ema_window_steps": window,
+        "ema_init_share": math.exp(log_share),
+    }
 
 
 def young_ema_message(stats: dict) -> str | None:
@@ -132,6 +136,8 @@ def young_ema_message(stats: dict) -> str | None:
     share = stats.get("ema_init_share")
     if share is None or share <= YOUNG_EMA_INIT_SHARE:
         return None
-    return (f"this EMA has had {stats.get('ema_updates')} updates and still holds {share:.0%} of the random "
-            "initial weights, so its samples will look like noise. Train longer, train with the EMA warm-up "
-            "(--ema-warmup ema_warmup, the default), or sample the raw weights (--raw / use_ema=False)")
+    return (
+        f"this EMA has had {stats.get('ema_updates')} updates and still holds {share:.0%} of the random "
+        "initial weights, so its samples will look like noise. Train longer, train with the EMA warm-up "
+        "(--ema-warmup ema_warmup, the default), or sample the raw weights (--raw / use_ema=False)"
+    )

@@ -34,9 +34,17 @@ def _resolve(model_name_or_config) -> dict:
         return dict(DiT_models[model_name_or_config].preset)
     if isinstance(model_name_or_config, DiT):
         m = model_name_or_config
-        return dict(depth=m.depth, hidden_size=m.hidden_size, num_heads=m.num_heads, patch_size=m.patch_size,
-                    input_size=m.input_size, in_channels=m.in_channels, learn_sigma=m.learn_sigma,
-                    mlp_ratio=m.mlp_ratio, block=m.block)
+        return dict(
+            depth=m.depth,
+            hidden_size=m.hidden_size,
+            num_heads=m.num_heads,
+            patch_size=m.patch_size,
+            input_size=m.input_size,
+            in_channels=m.in_channels,
+            learn_sigma=m.learn_sigma,
+            mlp_ratio=m.mlp_ratio,
+            block=m.block,
+        )
     if isinstance(model_name_or_config, dict):
         config = {k: v for k, v in model_name_or_config.items() if k != "model"}
         name = model_name_or_config.get("model")
@@ -66,8 +74,9 @@ def dit_macs(
     """
     config = _resolve(model_name_or_config)
     defaults = dict(input_size=32, block="adaLN-Zero", in_channels=4, learn_sigma=True, mlp_ratio=4.0)
-    given = dict(input_size=input_size, block=block, in_channels=in_channels, learn_sigma=learn_sigma,
-                 mlp_ratio=mlp_ratio)
+    given = dict(
+        input_size=input_size, block=block, in_channels=in_channels, learn_sigma=learn_sigma, mlp_ratio=mlp_ratio
+    )
     for key, value in given.items():
         config[key] = value if value is not None else config.get(key, defaults[key])
     if config["block"] not in _BLOCK_NAMES:

@@ -37,8 +37,12 @@ from minidit.device import draw
 # ----------------------------------------------------------------------------- the latent (ex17)
 
 
-def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_posterior(
+    mean: torch.Tensor,
+    logvar: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The reparameterisation trick (Kingma & Welling 2014, §2.4): z = mean + exp(logvar / 2) * noise.
 
     mean, logvar: (N, C, h, w) the posterior's parameters; noise: (N, C, h, w) standard normal (drawn
@@ -140,21 +144,32 @@ class AutoencoderKL(nn.Module):
         down = [ResnetBlock(w[0], w[0])]
         for prev, width in zip(w[:-1], w[1:]):
             down += [nn.Conv2d(prev, prev, 3, stride=2, padding=1), ResnetBlock(prev, width)]  # H -> H / 2
-        self.encoder = nn.Sequential(nn.Conv2d(cfg.in_channels, w[0], 3, padding=1), *down,
-                                     ResnetBlock(w[-1], w[-1]), _norm(w[-1]), nn.SiLU(),
-                                     nn.Conv2d(w[-1], 2 * cfg.latent_channels, 3, padding=1))  # mean and logvar
+        self.encoder = nn.Sequential(
+            nn.Conv2d(cfg.in_channels, w[0], 3, padding=1),
+            *down,
+            ResnetBlock(w[-1], w[-1]),
+            _norm(w[-1]),
+            nn.SiLU(),
+            nn.Conv2d(w[-1], 2 * cfg.latent_channels, 3, padding=1),
+        )  # mean and logvar
         up = [ResnetBlock(w[-1], w[-1])]
         for width, nxt in zip(w[::-1][:-1], w[::-1][1:]):
             up += [Upsample(width), ResnetBlock(width, nxt)]  # H -> 2H
-        self.decoder = nn.Sequential(nn.Conv2d(cfg.latent_channels, w[-1], 3, padding=1), *up,
-                                     _norm(w[0]), nn.SiLU(), nn.Conv2d(w[0], cfg.in_channels, 3, padding=1))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(cfg.latent_channels, w[-1], 3, padding=1),
+            *up,
+            _norm(w[0]),
+            nn.SiLU(),
+            nn.Conv2d(w[0], cfg.in_channels, 3, padding=1),
+        )
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Posterior:
         """x: (N, 1, H, W) in [-1, 1] -> Posterior(sample, mean, logvar), each (N, 4, H / f, W / f)."""
         f = self.cfg.factor
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(f"expected images (N, {self.cfg.in_channels}, H, W) with H, W divisible by {f}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images (N, {self.cfg.in_channels}, H, W) with H, W divisible by {f}, got {tuple(x.shape)}"
+            )
         mean, logvar = self.encoder(x).float().chunk(2, dim=1)  # (N, C, h, w) each
         logvar = logvar.clamp(-30.0, 20.0)  # as the SD VAE: keeps exp(logvar) finite
         return Posterior(sample_posterior(mean, logvar, generator=generator), mean, logvar)
@@ -182,9 +197,18 @@ def autoencoder_loss(x: torch.Tensor, x_rec: torch.Tensor, posterior: Posterior,
 # ----------------------------------------------------------------------------- training and the latent dataset
 
 
-def train_autoencoder(images: torch.Tensor, cfg: AEConfig = AEConfig(), *, steps: int = 20_000,
-                      max_seconds: float | None = None, batch_size: int = 256, lr: float = 5e-4, seed: int = 0,
-                      log_every: int = 100, log=print) -> tuple[AutoencoderKL, dict]:
+def train_autoencoder(
+    images: torch.Tensor,
+    cfg: AEConfig = AEConfig(),
+    *,
+    steps: int = 20_000,
+    max_seconds: float | None = None,
+    batch_size: int = 256,
+    lr: float = 5e-4,
+    seed: int = 0,
+    log_every: int = 100,
+    log=print,
+) -> tuple[AutoencoderKL, dict]:
     """Train an AutoencoderKL on uint8 images (N, 1, 32, 32) on their device, with random flips.
 
     Stops after `steps` or `max_seconds`, whichever comes first (bf16 autocast on CUDA). Returns the model
@@ -224,14 +248,20 @@ def train_autoencoder(images: torch.Tensor, cfg: AEConfig = AEConfig(), *, steps
         if out_of_time:
             break
     seconds = time.monotonic() - start
-    history.update(steps=step, seconds=seconds, img_per_s=step * batch_size / max(seconds, 1e-9),
-                   stopped_by_budget=step < steps)
+    history.update(
+        steps=step, seconds=seconds, img_per_s=step * batch_size / max(seconds, 1e-9), stopped_by_budget=step < steps
+    )
     return model.eval().requires_grad_(False), history
 
 
 @torch.no_grad()
-def encode_images(ae: AutoencoderKL, images: torch.Tensor, sample: bool = True, batch_size: int = 2048,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def encode_images(
+    ae: AutoencoderKL,
+    images: torch.Tensor,
+    sample: bool = True,
+    batch_size: int = 2048,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """images: (N, 1, 32, 32) uint8 or float in [-1, 1] -> unscaled latents (N, 4, 8, 8) float32.
 
     sample: a draw from q(z | x), as DiT's pipeline (`vae.encode(x).latent_dist.sample()`); False: the mean.
@@ -239,7 +269,7 @@ def encode_images(ae: AutoencoderKL, images: torch.Tensor, sample: bool = True, 
     device = next(ae.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
+        x = images[i : i + batch_size].to(device)
         x = to_model_range(x) if x.dtype == torch.uint8 else x.float()
         posterior = ae.encode(x, generator)
         out.append(posterior.sample if sample else posterior.mean)
@@ -250,12 +280,13 @@ def encode_images(ae: AutoencoderKL, images: torch.Tensor, sample: bool = True, 
 def decode_latents(ae: AutoencoderKL, z: torch.Tensor, scale_factor: float, batch_size: int = 2048) -> torch.Tensor:
     """Scaled latents (N, 4, 8, 8), as DiT samples them -> images (N, 1, 32, 32) in [-1, 1]: decode(z / scale)."""
     device = next(ae.parameters()).device
-    parts = [ae.decode(z[i:i + batch_size].to(device) / scale_factor) for i in range(0, len(z), batch_size)]
+    parts = [ae.decode(z[i : i + batch_size].to(device) / scale_factor) for i in range(0, len(z), batch_size)]
     return torch.cat(parts).clamp(-1, 1)
 
 
-def encode_dataset(ae: AutoencoderKL, images: torch.Tensor, labels: torch.Tensor, seed: int = 0,
-                   scale_factor: float | None = None) -> tuple[LatentDataset, float]:
+def encode_dataset(
+    ae: AutoencoderKL, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, scale_factor: float | None = None
+) -> tuple[LatentDataset, float]:
     """Precompute, once, the latents DiT trains on: every image and its mirror image (the flip augmentation,
     which cannot be applied to a latent afterwards), on the images' device.
 
@@ -263,7 +294,8 @@ def encode_dataset(ae: AutoencoderKL, images: torch.Tensor, labels: torch.Tensor
     latents. Returns (LatentDataset of scaled latents (2N, 4, 8, 8) and labels (2N,), the scale factor).
     """
     generator = torch.Generator(device=next(ae.parameters()).device).manual_seed(seed)
-    z = torch.cat([encode_images(ae, images, generator=generator),
-                   encode_images(ae, images.flip(-1), generator=generator)])  # (2N, 4, 8, 8)
+    z = torch.cat(
+        [encode_images(ae, images, generator=generator), encode_images(ae, images.flip(-1), generator=generator)]
+    )  # (2N, 4, 8, 8)
     scale = latent_scale_factor(z) if scale_factor is None else scale_factor
     return LatentDataset(z * scale, torch.cat([labels, labels]).to(z.device), "train-latents"), scale

@@ -60,8 +60,14 @@ class DiT(nn.Module):
         registry = _blocks.BLOCKS  # looked up now, so that a patched registry is honoured
         if block not in registry:
             raise ValueError(f"unknown block {block!r}; expected one of {sorted(registry)}")
-        sizes = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
-                     num_heads=num_heads, num_classes=num_classes)
+        sizes = dict(
+            input_size=input_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            num_classes=num_classes,
+        )
         for name, value in sizes.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -164,8 +170,10 @@ class DiT(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise ValueError(f"x must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
         if not x.dtype.is_floating_point:
-            raise TypeError(f"x must be floating point (images in [-1, 1], e.g. minidit.data.to_model_range of "
-                            f"uint8 pixels), got dtype {x.dtype}")
+            raise TypeError(
+                f"x must be floating point (images in [-1, 1], e.g. minidit.data.to_model_range of "
+                f"uint8 pixels), got dtype {x.dtype}"
+            )
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"x has {c} channels, this DiT was built for in_channels={self.in_channels}")
@@ -206,19 +214,27 @@ class DiT(nn.Module):
         the weights (e.g. float64) is cast to theirs; the output has the weights' dtype.
         """
         self._check_inputs(x, t, y)
-        if force_drop_ids is not None and (not isinstance(force_drop_ids, torch.Tensor)
-                                           or force_drop_ids.shape != y.shape):
-            raise ValueError(f"force_drop_ids must be a tensor of shape (N,) = {tuple(y.shape)} like y, got "
-                             f"{getattr(force_drop_ids, 'shape', type(force_drop_ids))}")
+        if force_drop_ids is not None and (
+            not isinstance(force_drop_ids, torch.Tensor) or force_drop_ids.shape != y.shape
+        ):
+            raise ValueError(
+                f"force_drop_ids must be a tensor of shape (N,) = {tuple(y.shape)} like y, got "
+                f"{getattr(force_drop_ids, 'shape', type(force_drop_ids))}"
+            )
         x = x.to(self.pos_embed.dtype)  # a no-op for the usual fp32 input (autocast decides the matmul dtype)
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
         return self.forward_blocks(x, t_emb, y_emb)  # (N, C_out, H, W)
 
-    def condition(self, x: torch.Tensor, t_emb: torch.Tensor, y_emb: torch.Tensor,
-                  extra_tokens: torch.Tensor | None = None,
-                  extra_context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def condition(
+        self,
+        x: torch.Tensor,
+        t_emb: torch.Tensor,
+        y_emb: torch.Tensor,
+        extra_tokens: torch.Tensor | None = None,
+        extra_context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """DiT §3.2's conditioning: the sequence the blocks see and the condition c each block gets.
 
         x: (N, T, D) patch tokens (with positions); t_emb, y_emb: (N, D). extra_tokens: (N, T', D) more
@@ -240,9 +256,14 @@ class DiT(nn.Module):
             x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T (+ T') + 2, D)
         return x, c
 
-    def forward_blocks(self, x: torch.Tensor, t_emb: torch.Tensor, y_emb: torch.Tensor,
-                       extra_tokens: torch.Tensor | None = None,
-                       extra_context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_blocks(
+        self,
+        x: torch.Tensor,
+        t_emb: torch.Tensor,
+        y_emb: torch.Tensor,
+        extra_tokens: torch.Tensor | None = None,
+        extra_context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`condition`, the blocks and the final layer: (N, T, D) patch tokens -> (N, C_out, H, W)."""
         num_tokens = x.shape[1]
         x, c = self.condition(x, t_emb, y_emb, extra_tokens, extra_context)
@@ -310,8 +331,10 @@ def _make_config(size: str, patch_size: int):
         return DiT(**{**preset, **kwargs})  # keyword arguments override the preset (e.g. depth in tests)
 
     build.__name__ = f"DiT_{size}_{patch_size}"
-    build.__doc__ = (f"DiT-{size}/{patch_size}: depth {preset['depth']}, D = {preset['hidden_size']}, "
-                     f"{preset['num_heads']} heads, p = {patch_size}.")
+    build.__doc__ = (
+        f"DiT-{size}/{patch_size}: depth {preset['depth']}, D = {preset['hidden_size']}, "
+        f"{preset['num_heads']} heads, p = {patch_size}."
+    )
     build.preset = preset
     return build
 
@@ -330,8 +353,19 @@ def create_model(name: str, **kwargs) -> DiT:
     return model
 
 
-_ARGS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
-         "class_dropout_prob", "num_classes", "learn_sigma", "block")
+_ARGS = (
+    "input_size",
+    "patch_size",
+    "in_channels",
+    "hidden_size",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "class_dropout_prob",
+    "num_classes",
+    "learn_sigma",
+    "block",
+)
 
 
 def model_config(model: DiT) -> dict:

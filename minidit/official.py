@@ -45,7 +45,6 @@ def _load_file(path: str | os.PathLike) -> dict:
     if not os.path.exists(path):
         raise ValueError(f"no checkpoint at {path!r}")
     if path.endswith(".safetensors"):
-
         return load_file(path)
     try:
         # weights_only: only tensors and plain containers are unpickled, no code runs. The official
@@ -108,8 +107,15 @@ def load_official_dit(
         class_dropout_prob = 0.0
 
     with torch.device("meta"):  # no memory and no initialisation: every tensor comes from the weights
-        net = create_model(model, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
-                           learn_sigma=learn_sigma, class_dropout_prob=class_dropout_prob, block="adaLN-Zero")
+        net = create_model(
+            model,
+            input_size=input_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            learn_sigma=learn_sigma,
+            class_dropout_prob=class_dropout_prob,
+            block="adaLN-Zero",
+        )
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -119,8 +125,11 @@ def load_official_dit(
             f"num_classes={num_classes}): missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
             f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
         )
-    wrong = [f"{k}: expected {tuple(v.shape)}, got {tuple(state_dict[k].shape)}"
-             for k, v in expected.items() if state_dict[k].shape != v.shape]
+    wrong = [
+        f"{k}: expected {tuple(v.shape)}, got {tuple(state_dict[k].shape)}"
+        for k, v in expected.items()
+        if state_dict[k].shape != v.shape
+    ]
     if wrong:
         hint = ""
         if any(k.startswith("pos_embed") for k in wrong):

@@ -31,15 +31,18 @@ class World:
 
 
 def world_from_env() -> World:
-    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                 int(os.environ.get("LOCAL_RANK", 0)))
+    return World(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def check_batch_split(global_batch_size: int, world_size: int) -> int:
     """The per-rank batch; ValueError when the global batch does not split evenly."""
     if global_batch_size % world_size:
-        raise ValueError(f"global batch size {global_batch_size} is not divisible by the {world_size} processes "
-                         f"(world size); use a multiple of {world_size}")
+        raise ValueError(
+            f"global batch size {global_batch_size} is not divisible by the {world_size} processes "
+            f"(world size); use a multiple of {world_size}"
+        )
     return global_batch_size // world_size
 
 
@@ -58,8 +61,10 @@ def restore_rng(rng: dict, generator: torch.Generator, fallback_seed: int, log: 
         generator.set_state(rng["data"])
     else:
         generator.manual_seed(fallback_seed)
-        log(f"the checkpoint's data generator was on {rng.get('data_device')}, this run is on "
-            f"{generator.device.type}: batches continue from a new seed (same model, not bit-for-bit)")
+        log(
+            f"the checkpoint's data generator was on {rng.get('data_device')}, this run is on "
+            f"{generator.device.type}: batches continue from a new seed (same model, not bit-for-bit)"
+        )
 
 
 class RunFolderError(ValueError):
@@ -91,8 +96,10 @@ def claim_out_dir(cfg, is_main: bool = True, log: Callable = print) -> None:
     if is_main:
         removed = _checkpoint.remove_stale_tmp(out_dir, out_dir / "checkpoints", out_dir / "samples")
         if removed:
-            log(f"deleted {len(removed)} temporary file(s) left by an interrupted save: "
-                f"{', '.join(p.name for p in removed)}")
+            log(
+                f"deleted {len(removed)} temporary file(s) left by an interrupted save: "
+                f"{', '.join(p.name for p in removed)}"
+            )
     if not found:
         return
     names = ", ".join(str(p.relative_to(out_dir)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
@@ -105,20 +112,25 @@ def claim_out_dir(cfg, is_main: bool = True, log: Callable = print) -> None:
                     folder.rmdir()
             log(f"--overwrite: deleted the earlier run in {out_dir} ({len(found)} files: {names})")
     elif cfg.resume and not (out_dir / "state.pt").is_file():
-        raise RunFolderError(f"cannot resume {out_dir}: it holds files of a run ({names}) but no state.pt to "
-                             "continue from. Pass --overwrite to start afresh there, or use a new --out-dir")
+        raise RunFolderError(
+            f"cannot resume {out_dir}: it holds files of a run ({names}) but no state.pt to "
+            "continue from. Pass --overwrite to start afresh there, or use a new --out-dir"
+        )
     elif not cfg.resume:
-        raise RunFolderError(f"{out_dir} already holds a run ({names}). Pass --resume to continue it, a new "
-                             "--out-dir to keep it, or --overwrite to delete it and start afresh")
+        raise RunFolderError(
+            f"{out_dir} already holds a run ({names}). Pass --resume to continue it, a new "
+            "--out-dir to keep it, or --overwrite to delete it and start afresh"
+        )
 
 
 def check_resume_config(saved: dict, cfg, path, keys: tuple[str, ...]) -> None:
     """RunFolderError unless the run in `path` was started with the same values of `keys` as cfg."""
-    diffs = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}"
-             for k in keys if saved.get(k) != getattr(cfg, k)]
+    diffs = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in keys if saved.get(k) != getattr(cfg, k)]
     if diffs:
-        raise RunFolderError(f"cannot resume {path}: the run was started with a different config "
-                             f"({'; '.join(diffs)}). Use a new --out-dir, or --overwrite to start afresh there")
+        raise RunFolderError(
+            f"cannot resume {path}: the run was started with a different config "
+            f"({'; '.join(diffs)}). Use a new --out-dir, or --overwrite to start afresh there"
+        )
 
 
 def new_history(cfg, model, device, world_size: int, amp_dtype, compiled: bool) -> dict:
@@ -133,10 +145,18 @@ def new_history(cfg, model, device, world_size: int, amp_dtype, compiled: bool) 
         "precision": "bf16" if amp_dtype is not None else "fp32",
         "compiled": compiled,
         "compile_scope": None,  # what torch.compile wraps, on 1 process or N: FastStep's, once it is built
-        "step": [], "loss": [], "loss_per_quarter": {f"q{i}": [] for i in range(4)},
-        "img_per_s": [], "wall_time": [],
-        "checkpoints": [], "samples": [], "state": None, "final_step": 0, "stopped_by_budget": False,
-        "skipped_steps": [], "first_step_seconds": None,
+        "step": [],
+        "loss": [],
+        "loss_per_quarter": {f"q{i}": [] for i in range(4)},
+        "img_per_s": [],
+        "wall_time": [],
+        "checkpoints": [],
+        "samples": [],
+        "state": None,
+        "final_step": 0,
+        "stopped_by_budget": False,
+        "skipped_steps": [],
+        "first_step_seconds": None,
     }
 
 

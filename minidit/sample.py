@@ -52,8 +52,10 @@ def respace(diffusion: _diffusion.GaussianDiffusion, sampler: str = "ddpm", step
             return diffusion
         return _diffusion.GaussianDiffusion(betas, timestep_map=diffusion.timestep_map.cpu(), **kwargs)
     if spaced:
-        raise ValueError(f"this diffusion is already respaced to {diffusion.num_timesteps} steps; "
-                         "pass the full process (create_diffusion()) or steps=None")
+        raise ValueError(
+            f"this diffusion is already respaced to {diffusion.num_timesteps} steps; "
+            "pass the full process (create_diffusion()) or steps=None"
+        )
     section = f"ddim{steps}" if sampler == "ddim" else str(steps)
     return _diffusion.SpacedDiffusion(_diffusion.space_timesteps(diffusion.num_timesteps, section), betas, **kwargs)
 
@@ -90,11 +92,24 @@ def denoiser(guided: bool, compile: bool, mode: str = "default"):
 
 
 @torch.no_grad()
-def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int | None = 250,
-           eta: float = 0.0, generator: torch.Generator | None = None, guided_channels: int | None = None,
-           progress: bool = False, noise: torch.Tensor | None = None, amp: bool | None = None,
-           compile: bool | None = None, clip_denoised: bool = True, compile_mode: str = "default",
-           model_kwargs: dict | None = None) -> torch.Tensor:
+def sample(
+    model: nn.Module,
+    diffusion,
+    labels,
+    cfg_scale: float = 1.0,
+    sampler: str = "ddpm",
+    steps: int | None = 250,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    guided_channels: int | None = None,
+    progress: bool = False,
+    noise: torch.Tensor | None = None,
+    amp: bool | None = None,
+    compile: bool | None = None,
+    clip_denoised: bool = True,
+    compile_mode: str = "default",
+    model_kwargs: dict | None = None,
+) -> torch.Tensor:
     """Generate one image per label.
 
     model: a DiT (eval mode is used; the mode is restored after). diffusion: the full process the
@@ -138,8 +153,11 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
             except Exception as err:  # a compiler failure must not cost the samples
                 if not compile or isinstance(err, (torch.cuda.OutOfMemoryError, ValueError)):
                     raise
-                print(f"minidit.sample: torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
-                      "sampling without it", file=sys.stderr)
+                print(
+                    f"minidit.sample: torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                    "sampling without it",
+                    file=sys.stderr,
+                )
                 fn[0] = denoiser(guided, compile=False)
                 out = fn[0](net, x, t, y, *extra, **kw)
         return out.float()
@@ -149,8 +167,14 @@ def sample(model: nn.Module, diffusion, labels, cfg_scale: float = 1.0, sampler:
     was_training = net.training
     net.eval()
     try:
-        kwargs = dict(noise=noise, model_kwargs={"y": labels, **(model_kwargs or {})}, device=device, progress=progress, generator=generator,
-                      clip_denoised=clip_denoised)
+        kwargs = dict(
+            noise=noise,
+            model_kwargs={"y": labels, **(model_kwargs or {})},
+            device=device,
+            progress=progress,
+            generator=generator,
+            clip_denoised=clip_denoised,
+        )
         if sampler == "ddpm":
             x = process.p_sample_loop(model_fn, shape, **kwargs)
         else:
@@ -177,8 +201,13 @@ def load_model_for_sampling(ckpt_path, use_ema: bool = True, device=None):
     if young:
         warnings.warn(f"{path}: {young}", YoungEMAWarning, stacklevel=2)
     train_cfg = config.get("train", {})
-    diffusion = _diffusion.create_diffusion(None, train_cfg.get("noise_schedule", "linear"), model.learn_sigma,
-                                            train_cfg.get("diffusion_steps", 1000), device=device)
+    diffusion = _diffusion.create_diffusion(
+        None,
+        train_cfg.get("noise_schedule", "linear"),
+        model.learn_sigma,
+        train_cfg.get("diffusion_steps", 1000),
+        device=device,
+    )
     return (ema if use_ema else model), diffusion
 
 
@@ -251,8 +280,10 @@ def load_for_cli(args, parser: argparse.ArgumentParser, use_ema: bool = True):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     scales = args.cfg_scale if isinstance(args.cfg_scale, list) else [args.cfg_scale]
     if any(s != 1.0 for s in scales) and model.class_dropout_prob == 0:
-        parser.error(f"{path} was trained without label dropout (no null label), so it cannot use classifier-free "
-                     "guidance; use --cfg-scale 1")
+        parser.error(
+            f"{path} was trained without label dropout (no null label), so it cannot use classifier-free "
+            "guidance; use --cfg-scale 1"
+        )
     print(f"{parser.prog}: loaded {describe_checkpoint(path, use_ema)}")
     return model, diffusion
 
@@ -274,7 +305,7 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarr
     for i in range(n):
         r, col = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, top:top + h, left:left + w] = pixels[i]
+        grid[:, top : top + h, left : left + w] = pixels[i]
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)  # (H', W') or (H', W', 3)
 
 
@@ -305,8 +336,11 @@ def save_npz(images: torch.Tensor, labels: torch.Tensor, path) -> pathlib.Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m minidit.sample", description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(
+        prog="python -m minidit.sample",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--ckpt", required=True, help="weights .safetensors, or a run folder (newest checkpoint)")
     parser.add_argument("--out", default="samples.png", help="PNG grid to write")
     parser.add_argument("--npz", default=None, help="also write all samples to this .npz")
@@ -341,9 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     chunks = []
     for start in range(0, len(labels), args.batch_size):
-        chunks.append(sample(model, diffusion, labels[start:start + args.batch_size], cfg_scale=args.cfg_scale,
-                             sampler=args.sampler, steps=args.steps, eta=args.eta, generator=generator,
-                             progress=True).cpu())
+        chunks.append(
+            sample(
+                model,
+                diffusion,
+                labels[start : start + args.batch_size],
+                cfg_scale=args.cfg_scale,
+                sampler=args.sampler,
+                steps=args.steps,
+                eta=args.eta,
+                generator=generator,
+                progress=True,
+            ).cpu()
+        )
     images = torch.cat(chunks)  # (N, C, H, W)
     grid = images[: nrow * min(num_classes, math.ceil(len(images) / nrow))]
     print(f"minidit.sample: wrote {save_image_grid(grid, args.out, nrow=nrow)}")

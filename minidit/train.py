@@ -83,9 +83,22 @@ PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
 COMPILE_SCOPES = ("loss", "model")
 # Changing one of these between a checkpoint and its resumption would not continue the same run.
-RESUME_MUST_MATCH = ("model", "block", "learn_sigma", "class_dropout_prob", "num_classes", "diffusion_steps",
-                     "noise_schedule", "global_batch_size", "lr", "weight_decay", "ema_decay", "ema_warmup",
-                     "seed", "flip")
+RESUME_MUST_MATCH = (
+    "model",
+    "block",
+    "learn_sigma",
+    "class_dropout_prob",
+    "num_classes",
+    "diffusion_steps",
+    "noise_schedule",
+    "global_batch_size",
+    "lr",
+    "weight_decay",
+    "ema_decay",
+    "ema_warmup",
+    "seed",
+    "flip",
+)
 
 
 @dataclass(frozen=True)
@@ -128,9 +141,15 @@ class TrainConfig:
 
     def __post_init__(self):
 
-        choices = {"model": list(DiT_models), "block": list(BLOCKS), "precision": PRECISIONS,
-                   "compile_mode": COMPILE_MODES, "compile_scope": COMPILE_SCOPES, "ema_warmup": _ema.WARMUPS,
-                   "noise_schedule": ("linear", "cosine")}
+        choices = {
+            "model": list(DiT_models),
+            "block": list(BLOCKS),
+            "precision": PRECISIONS,
+            "compile_mode": COMPILE_MODES,
+            "compile_scope": COMPILE_SCOPES,
+            "ema_warmup": _ema.WARMUPS,
+            "noise_schedule": ("linear", "cosine"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {list(allowed)}")
@@ -149,14 +168,25 @@ class TrainConfig:
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
         if self.resume and self.overwrite:
-            raise ValueError("resume and overwrite exclude each other: --resume continues the run in out_dir, "
-                             "--overwrite deletes it")
+            raise ValueError(
+                "resume and overwrite exclude each other: --resume continues the run in out_dir, --overwrite deletes it"
+            )
 
 
 # Named starting points; CLI flags override them (--preset cpu --steps 100).
 PRESETS: dict[str, TrainConfig] = {
-    "cpu": TrainConfig(model="DiT-T/4", global_batch_size=64, steps=300, log_every=25, ckpt_every=0, sample_every=300,
-                       sample_steps=25, precision="fp32", compile=False, out_dir="runs/cpu"),
+    "cpu": TrainConfig(
+        model="DiT-T/4",
+        global_batch_size=64,
+        steps=300,
+        log_every=25,
+        ckpt_every=0,
+        sample_every=300,
+        sample_steps=25,
+        precision="fp32",
+        compile=False,
+        out_dir="runs/cpu",
+    ),
     "s2": TrainConfig(model="DiT-S/2", steps=20_000, ckpt_every=5000, sample_every=5000, out_dir="runs/s2"),
 }
 
@@ -164,8 +194,17 @@ PRESETS: dict[str, TrainConfig] = {
 # ----------------------------------------------------------------------------- the step
 
 
-def draw_batch(data: FashionMNIST, generator: torch.Generator, global_batch_size: int, diffusion, *,
-               flip: bool, class_dropout_prob: float, rank: int = 0, world_size: int = 1):
+def draw_batch(
+    data: FashionMNIST,
+    generator: torch.Generator,
+    global_batch_size: int,
+    diffusion,
+    *,
+    flip: bool,
+    class_dropout_prob: float,
+    rank: int = 0,
+    world_size: int = 1,
+):
     """All the randomness of one step, from one generator: (x, y, t, noise, drop) for this rank.
 
     Every rank draws the same global batch and keeps rows [rank * n, (rank + 1) * n), n = global / world,
@@ -183,7 +222,7 @@ def draw_batch(data: FashionMNIST, generator: torch.Generator, global_batch_size
     batch = (x, y, t, noise, drop)
     if world_size > 1:
         n = global_batch_size // world_size
-        batch = tuple(None if v is None else v[rank * n:(rank + 1) * n] for v in batch)  # (n, ...)
+        batch = tuple(None if v is None else v[rank * n : (rank + 1) * n] for v in batch)  # (n, ...)
     return batch
 
 
@@ -214,9 +253,21 @@ class FastStep:
     batches; super-resolution passes its own (minidit.superres.experiment).
     """
 
-    def __init__(self, model, diffusion, optimizer, *, amp_dtype=None, compile: bool = False,
-                 compile_mode: str = "default", compile_scope: str = "loss", ema=None, log: Callable = print,
-                 skip_nonfinite: bool = False, objective: Callable = None):
+    def __init__(
+        self,
+        model,
+        diffusion,
+        optimizer,
+        *,
+        amp_dtype=None,
+        compile: bool = False,
+        compile_mode: str = "default",
+        compile_scope: str = "loss",
+        ema=None,
+        log: Callable = print,
+        skip_nonfinite: bool = False,
+        objective: Callable = None,
+    ):
         self.objective = dit_loss if objective is None else objective
         self.skip_nonfinite, self.skipped = skip_nonfinite, 0
         self.model, self.raw = model, _ema.unwrap_model(model)
@@ -300,8 +351,10 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dty
         return (torch.bfloat16 if cfg.precision == "bf16" else None), cfg.compile, None
     message = None
     if cfg.precision == "bf16" or cfg.compile:
-        message = (f"running on {device.type}: bf16 autocast and torch.compile are used on CUDA only, so this run "
-                   "uses fp32 without compile (pick a tiny config, e.g. --preset cpu)")
+        message = (
+            f"running on {device.type}: bf16 autocast and torch.compile are used on CUDA only, so this run "
+            "uses fp32 without compile (pick a tiny config, e.g. --preset cpu)"
+        )
     return None, False, message
 
 
@@ -339,20 +392,41 @@ class Task:
 
 
 def _build_dit(cfg: TrainConfig, channels: int, image_size: int) -> torch.nn.Module:
-    return create_model(cfg.model, input_size=image_size, in_channels=channels, num_classes=cfg.num_classes,
-                        learn_sigma=cfg.learn_sigma, class_dropout_prob=cfg.class_dropout_prob, block=cfg.block)
+    return create_model(
+        cfg.model,
+        input_size=image_size,
+        in_channels=channels,
+        num_classes=cfg.num_classes,
+        learn_sigma=cfg.learn_sigma,
+        class_dropout_prob=cfg.class_dropout_prob,
+        block=cfg.block,
+    )
 
 
 def _draw_dit_batch(data, generator, cfg: TrainConfig, diffusion, rank: int, world_size: int):
-    return draw_batch(data, generator, cfg.global_batch_size, diffusion, flip=cfg.flip,
-                      class_dropout_prob=cfg.class_dropout_prob, rank=rank, world_size=world_size)
+    return draw_batch(
+        data,
+        generator,
+        cfg.global_batch_size,
+        diffusion,
+        flip=cfg.flip,
+        class_dropout_prob=cfg.class_dropout_prob,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 DIT = Task(_build_dit, _draw_dit_batch, dit_loss)
 
 
-def train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None = None, task: Task = DIT, *,
-          budget_from_first_step: bool = False, return_models: bool = False):
+def train(
+    cfg: TrainConfig,
+    data: FashionMNIST | LatentDataset | None = None,
+    task: Task = DIT,
+    *,
+    budget_from_first_step: bool = False,
+    return_models: bool = False,
+):
     """Train as `cfg` says; returns the history (also written to out_dir/history.json).
 
     cfg: a TrainConfig. data: a FashionMNIST (images (N, C, H, W) uint8, labels (N,)), or a LatentDataset
@@ -391,8 +465,10 @@ def check_data(data: FashionMNIST | LatentDataset, cfg: TrainConfig) -> None:
     if not isinstance(data, (FashionMNIST, LatentDataset)):
         raise TypeError(f"data must be a minidit.data.FashionMNIST or LatentDataset, got {type(data).__name__}")
     if isinstance(data, LatentDataset) and cfg.sample_every:
-        raise ValueError("sample grids show images, and latents need the autoencoder's decoder first: "
-                         "train on latents with sample_every=0 (minidit.latent decodes the samples)")
+        raise ValueError(
+            "sample grids show images, and latents need the autoencoder's decoder first: "
+            "train on latents with sample_every=0 (minidit.latent decodes the samples)"
+        )
     _, _, height, width = data.images.shape
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
@@ -400,8 +476,9 @@ def check_data(data: FashionMNIST | LatentDataset, cfg: TrainConfig) -> None:
         raise ValueError(f"labels go up to {int(data.labels.max())} but num_classes is {cfg.num_classes}")
 
 
-def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: World, task: Task,
-           budget_from_first_step: bool) -> tuple[dict, torch.nn.Module, torch.nn.Module | None]:
+def _train(
+    cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: World, task: Task, budget_from_first_step: bool
+) -> tuple[dict, torch.nn.Module, torch.nn.Module | None]:
     is_main = world.rank == 0
     start_time = time.monotonic()
     device = get_device(cfg.device)
@@ -436,8 +513,9 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         set_recompute_gelu(model, True)
     model.train()
     ema = copy.deepcopy(model).requires_grad_(False).eval() if is_main else None
-    diffusion = _diffusion.create_diffusion(None, cfg.noise_schedule, cfg.learn_sigma, cfg.diffusion_steps,
-                                            device=device)
+    diffusion = _diffusion.create_diffusion(
+        None, cfg.noise_schedule, cfg.learn_sigma, cfg.diffusion_steps, device=device
+    )
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
@@ -449,8 +527,10 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         try:
             state = _checkpoint.load_state(state_path, model=model, ema=ema, optimizer=optimizer, map_location="cpu")
         except _checkpoint.ChecksumError as err:
-            raise _checkpoint.ChecksumError(f"{err}. A damaged state cannot be resumed: sample from the intact "
-                                            "weights, or start afresh with --overwrite or a new --out-dir") from None
+            raise _checkpoint.ChecksumError(
+                f"{err}. A damaged state cannot be resumed: sample from the intact "
+                "weights, or start afresh with --overwrite or a new --out-dir"
+            ) from None
         check_resume_config(state["config"], cfg, state_path, RESUME_MUST_MATCH)
         step = state["step"]
         restore_rng(state["rng"], generator, cfg.seed + step, log)
@@ -459,10 +539,17 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         history = load_history(history_path, step) or history
         if pending_loss and history["world_size"] != world.world_size:  # another per-rank batch: steps unsplittable
             pending_loss, pending_t = [], []
-            log(f"the world size changed ({history['world_size']} -> {world.world_size}): the first loss logged "
-                "after resuming averages only the steps run now")
-        history.update(device=str(device), world_size=world.world_size, compiled=use_compile,
-                       precision="bf16" if amp_dtype is not None else "fp32", config=dataclasses.asdict(cfg))
+            log(
+                f"the world size changed ({history['world_size']} -> {world.world_size}): the first loss logged "
+                "after resuming averages only the steps run now"
+            )
+        history.update(
+            device=str(device),
+            world_size=world.world_size,
+            compiled=use_compile,
+            precision="bf16" if amp_dtype is not None else "fp32",
+            config=dataclasses.asdict(cfg),
+        )
         history.update(state=str(state_path), final_step=step)  # the last finite state, until the next save
         log(f"resumed {state_path} at step {step}")
     elif cfg.resume:
@@ -477,18 +564,34 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
     train_model = model
     if world.world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    stepper = FastStep(train_model, diffusion, optimizer, amp_dtype=amp_dtype, compile=use_compile,
-                       compile_mode=cfg.compile_mode, compile_scope=cfg.compile_scope, ema=ema, log=log,
-                       skip_nonfinite=cfg.skip_nonfinite, objective=task.objective)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    stepper = FastStep(
+        train_model,
+        diffusion,
+        optimizer,
+        amp_dtype=amp_dtype,
+        compile=use_compile,
+        compile_mode=cfg.compile_mode,
+        compile_scope=cfg.compile_scope,
+        ema=ema,
+        log=log,
+        skip_nonfinite=cfg.skip_nonfinite,
+        objective=task.objective,
+    )
     history["compile_scope"] = stepper.compile_scope if stepper.compiled else None
     per_rank = cfg.global_batch_size // world.world_size
 
     def diverged(what: str) -> NonFiniteError:
-        saved = (f"{state_path} and the checkpoints still hold the last finite state (step {history['final_step']})"
-                 if history["state"] else "nothing had been saved yet")
-        return NonFiniteError(f"training diverged: {what}. Nothing non-finite was saved; {saved}. Lower --lr (now "
-                              f"{cfg.lr:g}), or pass --skip-nonfinite to skip such steps")
+        saved = (
+            f"{state_path} and the checkpoints still hold the last finite state (step {history['final_step']})"
+            if history["state"]
+            else "nothing had been saved yet"
+        )
+        return NonFiniteError(
+            f"training diverged: {what}. Nothing non-finite was saved; {saved}. Lower --lr (now "
+            f"{cfg.lr:g}), or pass --skip-nonfinite to skip such steps"
+        )
 
     def check_finite(losses: torch.Tensor | None = None) -> torch.Tensor | None:
         """Raise NonFiniteError on NaN/inf weights, or losses unless they were skipped; one host sync.
@@ -502,8 +605,12 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         if not gathered:
             losses = torch.cat(pending_loss) if pending_loss else torch.zeros(0, device=device)
         ranks = world.world_size if gathered else 1
-        flags = torch.cat([_weights_finite(model)[None],  # (1 + k,)
-                           torch.isfinite(losses.view(ranks, -1, per_rank)).all(2).all(0)]).cpu()
+        flags = torch.cat(
+            [
+                _weights_finite(model)[None],  # (1 + k,)
+                torch.isfinite(losses.view(ranks, -1, per_rank)).all(2).all(0),
+            ]
+        ).cpu()
         k = len(flags) - 1
         bad = [step - k + 1 + i for i in torch.nonzero(~flags[1:]).flatten().tolist()]
         where = f"the loss turned NaN/inf at step {bad[0]}" if bad else "the weights hold NaN/inf"
@@ -524,15 +631,28 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         if not is_main:
             return
         weights = out_dir / "checkpoints" / f"{step:07d}.safetensors"
-        meta = {"train": dataclasses.asdict(cfg), "step": step,
-                **_ema.ema_stats(step, cfg.ema_decay, cfg.ema_warmup)}  # how much the EMA has averaged
+        meta = {
+            "train": dataclasses.asdict(cfg),
+            "step": step,
+            **_ema.ema_stats(step, cfg.ema_decay, cfg.ema_warmup),
+        }  # how much the EMA has averaged
         _checkpoint.save_weights(weights, model, ema, meta)
         if str(weights) not in history["checkpoints"]:
             history["checkpoints"].append(str(weights))
-        extra = {"pending_loss": torch.cat(pending_loss).cpu() if pending_loss else torch.zeros(0),
-                 "pending_t": torch.cat(pending_t).cpu() if pending_t else torch.zeros(0, dtype=torch.long)}
-        _checkpoint.save_state(state_path, model=model, ema=ema, optimizer=optimizer, step=step,
-                               rng=rng_state(generator), config=dataclasses.asdict(cfg), extra=extra)
+        extra = {
+            "pending_loss": torch.cat(pending_loss).cpu() if pending_loss else torch.zeros(0),
+            "pending_t": torch.cat(pending_t).cpu() if pending_t else torch.zeros(0, dtype=torch.long),
+        }
+        _checkpoint.save_state(
+            state_path,
+            model=model,
+            ema=ema,
+            optimizer=optimizer,
+            step=step,
+            rng=rng_state(generator),
+            config=dataclasses.asdict(cfg),
+            extra=extra,
+        )
         history.update(state=str(state_path), final_step=step)
         _checkpoint.atomic_write_json(history_path, history)
 
@@ -545,8 +665,7 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         labels = torch.arange(cfg.num_classes, device=device).repeat_interleave(per_class)  # (10 * 8,)
         g = torch.Generator(device=device).manual_seed(cfg.seed)  # the same noise for every grid
         scale = cfg.sample_cfg_scale if cfg.class_dropout_prob > 0 else 1.0
-        images = sample(ema, diffusion, labels, cfg_scale=scale, sampler="ddim", steps=cfg.sample_steps,
-                        generator=g)
+        images = sample(ema, diffusion, labels, cfg_scale=scale, sampler="ddim", steps=cfg.sample_steps, generator=g)
         path = save_image_grid(images, out_dir / "samples" / f"{step:07d}.png", nrow=per_class)
         history["samples"].append(str(path))
 
@@ -603,8 +722,10 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
         bar.close()
     history["stopped_by_budget"] = stop and step < cfg.steps
     if stop and step < cfg.steps:
-        log(f"stopped at step {step} of {cfg.steps}: the {cfg.max_minutes}-minute budget is spent "
-            "(run again with --resume to continue)")
+        log(
+            f"stopped at step {step} of {cfg.steps}: the {cfg.max_minutes}-minute budget is spent "
+            "(run again with --resume to continue)"
+        )
         young = _ema.young_ema_message(_ema.ema_stats(step, cfg.ema_decay, cfg.ema_warmup))
         if young:
             log(f"warning: {young}")
@@ -615,8 +736,14 @@ def _train(cfg: TrainConfig, data: FashionMNIST | LatentDataset | None, world: W
 
 
 def _progress_bar(cfg: TrainConfig, step: int, enabled: bool):
-    return tqdm(total=cfg.steps, initial=step, disable=not enabled, unit="step", dynamic_ncols=True,
-                desc=f"{cfg.model} {cfg.block}")
+    return tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not enabled,
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"{cfg.model} {cfg.block}",
+    )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -626,11 +753,11 @@ _HELP = {
     "block": "conditioning block (DiT §3.2)",
     "global_batch_size": "images per step, summed over all processes",
     "ema_warmup": "'ema_warmup' ramps the EMA decay as min(decay, (1+step)/(10+step)), safe for any run length; "
-                  "'none' is the paper's constant decay",
+    "'none' is the paper's constant decay",
     "precision": "bf16 autocast or fp32 (CUDA only; CPU/MPS always use fp32)",
     "compile_scope": "what torch.compile wraps: the model and the loss ('loss', also under DDP) or the model only",
     "recompute_gelu": "recompute the MLP's GELU in the backward pass instead of keeping its output (less "
-                      "activation memory under torch.compile, same maths; minidit.blocks.Mlp)",
+    "activation memory under torch.compile, same maths; minidit.blocks.Mlp)",
     "out_dir": "where config.json, history.json, state.pt, checkpoints/ and samples/ go",
     "ckpt_every": "save weights + resumable state every k steps (0: only at the end)",
     "sample_every": "write an EMA sample grid every k steps (0: never)",
@@ -638,7 +765,7 @@ _HELP = {
     "resume": "continue from out_dir/state.pt when it exists",
     "overwrite": "delete the run already in out_dir (state, history, checkpoints, samples) and start afresh",
     "skip_nonfinite": "skip (do not apply) steps whose loss or gradients are NaN/inf, instead of stopping the run; "
-                      "costs one host sync per step",
+    "costs one host sync per step",
     "max_minutes": "wall-clock budget: stop, save and exit after this many minutes",
     "data_dir": "folder with the Fashion-MNIST .gz files (default: see minidit.data.find_data_dir)",
 }
@@ -646,8 +773,7 @@ _HELP = {
 
 def build_parser() -> ArgumentParser:
     """One flag per TrainConfig field (--global-batch-size, --no-flip, ...), plus --preset."""
-    parser = ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0],
-                            allow_abbrev=False)
+    parser = ArgumentParser(prog="python -m minidit.train", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config; flags override it")
     defaults = TrainConfig.__dataclass_fields__
     for field in dataclasses.fields(TrainConfig):

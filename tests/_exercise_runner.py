@@ -58,8 +58,12 @@ def run_job(job: dict) -> dict:
     recorder, out = _Recorder(), io.StringIO()
     with contextlib.redirect_stdout(out):
         code = pytest.main(args, plugins=[recorder])
-    return {"exit_code": int(code), "outcomes": recorder.outcomes, "messages": recorder.messages,
-            "log": out.getvalue()[-3000:]}
+    return {
+        "exit_code": int(code),
+        "outcomes": recorder.outcomes,
+        "messages": recorder.messages,
+        "log": out.getvalue()[-3000:],
+    }
 
 
 def main(argv: list[str]) -> int:

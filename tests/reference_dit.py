@@ -110,8 +110,19 @@ class _YEmb(nn.Module):
 
 
 class ReferenceDiT(nn.Module):
-    def __init__(self, input_size, patch_size, in_channels, hidden_size, depth, num_heads, num_classes,
-                 learn_sigma=True, null_class=True, mlp_ratio=4.0):
+    def __init__(
+        self,
+        input_size,
+        patch_size,
+        in_channels,
+        hidden_size,
+        depth,
+        num_heads,
+        num_classes,
+        learn_sigma=True,
+        null_class=True,
+        mlp_ratio=4.0,
+    ):
         super().__init__()
         self.p, self.c, self.d, self.heads = patch_size, in_channels, hidden_size, num_heads
         self.grid = input_size // patch_size

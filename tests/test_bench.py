@@ -28,8 +28,28 @@ def test_time_steps_on_cpu():
 
 def test_cpu_smoke_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench.main(["--model", "DiT-T/4", "--batch", "8", "--steps", "2", "--warmup", "1", "--sample-batch", "2",
-                       "--ddpm-steps", "2", "--ddim-steps", "2", "--peak-tflops", "1.0", "--out", str(out)])
+    code = bench.main(
+        [
+            "--model",
+            "DiT-T/4",
+            "--batch",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--sample-batch",
+            "2",
+            "--ddpm-steps",
+            "2",
+            "--ddim-steps",
+            "2",
+            "--peak-tflops",
+            "1.0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     for key in ("device_name", "torch_version", "date", "command", "peak_tflops", "training", "sampling"):
@@ -48,9 +68,14 @@ def test_cpu_smoke_run(tmp_path, capsys):
     assert "img/s" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [(["--variants", "turbo"], "unknown variant"),
-                                           (["--model", "DiT-Q/2"], "unknown model"),
-                                           (["--batch", "0"], "--batch must be >= 1")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--variants", "turbo"], "unknown variant"),
+        (["--model", "DiT-Q/2"], "unknown model"),
+        (["--batch", "0"], "--batch must be >= 1"),
+    ],
+)
 def test_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(argv)
@@ -72,21 +97,34 @@ def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
         return real(model, diffusion, labels, **{**kwargs, "steps": 2})  # the same call, kept short
 
     monkeypatch.setattr(sample_module, "sample", recording)
-    rows = bench_sampling("DiT-T/4", torch.device("cpu"), 4, ddpm_steps=250, ddim_steps=50, cfg_scale=1.5,
-                          compile=None, block="adaLN-Zero")
+    rows = bench_sampling(
+        "DiT-T/4",
+        torch.device("cpu"),
+        4,
+        ddpm_steps=250,
+        ddim_steps=50,
+        cfg_scale=1.5,
+        compile=None,
+        block="adaLN-Zero",
+    )
     bench_calls = calls[:]
     assert [r["sampler"] for r in rows] == ["ddpm-250", "ddpm-250", "ddim-50"] and len(bench_calls) == 6
     assert all(r["first_seconds"] > 0 and r["seconds"] > 0 for r in rows)
     calls.clear()
     model = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
-    ckpt = checkpoint.save_weights(tmp_path / "w.safetensors", model, model,
-                                   {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}})
+    ckpt = checkpoint.save_weights(
+        tmp_path / "w.safetensors", model, model, {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}}
+    )
     for argv in ([], ["--cfg-scale", "1.5"], ["--sampler", "ddim", "--steps", "50"]):
-        assert sample_module.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "g.png"), "--per-class", "1",
-                                   *argv]) == 0
+        assert (
+            sample_module.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "g.png"), "--per-class", "1", *argv]) == 0
+        )
     cli_calls = calls[:]
     # every setting the CLI passes is what the bench passes for the same sampler (defaults included)
     for cli in cli_calls:
-        same = [b for b in bench_calls if (b["sampler"], b["steps"], b["cfg_scale"]) ==
-                (cli["sampler"], cli["steps"], cli["cfg_scale"])]
+        same = [
+            b
+            for b in bench_calls
+            if (b["sampler"], b["steps"], b["cfg_scale"]) == (cli["sampler"], cli["steps"], cli["cfg_scale"])
+        ]
         assert same and all(b == cli for b in same), (cli, bench_calls)

@@ -69,8 +69,16 @@ def test_state_round_trip(tmp_path):
     ema, opt = _trained_state(model)
     g = torch.Generator().manual_seed(3)
     rng = {"torch": torch.get_rng_state(), "data": g.get_state()}
-    checkpoint.save_state(tmp_path / "s.pt", model=model, ema=ema, optimizer=opt, step=11, rng=rng,
-                          config={"lr": 1e-3}, extra={"pending": torch.arange(3)})
+    checkpoint.save_state(
+        tmp_path / "s.pt",
+        model=model,
+        ema=ema,
+        optimizer=opt,
+        step=11,
+        rng=rng,
+        config={"lr": 1e-3},
+        extra={"pending": torch.arange(3)},
+    )
     model2 = _tiny(seed=1)
     ema2 = copy.deepcopy(model2)
     opt2 = torch.optim.AdamW([p for p in model2.parameters() if p.requires_grad], lr=1e-3)
@@ -148,8 +156,13 @@ def test_killed_write_keeps_the_previous_checkpoint(tmp_path):
         torch.save = dies_half_way
         checkpoint.save_state({str(path)!r}, model=model, optimizer=opt, step=2)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=str(pathlib.Path(checkpoint.__file__).parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(pathlib.Path(checkpoint.__file__).parent.parent),
+    )
     assert result.returncode == 9, result.stderr
     assert checkpoint.load_state(path, model=_tiny())["step"] == 1
 
@@ -159,7 +172,7 @@ def test_killed_write_keeps_the_previous_checkpoint(tmp_path):
 
 def _flip(path: pathlib.Path, offset: int, n: int = 64) -> None:
     raw = bytearray(path.read_bytes())
-    raw[offset:offset + n] = bytes(b ^ 0xFF for b in raw[offset:offset + n])
+    raw[offset : offset + n] = bytes(b ^ 0xFF for b in raw[offset : offset + n])
     path.write_bytes(bytes(raw))
 
 
@@ -238,8 +251,13 @@ def test_a_killed_save_leaves_a_tmp_file_that_the_next_start_removes(tmp_path):
         checkpoint.save_state({str(tmp_path / "s.pt")!r}, model=model, optimizer=torch.optim.AdamW(model.parameters()),
                               step=2)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=str(pathlib.Path(checkpoint.__file__).parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(pathlib.Path(checkpoint.__file__).parent.parent),
+    )
     assert result.returncode == 9, result.stderr
     left = list(tmp_path.glob(".s.pt.*.tmp"))
     assert len(left) == 1 and not (tmp_path / "s.pt").exists()

@@ -28,10 +28,28 @@ SUFFIXES = {".py", ".md"}  # the .ipynb files are generated from the .py sources
 # citation right after one of them (with only a year, "et al.", brackets, commas and other
 # citations in between) is theirs. Add a name here when the course starts citing a new paper.
 OTHER_PAPERS = (
-    r"Improved DDPM", r"IDDPM", r"DDPM", r"DDIM", r"ADM", r"Ho & Salimans", r"Ho et al\.", r"Song et al\.",
-    r"Nichol & Dhariwal", r"Dhariwal & Nichol", r"Vaswani et al\.", r"Wang et al\.", r"Heusel et al\.",
-    r"Kynkäänniemi et al\.", r"Naeem et al\.", r"VDM", r"Kingma et al\.", r"SR3", r"MAE", r"ViT",
-    r"LDM", r"Kingma & Welling",
+    r"Improved DDPM",
+    r"IDDPM",
+    r"DDPM",
+    r"DDIM",
+    r"ADM",
+    r"Ho & Salimans",
+    r"Ho et al\.",
+    r"Song et al\.",
+    r"Nichol & Dhariwal",
+    r"Dhariwal & Nichol",
+    r"Vaswani et al\.",
+    r"Wang et al\.",
+    r"Heusel et al\.",
+    r"Kynkäänniemi et al\.",
+    r"Naeem et al\.",
+    r"VDM",
+    r"Kingma et al\.",
+    r"SR3",
+    r"MAE",
+    r"ViT",
+    r"LDM",
+    r"Kingma & Welling",
 )
 OTHER = re.compile(r"(?:" + "|".join(OTHER_PAPERS) + r")(?![\w-])")
 DIT = re.compile(r"\bDiT\b|the paper\b|Peebles")
@@ -42,8 +60,10 @@ CITATION = re.compile(rf"(?P<kind>{KIND})\s?(?P<numbers>{NUMBER}(?:{JOIN}{NUMBER
 PARAGRAPH = re.compile(r"§\s?(?P<section>\d+(?:\.\d+)*)\s*[*\"“](?P<name>[^*\"”\n]{2,60})[*\"”]")
 # What may stand between a paper's name and its citation: a year, "et al.", "'s", brackets, commas,
 # its other citations, and at most four lower-case words ("DDPM, just above Eq. 4", "DDPM's choice (Eq. 11)").
-GLUE = re.compile(rf"^(?:[\s,;:()'’s]|\d{{4}}[a-z]?|et al\.|{KIND}\s?{NUMBER}|{JOIN}|{NUMBER})*"
-                  rf"(?:[a-z]+[\s,;:(]+){{0,4}}(?:[\s,;:()]|{KIND}\s?{NUMBER}|{JOIN})*$")
+GLUE = re.compile(
+    rf"^(?:[\s,;:()'’s]|\d{{4}}[a-z]?|et al\.|{KIND}\s?{NUMBER}|{JOIN}|{NUMBER})*"
+    rf"(?:[a-z]+[\s,;:(]+){{0,4}}(?:[\s,;:()]|{KIND}\s?{NUMBER}|{JOIN})*$"
+)
 
 
 def _files() -> list[pathlib.Path]:
@@ -61,17 +81,24 @@ def _flat(text: str) -> str:
 
 def _kind(kind: str) -> str:
     kind = kind.strip().rstrip("s.").lower()
-    return {"§": "section", "table": "table", "fig": "figure", "figure": "figure", "eq": "equation",
-            "equation": "equation", "algorithm": "algorithm"}[kind]
+    return {
+        "§": "section",
+        "table": "table",
+        "fig": "figure",
+        "figure": "figure",
+        "eq": "equation",
+        "equation": "equation",
+        "algorithm": "algorithm",
+    }[kind]
 
 
 def _owner(flat: str, start: int) -> str:
     """'DiT' or the other paper's name whose citation starts at flat[start]."""
-    before = flat[max(0, start - 120):start]
+    before = flat[max(0, start - 120) : start]
     best = None
     for pattern in (OTHER, DIT):
         for m in pattern.finditer(before):
-            if GLUE.match(before[m.end():]) and (best is None or m.end() > best.end()):
+            if GLUE.match(before[m.end() :]) and (best is None or m.end() > best.end()):
                 best = m
     if best is None or DIT.fullmatch(best.group(0)):
         return "DiT"
@@ -107,7 +134,11 @@ def test_the_scan_finds_the_citations_it_should():
     """The scanner itself: it attributes these sentences as a reader would."""
     samples = {
         "DiT §3.2 and Figure 4": [("DiT", "section", "3.2"), ("DiT", "figure", "4")],
-        "(DDPM Eq. 4); IDDPM §3.1, §4": [("DDPM", "equation", "4"), ("IDDPM", "section", "3.1"), ("IDDPM", "section", "4")],
+        "(DDPM Eq. 4); IDDPM §3.1, §4": [
+            ("DDPM", "equation", "4"),
+            ("IDDPM", "section", "3.1"),
+            ("IDDPM", "section", "4"),
+        ],
         "(Ho & Salimans 2022, Eq. 6; DiT §3.1)": [("Ho & Salimans", "equation", "6"), ("DiT", "section", "3.1")],
         "| §3.1; DDPM Eqs. 5–14 |": [("DiT", "section", "3.1"), ("DDPM", "equation", "5"), ("DDPM", "equation", "14")],
         "the paper's Figures 2 and 8, Table 4": [("DiT", "figure", "2"), ("DiT", "figure", "8"), ("DiT", "table", "4")],
@@ -115,8 +146,11 @@ def test_the_scan_finds_the_citations_it_should():
     }
     for text, expected in samples.items():
         flat = _flat(text)
-        got = [(_owner(flat, m.start()), _kind(m.group("kind")), n)
-               for m in CITATION.finditer(flat) for n in _numbers(m.group("numbers"))]
+        got = [
+            (_owner(flat, m.start()), _kind(m.group("kind")), n)
+            for m in CITATION.finditer(flat)
+            for n in _numbers(m.group("numbers"))
+        ]
         assert got == expected, f"{text!r}: {got}"
     # ... and the list knows the paper: §5 holds the block ablation, there is no §4.1.
     assert _exists("section", "5") and _exists("table", "2") and _exists("figure", "10")
@@ -129,7 +163,8 @@ def test_every_dit_citation_names_a_real_part_of_the_paper():
     wrong = sorted({f"{f}: DiT {k} {n}" for f, owner, k, n in found if owner == "DiT" and not _exists(k, n)})
     assert not wrong, (
         "these citations name parts the DiT paper does not have (tests/dit_paper.json lists the real ones; "
-        "if the citation is another paper's, write that paper's name right before it):\n  " + "\n  ".join(wrong))
+        "if the citation is another paper's, write that paper's name right before it):\n  " + "\n  ".join(wrong)
+    )
 
 
 def test_named_paragraphs_are_in_the_section_cited():
@@ -155,8 +190,8 @@ def test_claims_sit_next_to_the_right_citation(rule):
         for m in wrong_cite.finditer(flat):
             # The sentence around the citation: at most 200 characters either side, cut at a sentence's
             # end or a docstring's quotes.
-            before = re.split(r'[.!?]\s+(?=[A-Z*#|(`$])|"""', flat[max(0, m.start() - 200):m.start()])[-1]
-            after = re.split(r'[.!?]\s+(?=[A-Z*#|(`$])|"""', flat[m.end():m.end() + 200])[0]
+            before = re.split(r'[.!?]\s+(?=[A-Z*#|(`$])|"""', flat[max(0, m.start() - 200) : m.start()])[-1]
+            after = re.split(r'[.!?]\s+(?=[A-Z*#|(`$])|"""', flat[m.end() : m.end() + 200])[0]
             if claim.search(before + m.group(0) + after):
                 bad.append(f"{path.relative_to(ROOT)}: ...{(before + m.group(0) + after).strip()[:200]}...")
     assert not bad, f"{rule['why']}:\n  " + "\n  ".join(bad)

@@ -12,8 +12,11 @@ import pytest
 def paths(tmp_path):
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "a_dir").mkdir()
-    return {"file": str(tmp_path / "a_file"), "dir": str(tmp_path / "a_dir"),
-            "under_file": str(tmp_path / "a_file" / "x")}
+    return {
+        "file": str(tmp_path / "a_file"),
+        "dir": str(tmp_path / "a_dir"),
+        "under_file": str(tmp_path / "a_file" / "x"),
+    }
 
 
 CASES = [
@@ -29,7 +32,11 @@ CASES = [
     ("tools.bench", ["--batch", "0"], "--batch must be >= 1"),
     ("evaluation.evaluator", ["train", "--out", "{under_file}"], "is a file, so no folder"),
     ("evaluation.evaluator", ["train", "--epochs", "0"], "--epochs must be >= 1"),
-    ("tools.scaling", ["--device", "cpu", "--gpus", "2", "--models", "DiT-T/4", "--out", "{dir}"], "is an existing folder"),
+    (
+        "tools.scaling",
+        ["--device", "cpu", "--gpus", "2", "--models", "DiT-T/4", "--out", "{dir}"],
+        "is an existing folder",
+    ),
     ("superres.experiment", ["--out", "{file}"], "is a file, not a folder"),
     ("superres.experiment", ["--out", "{dir}", "--num-eval", "0"], "--num-eval must be >= 1"),
     ("superres.experiment", ["--out", "{dir}", "--minutes", "-1"], "--minutes must be > 0"),

@@ -25,15 +25,20 @@ ROUTES = {
     "ex04": ("torch.exp(0.5 * model_log_variance)", "torch.exp(model_log_variance)"),
     "ex05": ('"n c (h p1) (w p2) -> n (h w) (p1 p2 c)"', '"n c (h p1) (w p2) -> n (h w) (c p1 p2)"'),
     "ex06": ("np.concatenate([emb_col, emb_row], axis=1)", "np.concatenate([emb_row, emb_col], axis=1)"),
-    "ex07": ("torch.cat([torch.cos(args), torch.sin(args)], dim=-1)", "torch.cat([torch.sin(args), torch.cos(args)], dim=-1)"),
+    "ex07": (
+        "torch.cat([torch.cos(args), torch.sin(args)], dim=-1)",
+        "torch.cat([torch.sin(args), torch.cos(args)], dim=-1)",
+    ),
     "ex08": ("x = x + gate_msa.unsqueeze(1) * self.attn(", "x = x + self.attn("),
     "ex09": ("x = x + self.mlp(self.norm2(x))", "x = self.mlp(self.norm2(x))"),
     "ex10": ("k, v = rearrange(self.kv(cond)", "v, k = rearrange(self.kv(cond)"),
     "ex11": ("x = x + self.attn(modulate(", "x = self.attn(modulate("),
     "ex12": ("torch.cat([eps, cond[:, guided:]], dim=1)", "torch.cat([eps, uncond[:, guided:]], dim=1)"),
     "ex13": ("abar_padded[t_prev + 1]", "abar_padded[t_prev]"),
-    "ex14": ("ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)",
-             "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)"),
+    "ex14": (
+        "ema_params[name].mul_(decay).add_(weight, alpha=1 - decay)",
+        "ema_params[name].mul_(1 - decay).add_(weight, alpha=decay)",
+    ),
     "ex15": ("torch.cat([x_t, up.to(x_t.dtype)], dim=1)", "torch.cat([up.to(x_t.dtype), x_t], dim=1)"),
     "ex16": ("- 2 * trace_sqrt)", "- trace_sqrt)"),
     "ex17": ("return mean + torch.exp(0.5 * logvar) * noise", "return mean + torch.exp(logvar) * noise"),
@@ -51,8 +56,9 @@ def _pipeline(blocks=BLOCKS) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(0)
         x0, y = torch.randn(2, 2, 8, 8, generator=g), torch.tensor([0, 2])
         torch.manual_seed(0)
-        model = DiT(input_size=8, patch_size=4, in_channels=2, hidden_size=32, depth=1, num_heads=2, num_classes=3,
-                    block=block)
+        model = DiT(
+            input_size=8, patch_size=4, in_channels=2, hidden_size=32, depth=1, num_heads=2, num_classes=3, block=block
+        )
         with torch.no_grad():
             for p in model.parameters():  # non-zero everywhere (adaLN-Zero would otherwise output 0)
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
@@ -66,8 +72,9 @@ def _pipeline(blocks=BLOCKS) -> dict[str, torch.Tensor]:
 
         with torch.no_grad():
             noise = torch.randn(2, 2, 8, 8, generator=g)
-            out[f"{block} ddpm"] = d.p_sample_loop(guided, (2, 2, 8, 8), noise=noise, model_kwargs={"y": y},
-                                                   generator=torch.Generator().manual_seed(2))
+            out[f"{block} ddpm"] = d.p_sample_loop(
+                guided, (2, 2, 8, 8), noise=noise, model_kwargs={"y": y}, generator=torch.Generator().manual_seed(2)
+            )
             out[f"{block} ddim"] = d.ddim_sample_loop(guided, (2, 2, 8, 8), noise=noise, model_kwargs={"y": y})
         averaged = copy.deepcopy(model)
         ema.update_ema(averaged, _shifted(model), 0.9)

@@ -87,8 +87,18 @@ def test_load_pads_to_32_and_keeps_labels(tiny_dir):
 
 
 def test_class_names():
-    assert data.CLASS_NAMES == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert data.CLASS_NAMES == (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
 
 def test_truncated_gzip_names_the_file(tiny_dir):
@@ -209,6 +219,7 @@ def test_download_with_bad_checksum_leaves_nothing(local_server, monkeypatch, tm
 def test_failed_download_leaves_no_partial_file(local_server, monkeypatch, tmp_path):
     class Broken:
         """A response that delivers one chunk and then fails, like a dropped connection."""
+
         def __init__(self):
             self.calls = 0
 

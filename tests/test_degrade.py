@@ -82,8 +82,9 @@ def test_area_downsampling_is_block_mean():
 
 
 def test_noise_only_has_the_drawn_std():
-    cfg = dg.DegradationConfig(scale=1, blur_sigma=(0, 0), down_modes=("area",), noise_sigma=(0.05, 0.05),
-                               jpeg_quality=None, quantize=False)
+    cfg = dg.DegradationConfig(
+        scale=1, blur_sigma=(0, 0), down_modes=("area",), noise_sigma=(0.05, 0.05), jpeg_quality=None, quantize=False
+    )
     x = torch.zeros(16, 1, 32, 32)
     lr = dg.degrade(x, cfg, generator=torch.Generator().manual_seed(0))
     assert abs(lr.std().item() - 0.05) < 0.003

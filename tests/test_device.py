@@ -12,9 +12,11 @@ from minidit.device import get_device
 @pytest.fixture
 def fake_backends(monkeypatch):
     """Pretend which accelerators exist, without touching real hardware."""
+
     def set_available(cuda: bool, mps: bool):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         monkeypatch.setattr(device_mod, "_mps_available", lambda: mps)
+
     return set_available
 
 

@@ -75,12 +75,19 @@ def test_class_schedule_is_float32_and_matches_float64_oracle():
     for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance", "posterior_mean_coef1"):
         assert getattr(diff, name).dtype == torch.float32, name
     np.testing.assert_allclose(diff.alphas_cumprod.numpy(), ABAR, rtol=1e-6)
-    np.testing.assert_allclose(diff.alphas_cumprod_prev.numpy(), ABAR_PREV, rtol=1e-6,
-                               err_msg="alphas_cumprod_prev[t] must be alphas_cumprod[t - 1] (and 1 at t = 0)")
+    np.testing.assert_allclose(
+        diff.alphas_cumprod_prev.numpy(),
+        ABAR_PREV,
+        rtol=1e-6,
+        err_msg="alphas_cumprod_prev[t] must be alphas_cumprod[t - 1] (and 1 at t = 0)",
+    )
     oracle_var = np.array([0.0] + [bayes_posterior(0.0, 0.0, t)[1] for t in range(1, 1000)])
     np.testing.assert_allclose(diff.posterior_variance.numpy(), oracle_var, rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(diff.posterior_log_variance_clipped.numpy(),
-                               np.log(np.concatenate([[oracle_var[1]], oracle_var[1:]])), rtol=1e-5)
+    np.testing.assert_allclose(
+        diff.posterior_log_variance_clipped.numpy(),
+        np.log(np.concatenate([[oracle_var[1]], oracle_var[1:]])),
+        rtol=1e-5,
+    )
 
 
 # ----------------------------------------------------------------------------- forward process
@@ -98,9 +105,11 @@ def test_q_sample_moments_match_closed_form():
     want_mean, want_var = np.sqrt(ABAR[steps]) * x0_value, 1 - ABAR[steps]
     se_mean, se_var = np.sqrt(want_var / draws), want_var * np.sqrt(2 / draws)
     assert np.all(np.abs(mean - want_mean) < 5 * se_mean + 1e-6), (
-        f"E[x_t] is {mean} where {want_mean} was expected -- did you scale x_0 by abar instead of sqrt(abar)?")
+        f"E[x_t] is {mean} where {want_mean} was expected -- did you scale x_0 by abar instead of sqrt(abar)?"
+    )
     assert np.all(np.abs(var - want_var) < 5 * se_var + 1e-6), (
-        f"Var[x_t] is {var} where {want_var} was expected -- did you scale eps by 1 - abar instead of its sqrt?")
+        f"Var[x_t] is {var} where {want_var} was expected -- did you scale eps by 1 - abar instead of its sqrt?"
+    )
 
 
 def test_q_sample_class_and_q_mean_variance_agree_with_oracle():
@@ -167,8 +176,10 @@ def test_ddim_step_with_exact_eps_stays_on_the_trajectory():
     x0, eps = torch.randn(3, 1, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, dtype=torch.float64)
     t, t_prev = torch.tensor([999, 500, 20]), torch.tensor([979, 0, -1])
     xt = D.q_sample(x0, t, eps, abar)
-    want = torch.from_numpy(bcast(np.sqrt(np.append(ABAR, 1.0)[t_prev]))) * x0 + torch.from_numpy(
-        bcast(np.sqrt(1 - np.append(ABAR, 1.0)[t_prev]))) * eps
+    want = (
+        torch.from_numpy(bcast(np.sqrt(np.append(ABAR, 1.0)[t_prev]))) * x0
+        + torch.from_numpy(bcast(np.sqrt(1 - np.append(ABAR, 1.0)[t_prev]))) * eps
+    )
     torch.testing.assert_close(D.ddim_step(xt, eps, t, t_prev, abar), want, rtol=1e-9, atol=1e-9)
 
 
@@ -195,10 +206,12 @@ def test_ddim_step_rejects_bad_times():
 # ----------------------------------------------------------------------------- KL and likelihood vs integration
 
 
-@pytest.mark.parametrize("m1, lv1, m2, lv2", [(0.0, 0.0, 0.0, 0.0), (0.3, -1.0, -0.2, 0.5), (1.0, -4.0, 0.9, -3.0),
-                                              (-2.0, 1.0, 0.5, -0.5)])
+@pytest.mark.parametrize(
+    "m1, lv1, m2, lv2", [(0.0, 0.0, 0.0, 0.0), (0.3, -1.0, -0.2, 0.5), (1.0, -4.0, 0.9, -3.0), (-2.0, 1.0, 0.5, -0.5)]
+)
 def test_normal_kl_matches_numerical_integration(m1, lv1, m2, lv2):
     s1, s2 = math.exp(lv1 / 2), math.exp(lv2 / 2)
+
     def integrand(x):  # p log(p / q)
         return stats.norm.pdf(x, m1, s1) * (stats.norm.logpdf(x, m1, s1) - stats.norm.logpdf(x, m2, s2))
 
@@ -207,9 +220,17 @@ def test_normal_kl_matches_numerical_integration(m1, lv1, m2, lv2):
     assert got.item() == pytest.approx(want, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("x, mean, log_scale", [(-1.0, -0.95, math.log(0.1)), (1.0, 0.2, math.log(0.5)),
-                                                (0.0, 0.01, math.log(0.003)), (0.5, 0.3, math.log(0.2)),
-                                                (-0.2, 0.6, math.log(0.2)), (0.9, -0.4, math.log(0.4))])
+@pytest.mark.parametrize(
+    "x, mean, log_scale",
+    [
+        (-1.0, -0.95, math.log(0.1)),
+        (1.0, 0.2, math.log(0.5)),
+        (0.0, 0.01, math.log(0.003)),
+        (0.5, 0.3, math.log(0.2)),
+        (-0.2, 0.6, math.log(0.2)),
+        (0.9, -0.4, math.log(0.4)),
+    ],
+)
 def test_discretized_log_likelihood_matches_numerical_integration(x, mean, log_scale):
     x = round((x + 1) * 127.5) / 127.5 - 1  # a point of the 8-bit grid
     low = -np.inf if x < -0.999 else x - 1 / 255
@@ -241,9 +262,11 @@ def test_epsilon_mse_loss_is_per_example_mean():
 
 def constant_model(out):
     """A 'model' that returns a fixed tensor and records the timesteps it was called with."""
+
     def model(x, t, **kwargs):
         model.seen_t = t
         return out
+
     return model
 
 
@@ -267,8 +290,9 @@ def test_p_mean_variance_mean_is_posterior_at_predicted_x0():
     xt = D.q_sample(x0, t, eps, torch.from_numpy(ABAR))
     out = diff.p_mean_variance(constant_model(eps.float()), xt.float(), t)
     torch.testing.assert_close(out["pred_xstart"].double(), x0, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(out["mean"].numpy(), bayes_posterior(x0.numpy(), xt.numpy(), bcast(t.numpy()))[0],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out["mean"].numpy(), bayes_posterior(x0.numpy(), xt.numpy(), bcast(t.numpy()))[0], rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_allclose(out["log_variance"].numpy().ravel(), np.log(BETAS[t]), rtol=1e-5)  # "fixed large"
 
 
@@ -322,7 +346,7 @@ def test_vb_kl_against_closed_form_when_variance_is_beta():
     x0, noise = torch.rand(2, 1, 2, 2) * 2 - 1, torch.randn(2, 1, 2, 2)
     t = torch.tensor([1, 3])  # where beta and beta~ differ most (the KL shrinks fast with t)
     terms = diff.training_losses(constant_model(torch.cat([noise, torch.ones_like(noise)], 1)), x0, t, noise=noise)
-    abar = ABAR[sorted(D.space_timesteps(1000, "250"))][: 4]
+    abar = ABAR[sorted(D.space_timesteps(1000, "250"))][:4]
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     beta = 1 - abar / abar_prev
     beta_tilde = beta * (1 - abar_prev) / (1 - abar)
@@ -379,6 +403,7 @@ def exact_eps_model(learned_v=None):
         abar = abar_all[t].reshape(-1, 1, 1, 1).to(x.dtype)
         eps = (1 - abar).sqrt() * (x - abar.sqrt() * MU) / (abar * SIGMA**2 + 1 - abar)
         return eps if learned_v is None else torch.cat([eps, torch.full_like(eps, learned_v)], 1)
+
     return model
 
 
@@ -409,12 +434,15 @@ def chain_moments(respacing, sampler, learned_v=None, eta=0.0):
     return m, np.sqrt(v)
 
 
-@pytest.mark.parametrize("sampler, respacing, learned_v, eta", [
-    ("ddpm", "250", None, 0.0),    # DiT samples with 250 respaced steps; here sigma^2 = beta
-    ("ddpm", "100", -1.0, 0.0),    # learned sigma at the posterior-variance end
-    ("ddim", "ddim50", None, 0.0),
-    ("ddim", "ddim50", None, 1.0),
-])
+@pytest.mark.parametrize(
+    "sampler, respacing, learned_v, eta",
+    [
+        ("ddpm", "250", None, 0.0),  # DiT samples with 250 respaced steps; here sigma^2 = beta
+        ("ddpm", "100", -1.0, 0.0),  # learned sigma at the posterior-variance end
+        ("ddim", "ddim50", None, 0.0),
+        ("ddim", "ddim50", None, 1.0),
+    ],
+)
 def test_sampler_with_exact_eps_recovers_the_gaussian(sampler, respacing, learned_v, eta):
     diff = D.create_diffusion(respacing, learn_sigma=learned_v is not None)
     gen = torch.Generator().manual_seed(0)
@@ -431,9 +459,11 @@ def test_sampler_with_exact_eps_recovers_the_gaussian(sampler, respacing, learne
     full_mean, full_std = chain_moments("ddim1000" if sampler == "ddim" else "", sampler, learned_v, eta)
     assert abs(full_mean - MU) < 1e-3 and abs(full_std / SIGMA - 1) < 0.02
     assert mean == pytest.approx(want_mean, abs=5 * want_std / math.sqrt(draws)), (
-        f"{sampler}: sample mean {mean:.4f} where {want_mean:.4f} was expected (data mean {MU})")
+        f"{sampler}: sample mean {mean:.4f} where {want_mean:.4f} was expected (data mean {MU})"
+    )
     assert std == pytest.approx(want_std, rel=5 / math.sqrt(2 * draws)), (
-        f"{sampler}: sample std {std:.4f} where {want_std:.4f} was expected (data std {SIGMA})")
+        f"{sampler}: sample std {std:.4f} where {want_std:.4f} was expected (data std {SIGMA})"
+    )
 
 
 def test_sampling_is_reproducible_with_a_generator_and_progressive_yields_every_step():
@@ -485,8 +515,10 @@ def test_clear_errors_on_bad_input():
         D.create_diffusion("2000")
 
 
-@pytest.mark.parametrize("name", ["q_sample", "q_posterior_mean_variance", "predict_xstart_from_eps",
-                                  "epsilon_mse_loss", "ddpm_step", "ddim_step"])
+@pytest.mark.parametrize(
+    "name",
+    ["q_sample", "q_posterior_mean_variance", "predict_xstart_from_eps", "epsilon_mse_loss", "ddpm_step", "ddim_step"],
+)
 def test_class_calls_pure_functions_as_module_globals(name, monkeypatch):
     """minidit.course swaps implementations by patching minidit.diffusion.<name>; the class must notice."""
     calls = []

@@ -28,8 +28,13 @@ def test_update_ema_matches_closed_form(decay):
     expected = [decay * e + (1 - decay) * p for e, p in zip(ema.parameters(), model.parameters())]
     update_ema(ema, model, decay)
     for got, want in zip(ema.parameters(), expected):
-        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7,
-                                   msg="EMA should be decay * ema + (1 - decay) * param: is the lerp weight 1 - decay?")
+        torch.testing.assert_close(
+            got,
+            want,
+            rtol=1e-6,
+            atol=1e-7,
+            msg="EMA should be decay * ema + (1 - decay) * param: is the lerp weight 1 - decay?",
+        )
 
 
 def test_foreach_update_agrees_with_the_official_loop():
@@ -87,8 +92,17 @@ def test_warmup_schedule():
 # ----------------------------------------------------------------------------- EMA safe by default (issue [10])
 
 
-@pytest.mark.parametrize("decay, warmup", [(0.9999, "none"), (0.9999, "ema_warmup"), (0.99, "ema_warmup"),
-                                           (0.5, "ema_warmup"), (0.05, "ema_warmup"), (1.0, "ema_warmup")])
+@pytest.mark.parametrize(
+    "decay, warmup",
+    [
+        (0.9999, "none"),
+        (0.9999, "ema_warmup"),
+        (0.99, "ema_warmup"),
+        (0.5, "ema_warmup"),
+        (0.05, "ema_warmup"),
+        (1.0, "ema_warmup"),
+    ],
+)
 def test_ema_stats_match_the_product_of_the_decays(decay, warmup):
     from minidit.ema import ema_stats
 
@@ -118,8 +132,19 @@ def _ema_lag(out_dir, **overrides) -> float:
     from minidit.model import create_model
     from minidit.train import TrainConfig, train
 
-    cfg = TrainConfig(model="DiT-T/4", global_batch_size=8, steps=200, log_every=100, ckpt_every=0,
-                      sample_every=0, device="cpu", progress=False, out_dir=str(out_dir), lr=1e-3, **overrides)
+    cfg = TrainConfig(
+        model="DiT-T/4",
+        global_batch_size=8,
+        steps=200,
+        log_every=100,
+        ckpt_every=0,
+        sample_every=0,
+        device="cpu",
+        progress=False,
+        out_dir=str(out_dir),
+        lr=1e-3,
+        **overrides,
+    )
     history = train(cfg, data=synthetic_data(n=128, size=16, seed=0))
     raw, ema, config = load_weights(history["checkpoints"][-1])
     torch.manual_seed(cfg.seed)  # train() builds its model right after seeding: the same initial weights

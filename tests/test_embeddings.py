@@ -42,9 +42,14 @@ def test_patchify_matches_index_loops(c, size, p):
     x = torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(0))
     tokens = patchify(x, p)
     assert tokens.shape == (2, (size // p) ** 2, p * p * c)
-    torch.testing.assert_close(tokens, _patchify_by_loops(x, p), atol=0, rtol=0,
-                               msg="patchify orders tokens or numbers inside a token differently from "
-                                   "(raster order of patches; row in patch, column in patch, channel)")
+    torch.testing.assert_close(
+        tokens,
+        _patchify_by_loops(x, p),
+        atol=0,
+        rtol=0,
+        msg="patchify orders tokens or numbers inside a token differently from "
+        "(raster order of patches; row in patch, column in patch, channel)",
+    )
 
 
 @pytest.mark.parametrize("c,size,p", [(1, 8, 2), (4, 8, 4), (2, 9, 3)])
@@ -93,8 +98,9 @@ def test_pos_embed_closed_form_and_range():
     k, row, col = 6, 1, 2
     w = 10000.0 ** (-np.arange(q) / q)
     expected = np.concatenate([np.sin(col * w), np.cos(col * w), np.sin(row * w), np.cos(row * w)])
-    np.testing.assert_allclose(emb[k], expected, atol=1e-12,
-                               err_msg="token 6 of a 4x4 grid is (row 1, column 2): is the grid transposed?")
+    np.testing.assert_allclose(
+        emb[k], expected, atol=1e-12, err_msg="token 6 of a 4x4 grid is (row 1, column 2): is the grid transposed?"
+    )
     # the origin: sin = 0, cos = 1
     np.testing.assert_allclose(emb[0], np.tile(np.repeat([0.0, 1.0], q), 2), atol=0)
 

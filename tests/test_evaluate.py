@@ -61,13 +61,38 @@ def test_cli_scores_real_images_and_writes_json(fashion_mnist_dir, tmp_path):
     test = load_fashion_mnist("test", fashion_mnist_dir)
     np.savez(tmp_path / "real.npz", images=test.images[-300:].numpy(), labels=test.labels[-300:].numpy())
     out = tmp_path / "scores.json"
-    assert evaluate.main(["--samples", str(tmp_path / "real.npz"), "--out", str(out), "--kid-subsets", "3",
-                          "--device", "cpu", "--data-dir", str(fashion_mnist_dir)]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--samples",
+                str(tmp_path / "real.npz"),
+                "--out",
+                str(out),
+                "--kid-subsets",
+                "3",
+                "--device",
+                "cpu",
+                "--data-dir",
+                str(fashion_mnist_dir),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["num_samples"] == report["num_reference"] == report["num_floor"] == 300
     for part in ("samples", "real_floor"):
-        assert set(report[part]) >= {"fid", "sfid", "inception_score", "kid", "precision", "recall", "density",
-                                     "coverage", "class_accuracy", "per_class_fid"}
+        assert set(report[part]) >= {
+            "fid",
+            "sfid",
+            "inception_score",
+            "kid",
+            "precision",
+            "recall",
+            "density",
+            "coverage",
+            "class_accuracy",
+            "per_class_fid",
+        }
     # real test images are as good as the floor (which is other real test images)
     assert report["samples"]["fid"] < 3 * report["real_floor"]["fid"] + 2
     assert report["samples"]["class_accuracy"] > 0.8
@@ -83,9 +108,33 @@ def test_cli_samples_a_checkpoint(fashion_mnist_dir, tmp_path, capsys):
     model = create_model("DiT-T/4", input_size=32, in_channels=1, num_classes=10)
     ckpt = checkpoint.save_weights(tmp_path / "tiny.safetensors", model, model, {"step": 7})
     out = tmp_path / "scores.json"
-    assert evaluate.main(["--ckpt", str(ckpt), "--num-samples", "20", "--sampler", "ddim", "--steps", "2",
-                          "--cfg-scale", "1.5", "--kid-subsets", "2", "--device", "cpu", "--out", str(out),
-                          "--save-samples", str(tmp_path / "s.npz"), "--data-dir", str(fashion_mnist_dir)]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--ckpt",
+                str(ckpt),
+                "--num-samples",
+                "20",
+                "--sampler",
+                "ddim",
+                "--steps",
+                "2",
+                "--cfg-scale",
+                "1.5",
+                "--kid-subsets",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--save-samples",
+                str(tmp_path / "s.npz"),
+                "--data-dir",
+                str(fashion_mnist_dir),
+            ]
+        )
+        == 0
+    )
     assert f"loaded {ckpt} (step 7, EMA weights)" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["ckpt"] == str(ckpt) and report["cfg_scale"] == 1.5 and report["num_samples"] == 20

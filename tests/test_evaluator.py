@@ -42,8 +42,10 @@ def test_committed_weights_match_their_record():
 def test_recorded_test_accuracy_is_at_least_93_percent():
     info = ev.evaluator_info()
     if info.get("provisional"):
-        pytest.xfail(f"provisional weights ({info['epochs']} epochs on {info['device']}, test accuracy "
-                     f"{info['test_accuracy']:.4f}); train the real ones with `{ev.TRAIN_COMMAND}` on a GPU")
+        pytest.xfail(
+            f"provisional weights ({info['epochs']} epochs on {info['device']}, test accuracy "
+            f"{info['test_accuracy']:.4f}); train the real ones with `{ev.TRAIN_COMMAND}` on a GPU"
+        )
     assert info["test_accuracy"] >= 0.93, f"evaluator test accuracy {info['test_accuracy']:.4f} < 0.93"
 
 
@@ -82,8 +84,26 @@ def test_training_entry_point_writes_weights_and_record(fashion_mnist_dir, tmp_p
 
     monkeypatch.setattr(ev, "load_fashion_mnist", small_split)  # what the evaluator's training loads
     out = tmp_path / "ev.safetensors"
-    assert ev.main(["train", "--out", str(out), "--epochs", "1", "--max-train", "256", "--batch-size", "128",
-                    "--device", "cpu", "--data-dir", str(fashion_mnist_dir)]) == 0
+    assert (
+        ev.main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--max-train",
+                "256",
+                "--batch-size",
+                "128",
+                "--device",
+                "cpu",
+                "--data-dir",
+                str(fashion_mnist_dir),
+            ]
+        )
+        == 0
+    )
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["sha256"] == ev.sha256_file(out) and info["provisional"] is True and info["num_train"] == 256
     assert info["device"] == "cpu" and info["torch"] == torch.__version__ and 0 <= info["test_accuracy"] <= 1

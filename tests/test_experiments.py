@@ -18,8 +18,18 @@ import torch
 from minidit.tools import experiments as ex
 from minidit.data import FashionMNIST
 
-TINY = dict(model="DiT-T/4", steps=4, batch_size=8, eval_every=2, curve_samples=20, final_samples=30,
-            guided_samples=20, sampling_steps=2, sample_batch=30, kid_subsets=2)
+TINY = dict(
+    model="DiT-T/4",
+    steps=4,
+    batch_size=8,
+    eval_every=2,
+    curve_samples=20,
+    final_samples=30,
+    guided_samples=20,
+    sampling_steps=2,
+    sample_batch=30,
+    kid_subsets=2,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +64,17 @@ class FakeEvaluate:
 
 
 def run(spec, tmp_path, data, evaluate, deadline_s=600.0):
-    return ex.run_one(spec, tmp_path / "results", tmp_path / "runs", data, time.monotonic() + deadline_s,
-                      device="cpu", evaluate=evaluate, log=lambda *a: None, progress=False)
+    return ex.run_one(
+        spec,
+        tmp_path / "results",
+        tmp_path / "runs",
+        data,
+        time.monotonic() + deadline_s,
+        device="cpu",
+        evaluate=evaluate,
+        log=lambda *a: None,
+        progress=False,
+    )
 
 
 def test_a_run_writes_its_record_and_is_skipped_when_done(tmp_path, data):
@@ -158,16 +177,36 @@ def test_parts_share_the_s4_run_and_fit_the_budget():
 def _fake_record(block: str, seed: int, fid: float, model: str = "DiT-S/4") -> dict:
     spec = ex.RunSpec(model, block=block, seed=seed, steps=4, eval_every=2, curve_samples=10, final_samples=10)
     metrics = {"fid": fid, "precision": 0.6, "recall": 0.4, "class_accuracy": 0.7}
-    return {"name": spec.name, "spec": json.loads(json.dumps(spec.identity())), "status": "done",
-            "gflops": ex.gflops(spec), "gflops_paper_setting": ex.gflops(spec, True), "history": {"num_params": 1000},
-            "evals": [{"step": 4, "num_samples": 10, "cfg_scale": 1.0, "metrics": metrics,
-                       "floor": {**metrics, "fid": 1.0, "class_accuracy": 0.9}}]}
+    return {
+        "name": spec.name,
+        "spec": json.loads(json.dumps(spec.identity())),
+        "status": "done",
+        "gflops": ex.gflops(spec),
+        "gflops_paper_setting": ex.gflops(spec, True),
+        "history": {"num_params": 1000},
+        "evals": [
+            {
+                "step": 4,
+                "num_samples": 10,
+                "cfg_scale": 1.0,
+                "metrics": metrics,
+                "floor": {**metrics, "fid": 1.0, "class_accuracy": 0.9},
+            }
+        ],
+    }
 
 
 def test_ablation_table_and_summary_follow_the_numbers():
-    paper_order = {("adaLN-Zero", 0): 10.0, ("adaLN-Zero", 1): 11.0, ("adaLN", 0): 20.0, ("adaLN", 1): 21.0,
-                   ("cross-attention", 0): 20.5, ("cross-attention", 1): 22.0, ("in-context", 0): 40.0,
-                   ("in-context", 1): 41.0}
+    paper_order = {
+        ("adaLN-Zero", 0): 10.0,
+        ("adaLN-Zero", 1): 11.0,
+        ("adaLN", 0): 20.0,
+        ("adaLN", 1): 21.0,
+        ("cross-attention", 0): 20.5,
+        ("cross-attention", 1): 22.0,
+        ("in-context", 0): 40.0,
+        ("in-context", 1): 41.0,
+    }
     records = {f"{b}{s}": _fake_record(b, s, fid) for (b, s), fid in paper_order.items()}
     rows = ex.ablation_rows(records)
     assert [r["block"] for r in rows] == list(ex.BLOCK_ORDER)
@@ -187,8 +226,10 @@ def test_ablation_table_and_summary_follow_the_numbers():
 
 
 def test_scaling_rows_sorted_by_gflops_and_goals():
-    records = {m: _fake_record("adaLN-Zero", 0, fid, m) for m, fid in
-               (("DiT-S/2", 30.0), ("DiT-S/8", 90.0), ("DiT-B/4", 31.0), ("DiT-S/4", 50.0))}
+    records = {
+        m: _fake_record("adaLN-Zero", 0, fid, m)
+        for m, fid in (("DiT-S/2", 30.0), ("DiT-S/8", 90.0), ("DiT-B/4", 31.0), ("DiT-S/4", 50.0))
+    }
     rows = ex.scaling_rows(records)
     assert [r["model"] for r in rows] == ["DiT-S/8", "DiT-S/4", "DiT-B/4", "DiT-S/2"]
     assert rows[-1]["gflops_paper_setting"] == pytest.approx(6.06, abs=0.01)  # DiT Table 4, DiT-S/2
@@ -199,15 +240,33 @@ def test_scaling_rows_sorted_by_gflops_and_goals():
 def test_run_part_writes_its_summary(tmp_path, data, monkeypatch):
     tiny = ex.PartSpec("B", "tiny", (ex.RunSpec(**TINY), ex.RunSpec(**{**TINY, "block": "in-context"})), 5.0)
     monkeypatch.setattr(ex, "part_specs", lambda quick=False: {"B": tiny})
-    summary = ex.run_part("B", quick=True, results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
-                          data=data, evaluate=FakeEvaluate(), log=lambda *a: None, progress=False)
+    summary = ex.run_part(
+        "B",
+        quick=True,
+        results_dir=tmp_path / "res",
+        runs_dir=tmp_path / "runs",
+        device="cpu",
+        data=data,
+        evaluate=FakeEvaluate(),
+        log=lambda *a: None,
+        progress=False,
+    )
     assert summary["complete"] and len(summary["done"]) == 2 and len(summary["sessions"]) == 1
     session = summary["sessions"][0]
     assert session["device_name"] == "cpu" and session["torch_version"] == torch.__version__
     assert json.loads((tmp_path / "res" / "part_B.json").read_text()) == summary
     assert set(ex.load_part("B", True, tmp_path / "res")) == {r.name for r in tiny.runs}
-    again = ex.run_part("B", quick=True, results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
-                        data=data, evaluate=FakeEvaluate(), log=lambda *a: None, progress=False)
+    again = ex.run_part(
+        "B",
+        quick=True,
+        results_dir=tmp_path / "res",
+        runs_dir=tmp_path / "runs",
+        device="cpu",
+        data=data,
+        evaluate=FakeEvaluate(),
+        log=lambda *a: None,
+        progress=False,
+    )
     assert len(again["sessions"]) == 2 and again["wall_time_s"] >= summary["wall_time_s"]
     with pytest.raises(ValueError, match="unknown part"):
         ex.run_part("D", results_dir=tmp_path)
@@ -217,8 +276,16 @@ def test_run_part_only_runs_the_named_runs_and_counts_every_finished_one(tmp_pat
     first, second = ex.RunSpec(**TINY), ex.RunSpec(**{**TINY, "block": "in-context"})
     tiny = ex.PartSpec("B", "tiny", (first, second), 5.0)
     monkeypatch.setattr(ex, "part_specs", lambda quick=False: {"B": tiny})
-    kwargs = dict(quick=True, results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu", data=data,
-                  evaluate=FakeEvaluate(), log=lambda *a: None, progress=False)
+    kwargs = dict(
+        quick=True,
+        results_dir=tmp_path / "res",
+        runs_dir=tmp_path / "runs",
+        device="cpu",
+        data=data,
+        evaluate=FakeEvaluate(),
+        log=lambda *a: None,
+        progress=False,
+    )
     one = ex.run_part("B", only=[second.name], **kwargs)  # as a second process would
     assert one["done"] == [second.name] and not one["complete"]
     assert ex.load_record(tmp_path / "res", first) is None  # untouched
@@ -258,12 +325,15 @@ def test_evaluate_samples_on_real_images(fashion_mnist_dir):
 
 
 def test_elapsed_seconds_counts_overlapping_sessions_once():
-    summary = {"sessions": [
-        {"started": "2026-11-25T10:00:00+00:00", "wall_time_s": 100.0},  # alone
-        {"started": "2026-11-25T11:00:00+00:00", "wall_time_s": 60.0},  # three processes at once: 11:00-11:02
-        {"started": "2026-11-25T11:00:30+00:00", "wall_time_s": 90.0},
-        {"started": "2026-11-25T11:01:00+00:00", "wall_time_s": 30.0},
-    ], "wall_time_s": 280.0}
+    summary = {
+        "sessions": [
+            {"started": "2026-11-25T10:00:00+00:00", "wall_time_s": 100.0},  # alone
+            {"started": "2026-11-25T11:00:00+00:00", "wall_time_s": 60.0},  # three processes at once: 11:00-11:02
+            {"started": "2026-11-25T11:00:30+00:00", "wall_time_s": 90.0},
+            {"started": "2026-11-25T11:01:00+00:00", "wall_time_s": 30.0},
+        ],
+        "wall_time_s": 280.0,
+    }
     assert ex.elapsed_seconds(summary) == pytest.approx(100.0 + 120.0)
     assert ex.elapsed_seconds({"sessions": []}) == 0.0
 

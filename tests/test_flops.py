@@ -13,9 +13,16 @@ from minidit.model import create_model, model_config
 # Latents of 256x256 images (32x32x4), 1000 classes, learned sigma, adaLN-Zero unless said.
 PAPER_GFLOPS = {
     # Table 1 (p = 4), printed with 2-3 significant digits
-    "DiT-S/4": 1.4, "DiT-B/4": 5.6, "DiT-L/4": 19.7, "DiT-XL/4": 29.1,
+    "DiT-S/4": 1.4,
+    "DiT-B/4": 5.6,
+    "DiT-L/4": 19.7,
+    "DiT-XL/4": 29.1,
     # Table 4
-    "DiT-S/8": 0.36, "DiT-S/2": 6.06, "DiT-B/2": 23.01, "DiT-L/2": 80.71, "DiT-XL/2": 118.64,
+    "DiT-S/8": 0.36,
+    "DiT-S/2": 6.06,
+    "DiT-B/2": 23.01,
+    "DiT-L/2": 80.71,
+    "DiT-XL/2": 118.64,
 }
 PAPER_BLOCK_GFLOPS = {"in-context": 119.4, "cross-attention": 137.6, "adaLN": 118.6, "adaLN-Zero": 118.6}  # §3.2, XL/2
 
@@ -57,7 +64,9 @@ def _measured_macs(model, n=2):
 
 
 @pytest.mark.parametrize("block", list(PAPER_BLOCK_GFLOPS))
-@pytest.mark.parametrize("name,kwargs", [("DiT-T/4", dict(in_channels=3)), ("DiT-T/2", dict(learn_sigma=False, depth=1))])
+@pytest.mark.parametrize(
+    "name,kwargs", [("DiT-T/4", dict(in_channels=3)), ("DiT-T/2", dict(learn_sigma=False, depth=1))]
+)
 def test_analytic_count_matches_flop_counter(name, kwargs, block):
     model = create_model(name, input_size=16, num_classes=10, block=block, **{"depth": 2, **kwargs}).eval()
     analytic = dit_macs(model)

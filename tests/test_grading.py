@@ -40,11 +40,20 @@ def mixed_submission(tmp_path_factory) -> pathlib.Path:
     folder.mkdir(parents=True)
     _write(folder, "ex01", _solution("ex01"))  # correct
     _write(folder, "ex02", _solution("ex02").replace("return abar.sqrt() * x_start", "return abar * x_start"))  # wrong
-    _write(folder, "ex05", "raise RuntimeError('my file does not even import')\n" + _solution("ex05"))  # crash on import
-    loop = _solution("ex03").replace('    x_t = diffusion.q_sample(', '    while True:\n        time.sleep(0.05)\n    x_t = diffusion.q_sample(')
+    _write(
+        folder, "ex05", "raise RuntimeError('my file does not even import')\n" + _solution("ex05")
+    )  # crash on import
+    loop = _solution("ex03").replace(
+        "    x_t = diffusion.q_sample(", "    while True:\n        time.sleep(0.05)\n    x_t = diffusion.q_sample("
+    )
     _write(folder, "ex03", loop.replace("import torch\n", "import time\n\nimport torch\n", 1))  # half right, half loops
-    _write(folder, "ex07", _solution("ex07").replace("    half = dim // 2\n", "    half = dim // 2\n    os._exit(3)\n", 1)
-           .replace("import math\n", "import math\nimport os\n", 1))  # kills the test process
+    _write(
+        folder,
+        "ex07",
+        _solution("ex07")
+        .replace("    half = dim // 2\n", "    half = dim // 2\n    os._exit(3)\n", 1)
+        .replace("import math\n", "import math\nimport os\n", 1),
+    )  # kills the test process
     _write(folder, "ex13", _stub("ex13"))  # not started
     return folder
 
@@ -53,15 +62,45 @@ def mixed_submission(tmp_path_factory) -> pathlib.Path:
 def graded(mixed_submission, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("grades")
     env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
-    proc = subprocess.run([sys.executable, "-m", "minidit.course.grading", "grade", str(mixed_submission), "--out", str(out),
-                           "--only", "ex01", "ex02", "ex03", "ex04", "ex05", "ex07", "ex13",
-                           "--test-timeout", "10", "--timeout", "300", "--gradescope", str(out / "results.json")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minidit.course.grading",
+            "grade",
+            str(mixed_submission),
+            "--out",
+            str(out),
+            "--only",
+            "ex01",
+            "ex02",
+            "ex03",
+            "ex04",
+            "ex05",
+            "ex07",
+            "ex13",
+            "--test-timeout",
+            "10",
+            "--timeout",
+            "300",
+            "--gradescope",
+            str(out / "results.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {"json": json.loads((out / "grades.json").read_text()), "csv": rows, "stdout": proc.stdout,
-            "gradescope": json.loads((out / "results.json").read_text())}
+    return {
+        "json": json.loads((out / "grades.json").read_text()),
+        "csv": rows,
+        "stdout": proc.stdout,
+        "gradescope": json.loads((out / "results.json").read_text()),
+    }
 
 
 def test_each_kind_of_answer_gets_its_score(graded):
@@ -188,8 +227,11 @@ def _solution_body_lines() -> dict[str, str]:
         text = source.splitlines()
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                body = (
+                    node.body[1:]
+                    if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
                     else node.body
+                )
                 for i in range(body[0].lineno - 1 if body else node.end_lineno, node.end_lineno):
                     code = text[i].split("  #")[0].strip()
                     if len(code) > 30:
@@ -206,7 +248,9 @@ def released(tmp_path_factory) -> pathlib.Path:
 
 def test_release_has_no_solutions(released, tmp_path):
     files = grading._release_files(ROOT)
-    assert (released / "exercises" / "conftest.py").is_file() and (released / "minidit" / "course" / "__init__.py").is_file()
+    assert (released / "exercises" / "conftest.py").is_file() and (
+        released / "minidit" / "course" / "__init__.py"
+    ).is_file()
     assert not (released / "solutions").exists() and not any(f.startswith("solutions/") for f in files)
     assert not (released / "tests").exists() and not (released / ".git").exists()
     with pytest.raises(ValueError, match="exists"):
@@ -214,7 +258,9 @@ def test_release_has_no_solutions(released, tmp_path):
     grading.release(released, force=True)
     # The stubs in the release are the repository's stubs.
     for ex in course.EXERCISES.values():
-        assert (released / "exercises" / f"{ex.stem}.py").read_text() == (ROOT / "exercises" / f"{ex.stem}.py").read_text()
+        assert (released / "exercises" / f"{ex.stem}.py").read_text() == (
+            ROOT / "exercises" / f"{ex.stem}.py"
+        ).read_text()
 
 
 # Lines a solution shares with a building block that ships on purpose: ex10's cross-attention is written
@@ -233,8 +279,11 @@ def test_no_solution_body_line_appears_anywhere_in_the_release(released):
     for path in sorted(released.rglob("*")):
         if path.is_file():
             text = path.read_text(errors="ignore")
-            found += [f"{path.relative_to(released)}: {line}  (from {lines[line]})" for line in lines
-                      if line in text and line not in SHARED_WITH_BUILDING_BLOCKS]
+            found += [
+                f"{path.relative_to(released)}: {line}  (from {lines[line]})"
+                for line in lines
+                if line in text and line not in SHARED_WITH_BUILDING_BLOCKS
+            ]
     assert not found, "solution lines in the student release:\n" + "\n".join(found)
     # the shared lines appear in that building block's source only
     import inspect
@@ -274,35 +323,52 @@ def test_the_released_minidit_runs_the_students_code(released, tmp_path):
     from minidit.model import DiT
 
     # Stubs: a piece that is not written stops with the file to write.
-    proc = _in_release(released, "-c", "import torch; from minidit import diffusion; "
-                       "diffusion.q_sample(torch.zeros(1, 1), torch.tensor([0]), torch.zeros(1, 1), torch.ones(2))")
+    proc = _in_release(
+        released,
+        "-c",
+        "import torch; from minidit import diffusion; "
+        "diffusion.q_sample(torch.zeros(1, 1), torch.tensor([0]), torch.zeros(1, 1), torch.ones(2))",
+    )
     assert proc.returncode != 0 and "exercises/ex02_q_sample.py" in proc.stderr, proc.stderr
     # Written (the reference answers copied in): minidit's DiT is built from the student's blocks and agrees with ours.
     for ex in course.EXERCISES.values():
         shutil.copyfile(ROOT / "solutions" / f"{ex.stem}.py", released / "exercises" / f"{ex.stem}.py")
     torch.manual_seed(0)
-    reference = DiT(input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3).eval()
+    reference = DiT(
+        input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3
+    ).eval()
     for p in reference.parameters():
         torch.nn.init.normal_(p, std=0.1)
     save_file(reference.state_dict(), tmp_path / "sd.safetensors")
     proc = _in_release(released, "-c", _RUN_DIT, str(tmp_path / "sd.safetensors"), str(tmp_path / "out.safetensors"))
     assert proc.returncode == 0, proc.stderr
     assert "ex08_adaln_zero" in proc.stdout  # the block is the student's class
-    x, t, y = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 700]), torch.tensor([0, 2])
+    x, t, y = (
+        torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)),
+        torch.tensor([3, 700]),
+        torch.tensor([0, 2]),
+    )
     with torch.no_grad():
-        torch.testing.assert_close(load_file(tmp_path / "out.safetensors")["out"], reference(x, t, y), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            load_file(tmp_path / "out.safetensors")["out"], reference(x, t, y), atol=1e-5, rtol=1e-5
+        )
     # The self-study loop in the release: every exercise done, the comparisons with minidit skipped.
     proc = _in_release(released, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider")
-    assert proc.returncode == 0 and f"{len(course.EXERCISES)}/{len(course.EXERCISES)} exercises done" in proc.stdout, \
+    assert proc.returncode == 0 and f"{len(course.EXERCISES)}/{len(course.EXERCISES)} exercises done" in proc.stdout, (
         proc.stdout[-3000:]
+    )
     # A notebook runs on the student's code.
     proc = _in_release(released, "notebooks/01_forward_noising.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # course.compare measures against minidit's outputs recorded in the release; a wrong answer shows.
     (released / "exercises" / "ex02_q_sample.py").write_text(
-        (ROOT / "solutions" / "ex02_q_sample.py").read_text().replace("abar.sqrt() * x_start", "abar * x_start"))
-    proc = _in_release(released, "-c", "import json; from minidit import course; "
-                       "print(json.dumps({e: course.compare(e) for e in course.EXERCISES}))")
+        (ROOT / "solutions" / "ex02_q_sample.py").read_text().replace("abar.sqrt() * x_start", "abar * x_start")
+    )
+    proc = _in_release(
+        released,
+        "-c",
+        "import json; from minidit import course; print(json.dumps({e: course.compare(e) for e in course.EXERCISES}))",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     for ex_id, report in results.items():
@@ -333,9 +399,13 @@ def test_the_boundary_behaves_like_one_process(tmp_path):
     for ex_id in ("ex03", "ex09", "ex12", "ex14"):
         shutil.copyfile(ROOT / "solutions" / f"{course.get(ex_id).stem}.py", tmp_path / f"{course.get(ex_id).stem}.py")
     with open(tmp_path / "ex09_in_context.py", "a") as f:  # a method besides forward, one that changes a weight
-        f.write("\n\nInContextBlock.twice = lambda self, x: 2 * self(x, None)\n"
-                "InContextBlock.bump = lambda self: self.norm1.weight.data.add_(1.0)\n")
-    subs = {e: sandbox.Submission(e, tmp_path, sandbox.Limits(call_seconds=60)) for e in ("ex03", "ex09", "ex12", "ex14")}
+        f.write(
+            "\n\nInContextBlock.twice = lambda self, x: 2 * self(x, None)\n"
+            "InContextBlock.bump = lambda self: self.norm1.weight.data.add_(1.0)\n"
+        )
+    subs = {
+        e: sandbox.Submission(e, tmp_path, sandbox.Limits(call_seconds=60)) for e in ("ex03", "ex09", "ex12", "ex14")
+    }
     try:
         # a module built by the student: a stand-in with the same parameters, class attributes and layers
         mine, theirs = subs["ex09"].module().InContextBlock(32, 4), course.reference("ex09").InContextBlock(32, 4)

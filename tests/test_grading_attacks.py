@@ -34,7 +34,7 @@ SLEEP_MARK = "4242.25"  # `sleep 4242.25`: a process started by a submission, to
 # A forger run inside the student's process: it looks for every report the grader might write (the
 # JUnit XML named on a command line, the sandbox's report named in an environment, grades.csv/json
 # under --out) and writes a perfect score into each.
-FORGER = r'''
+FORGER = r"""
 def _forge():
     import os, json
     perfect_xml = '<testsuites><testsuite name="pytest" tests="7"><testcase name="x"/></testsuite></testsuites>'
@@ -67,11 +67,11 @@ def _forge():
                         f.write(json.dumps({"tests": [{"name": "x", "outcome": "passed", "message": ""}]}))
             except OSError:
                 pass
-'''
+"""
 
 ATTACKS = {
     # 1. a pytest plugin that rewrites every report to "passed"
-    "plugin": r'''
+    "plugin": r"""
 try:
     import gc
     import pytest
@@ -88,18 +88,19 @@ try:
             _obj.register(_Forge(), "forge")
 except Exception:
     pass
-''',
+""",
     # 2. an atexit hook that rewrites the reports named on the grader's command lines and environments
-    "atexit": FORGER + r'''
+    "atexit": FORGER
+    + r"""
 try:
     import atexit
     atexit.register(_forge)
     _forge()
 except Exception:
     pass
-''',
+""",
     # 3. the test module's `check` helper replaced by a no-op
-    "check-noop": r'''
+    "check-noop": r"""
 try:
     import sys
     for _name, _mod in list(sys.modules.items()):
@@ -109,9 +110,9 @@ try:
     _t.check = lambda *args, **kwargs: None
 except Exception:
     pass
-''',
+""",
     # 4. the instructor's test file overwritten (for the NEXT student), found next to the minidit package
-    "overwrite-tests": r'''
+    "overwrite-tests": r"""
 try:
     import pathlib
     import minidit
@@ -121,9 +122,10 @@ try:
     (_root / "exercises" / "conftest.py").write_text("")
 except Exception:
     pass
-''',
+""",
     # 5. a daemon (double fork, setsid, fds closed) that edits the grades after the grader exits
-    "daemon": FORGER + r'''
+    "daemon": FORGER
+    + r"""
 try:
     import os, time
     if os.fork() == 0:
@@ -141,7 +143,7 @@ try:
         os._exit(0)
 except Exception:
     pass
-''',
+""",
     # 6. a setsid child that keeps the inherited stdout (a pipe, in the old grader) open forever
     "hang": rf'''
 try:
@@ -151,13 +153,13 @@ except Exception:
     pass
 ''',
     # 7. 2.7 GB allocated: if that works, the right answer is returned (a limit that holds keeps it wrong)
-    "memory": r'''
+    "memory": r"""
 try:
     _big = bytearray(2_700_000_000)
     _ANSWER_IS_RIGHT = True
 except MemoryError:
     _ANSWER_IS_RIGHT = False
-''',
+""",
 }
 
 
@@ -170,7 +172,7 @@ try:
 except Exception:
     pass
 ''',
-    "output": r'''
+    "output": r"""
 try:
     import sys
     for _ in range(40):
@@ -178,25 +180,32 @@ try:
         sys.stdout.flush()
 except Exception:
     pass
-''',
+""",
 }
 
 
 def _attack_file(name: str) -> str:
     text = WRONG + ATTACKS[name]
     if name == "memory":  # the allocation decides between the right and the wrong answer
-        text = text.replace("    return abar * x_start", "    if _ANSWER_IS_RIGHT:\n        return abar.sqrt() * x_start"
-                            " + (1 - abar).sqrt() * noise\n    return abar * x_start")
+        text = text.replace(
+            "    return abar * x_start",
+            "    if _ANSWER_IS_RIGHT:\n        return abar.sqrt() * x_start"
+            " + (1 - abar).sqrt() * noise\n    return abar * x_start",
+        )
     return text
 
 
 # Calling the answer: each scores 0 with a message saying why.
 CALLING = {
     "import-answer": "from minidit.diffusion import q_sample  # noqa: F401\n",
-    "thin-wrapper": ("import minidit.diffusion as d\n\n\ndef q_sample(x_start, t, noise, alphas_cumprod):\n"
-                     "    return d.q_sample(x_start, t, noise, alphas_cumprod)\n"),
-    "dynamic-lookup": ("import sys\n\nimport minidit.diffusion  # noqa: F401\n\n"
-                       "q_sample = getattr(sys.modules['minidit.diffusion'], 'q' + '_sample')\n"),
+    "thin-wrapper": (
+        "import minidit.diffusion as d\n\n\ndef q_sample(x_start, t, noise, alphas_cumprod):\n"
+        "    return d.q_sample(x_start, t, noise, alphas_cumprod)\n"
+    ),
+    "dynamic-lookup": (
+        "import sys\n\nimport minidit.diffusion  # noqa: F401\n\n"
+        "q_sample = getattr(sys.modules['minidit.diffusion'], 'q' + '_sample')\n"
+    ),
 }
 
 
@@ -211,15 +220,41 @@ def instructor(tmp_path_factory) -> pathlib.Path:
     return root
 
 
-def _grade(instructor: pathlib.Path, folders: list[pathlib.Path], out: pathlib.Path, only: list[str],
-           *extra: str, timeout: float = 120) -> tuple[dict, float]:
+def _grade(
+    instructor: pathlib.Path,
+    folders: list[pathlib.Path],
+    out: pathlib.Path,
+    only: list[str],
+    *extra: str,
+    timeout: float = 120,
+) -> tuple[dict, float]:
     env = {k: v for k, v in os.environ.items() if k not in (course.ENV_EXERCISES, course.ENV_IMPL)}
     env["PYTHONPATH"] = str(instructor)
     env["TMPDIR"] = str(_SANDBOX_TMP)  # the children's folders: `_leftovers` looks for this run's only
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "minidit.course.grading", "grade", *map(str, folders), "--out", str(out),
-                           "--only", *only, "--test-timeout", "20", "--timeout", str(timeout), *extra],
-                          cwd=instructor, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minidit.course.grading",
+            "grade",
+            *map(str, folders),
+            "--out",
+            str(out),
+            "--only",
+            *only,
+            "--test-timeout",
+            "20",
+            "--timeout",
+            str(timeout),
+            *extra,
+        ],
+        cwd=instructor,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     grades = json.loads((out / "grades.json").read_text())
@@ -259,21 +294,37 @@ def attacked(instructor, tmp_path_factory) -> dict:
     order = ["honest-before", *[a for a in ATTACKS if a != "hang"], *CALLING, *LIMITS, "honest-after"]
     folders = []
     for student in order:
-        text = (WRONG if student.startswith("honest") else CALLING[student] if student in CALLING
-                else WRONG + LIMITS[student] if student in LIMITS else _attack_file(student))
+        text = (
+            WRONG
+            if student.startswith("honest")
+            else CALLING[student]
+            if student in CALLING
+            else WRONG + LIMITS[student]
+            if student in LIMITS
+            else _attack_file(student)
+        )
         folders.append(_submission(base, student, "ex02", text))
     out = tmp_path_factory.mktemp("grades")
     grades, _ = _grade(instructor, folders, out, ["ex02"])
     csv_after_grading = (out / "grades.csv").read_text()
     time.sleep(2.0)  # a surviving daemon would edit the grades now
-    return {"grades": grades, "out": out, "csv": csv_after_grading, "tests_before": tests_before,
-            "instructor": instructor, "leftovers": _leftovers()}
+    return {
+        "grades": grades,
+        "out": out,
+        "csv": csv_after_grading,
+        "tests_before": tests_before,
+        "instructor": instructor,
+        "leftovers": _leftovers(),
+    }
 
 
 def test_the_honest_wrong_answer_scores_partially(attacked):
     honest = attacked["grades"]["honest-before"]["ex02"]
     assert honest["status"] == "partial" and 0 < honest["points"] < 10, honest
-    assert attacked["grades"]["honest-after"]["ex02"] == {**honest, "seconds": attacked["grades"]["honest-after"]["ex02"]["seconds"]}
+    assert attacked["grades"]["honest-after"]["ex02"] == {
+        **honest,
+        "seconds": attacked["grades"]["honest-after"]["ex02"]["seconds"],
+    }
 
 
 @pytest.mark.parametrize("attack", [a for a in ATTACKS if a != "hang"])
@@ -297,7 +348,9 @@ def test_no_process_of_a_submission_survives_and_the_grades_stay(attacked):
     assert (attacked["out"] / "grades.csv").read_text() == attacked["csv"]
     with open(attacked["out"] / "grades.csv", newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
-    assert "forged" not in rows and float(rows["daemon"]["ex02"]) == attacked["grades"]["honest-before"]["ex02"]["points"]
+    assert (
+        "forged" not in rows and float(rows["daemon"]["ex02"]) == attacked["grades"]["honest-before"]["ex02"]["points"]
+    )
 
 
 def test_too_many_processes_are_stopped(attacked):
@@ -328,9 +381,11 @@ def test_an_indirect_call_of_minidits_piece_is_caught_at_run_time(instructor, tm
     # in the child that raises, so the tests that reach it are "rejected" and the exercise scores 0.
     solution = (ROOT / "solutions" / "ex01_schedule.py").read_text()
     head, _, _ = solution.partition("def compute_alphas_cumprod")
-    text = (head.replace("import torch\n", "import torch\n\nfrom minidit.diffusion import GaussianDiffusion\n", 1)
-            + "def compute_alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:\n"
-            + "    return GaussianDiffusion(betas, learn_sigma=False).alphas_cumprod.to(betas.dtype)\n")
+    text = (
+        head.replace("import torch\n", "import torch\n\nfrom minidit.diffusion import GaussianDiffusion\n", 1)
+        + "def compute_alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:\n"
+        + "    return GaussianDiffusion(betas, learn_sigma=False).alphas_cumprod.to(betas.dtype)\n"
+    )
     assert not __import__("minidit.course.grading", fromlist=["x"]).honesty_problems(course.get("ex01"), text)
     folder = _submission(tmp_path, "indirect", "ex01", text)
     grades, _ = _grade(instructor, [folder], tmp_path / "out", ["ex01"])
@@ -348,7 +403,7 @@ def test_a_setsid_child_holding_the_output_does_not_stall_the_grader(attacked, i
     assert _leftovers() == []
 
 
-PROBE = '''
+PROBE = """
 import os, socket
 
 def _try(f):
@@ -370,7 +425,7 @@ RESULTS = {{
 
 def q_sample(x_start, t, noise, alphas_cumprod):
     return RESULTS
-'''
+"""
 
 
 @pytest.mark.skipif(sandbox.landlock_abi() < 6, reason="needs Landlock ABI 6 (Linux >= 6.12)")
@@ -383,7 +438,13 @@ def test_the_child_is_confined(tmp_path, monkeypatch):
         got = sub.module().q_sample(0, 0, 0, 0)
     finally:
         sub.close()
-    assert got == {"read solutions/": "PermissionError", "read the tests": "PermissionError", "read minidit": True,
-                   "write outside its folder": "PermissionError", "write in its folder": 1,
-                   "signal its parent": "PermissionError", "open a TCP connection": "PermissionError"}, got
+    assert got == {
+        "read solutions/": "PermissionError",
+        "read the tests": "PermissionError",
+        "read minidit": True,
+        "write outside its folder": "PermissionError",
+        "write in its folder": 1,
+        "signal its parent": "PermissionError",
+        "open a TCP connection": "PermissionError",
+    }, got
     assert not (ROOT / "probe.txt").exists()

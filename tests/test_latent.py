@@ -30,7 +30,7 @@ def _uint8_images(n=64, seed=0):
     for i in range(n):
         a, b = torch.randint(2, 16, (2,), generator=g).tolist()
         s = int(torch.randint(6, 14, (1,), generator=g))
-        x[i, :, a:a + s, b:b + s] = 255
+        x[i, :, a : a + s, b : b + s] = 255
     return x
 
 
@@ -38,8 +38,11 @@ def _uint8_images(n=64, seed=0):
 
 
 def test_sample_posterior_is_the_reparameterisation():
-    mean, logvar, noise = torch.randn(2, 4, 8, 8, generator=_g(1)), torch.randn(2, 4, 8, 8, generator=_g(2)), \
-        torch.randn(2, 4, 8, 8, generator=_g(3))
+    mean, logvar, noise = (
+        torch.randn(2, 4, 8, 8, generator=_g(1)),
+        torch.randn(2, 4, 8, 8, generator=_g(2)),
+        torch.randn(2, 4, 8, 8, generator=_g(3)),
+    )
     expected = mean + torch.sqrt(torch.exp(logvar)) * noise  # std = sqrt(variance)
     torch.testing.assert_close(lat.sample_posterior(mean, logvar, noise), expected, atol=1e-6, rtol=1e-6)
     # differentiable in mean and logvar: d z / d mean = 1, d z / d logvar = z_noise_part / 2
@@ -174,8 +177,19 @@ def test_latent_dataset_batches_and_checks():
 
 def test_train_takes_latents(tmp_path):
     data = LatentDataset(torch.randn(32, 4, 8, 8, generator=_g(18)), torch.arange(32) % 10, "latents")
-    cfg = TrainConfig(model="DiT-T/2", global_batch_size=8, steps=3, log_every=1, ckpt_every=0, sample_every=0,
-                      precision="fp32", compile=False, flip=False, out_dir=str(tmp_path), progress=False)
+    cfg = TrainConfig(
+        model="DiT-T/2",
+        global_batch_size=8,
+        steps=3,
+        log_every=1,
+        ckpt_every=0,
+        sample_every=0,
+        precision="fp32",
+        compile=False,
+        flip=False,
+        out_dir=str(tmp_path),
+        progress=False,
+    )
     history = train(cfg, data)
     assert history["final_step"] == 3 and len(history["loss"]) == 3
     assert history["model_config"]["input_size"] == 8 and history["model_config"]["in_channels"] == 4
@@ -282,7 +296,11 @@ def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_
 
     clock = types.SimpleNamespace(t=0.0)
     monkeypatch.setattr(lx, "time", types.SimpleNamespace(monotonic=lambda: clock.t))
-    real_ae, real_train, real_report = lat.train_autoencoder, minidit.train.train, minidit.evaluation.metrics.evaluation_report
+    real_ae, real_train, real_report = (
+        lat.train_autoencoder,
+        minidit.train.train,
+        minidit.evaluation.metrics.evaluation_report,
+    )
 
     def fake_ae(images, cfg, *, max_seconds=None, **kw):
         clock.t += max_seconds
@@ -294,8 +312,14 @@ def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_
         steps = max(1, min(cfg.steps, int((budget - 60) / per_step)))
         clock.t += min(budget, 60 + steps * per_step)
         history = real_train(dataclasses.replace(cfg, steps=1, max_minutes=None), data)
-        history.update(final_step=steps, stopped_by_budget=steps < cfg.steps, step=[steps], loss=[0.1],
-                       img_per_s=[cfg.global_batch_size / per_step], wall_time=[60 + steps * per_step])
+        history.update(
+            final_step=steps,
+            stopped_by_budget=steps < cfg.steps,
+            step=[steps],
+            loss=[0.1],
+            img_per_s=[cfg.global_batch_size / per_step],
+            wall_time=[60 + steps * per_step],
+        )
         return history
 
     def fake_sample(model, diffusion, labels, cfg_scale=1.0, **kw):
@@ -312,8 +336,19 @@ def test_the_gpu_budget_plan_fits_with_gpu_like_timings(tmp_path, fashion_mnist_
     monkeypatch.setattr(lx, "sample", fake_sample)
     monkeypatch.setattr(lx, "evaluation_report", slow_report)
     gpu = lx.PRESETS["gpu"]
-    cfg = dataclasses.replace(gpu, ae=TINY, num_train=300, ae_batch_size=16, model="DiT-T/2", batch_size=8,
-                              num_recon=50, num_samples=50, sample_batch=10, precision="fp32", compile=False)
+    cfg = dataclasses.replace(
+        gpu,
+        ae=TINY,
+        num_train=300,
+        ae_batch_size=16,
+        model="DiT-T/2",
+        batch_size=8,
+        num_recon=50,
+        num_samples=50,
+        sample_batch=10,
+        precision="fp32",
+        compile=False,
+    )
     summary = lx.run(cfg, tmp_path / "out", minutes=8, work_dir=tmp_path / "work", log=lambda m: None)
     assert summary["status"] == "done", summary.get("traceback")
     assert clock.t <= 8 * 60 - gpu.end_margin_s + 1, f"the plan ran {clock.t:.0f} s of an 8-minute budget"

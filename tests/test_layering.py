@@ -111,21 +111,28 @@ def test_layers_only_import_downwards():
 
 
 def test_tools_are_never_imported_by_the_library():
-    bad = [f"{name}:{line} imports {target}" for name in MODULES if layer(name) != "tools"
-           for target, line, _, _ in IMPORTS[name] if target.startswith("minidit.tools")]
+    bad = [
+        f"{name}:{line} imports {target}"
+        for name in MODULES
+        if layer(name) != "tools"
+        for target, line, _, _ in IMPORTS[name]
+        if target.startswith("minidit.tools")
+    ]
     assert not bad, "\n".join(bad)
 
 
 def test_no_import_cycles():
-    graph = {name: {d for t, _, _, _ in IMPORTS[name] for d in _internal(t) if d != name and (name, d) not in SEAM}
-             for name in MODULES}
+    graph = {
+        name: {d for t, _, _, _ in IMPORTS[name] for d in _internal(t) if d != name and (name, d) not in SEAM}
+        for name in MODULES
+    }
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
     def walk(node: str, path: list[str]) -> None:
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                cycle = path[path.index(dep):] + [dep] if dep in path else [node, dep]
+                cycle = path[path.index(dep) :] + [dep] if dep in path else [node, dep]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 walk(dep, path + [dep])
@@ -151,8 +158,14 @@ def test_imports_inside_functions_are_of_optional_or_heavy_dependencies_and_say_
 
 def test_the_sandbox_child_imports_no_torch_before_its_limits():
     code = "import sys, minidit.course.sandbox; print(sorted({'torch', 'numpy'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -169,8 +182,11 @@ def test_exercised_pieces_are_not_copied_into_other_modules():
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module in pieces and node.module != name:
-                bad += [f"{name}:{node.lineno} copies {node.module}.{a.name}" for a in node.names
-                        if a.name in pieces[node.module]]
+                bad += [
+                    f"{name}:{node.lineno} copies {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name in pieces[node.module]
+                ]
     assert not bad, "import the module and call module.piece instead:\n" + "\n".join(bad)
 
 

@@ -119,10 +119,12 @@ def test_kid_is_unbiased_for_identical_distributions():
     # The diagonal-free estimator has expectation exactly 0 when both sets come from one distribution,
     # however few samples there are; the biased (V-statistic) version would be positive on average.
     g = torch.Generator().manual_seed(10)
-    values = torch.tensor([
-        metrics.polynomial_mmd2_unbiased(torch.randn(20, 4, generator=g), torch.randn(20, 4, generator=g))
-        for _ in range(400)
-    ])
+    values = torch.tensor(
+        [
+            metrics.polynomial_mmd2_unbiased(torch.randn(20, 4, generator=g), torch.randn(20, 4, generator=g))
+            for _ in range(400)
+        ]
+    )
     mean, stderr = float(values.mean()), float(values.std() / math.sqrt(len(values)))
     assert abs(mean) < 4 * stderr, f"mean MMD^2 {mean:.4g} over 400 trials: {abs(mean) / stderr:.1f} std errors from 0"
     assert (values < 0).any(), "an unbiased MMD^2 estimate must sometimes be negative"
@@ -137,11 +139,18 @@ def test_mmd_expectation_matches_closed_form_for_quadratic_kernel():
     s_y = torch.diag(sd_y**2) + torch.outer(mu_y, mu_y)
     expected = float(((s_x - s_y) @ (s_x - s_y)).trace() + 2 * c * (mu_x - mu_y).square().sum())
     g = torch.Generator().manual_seed(11)
-    values = torch.tensor([
-        metrics.polynomial_mmd2_unbiased(torch.randn(50, d, generator=g) * sd_x + mu_x,
-                                         torch.randn(50, d, generator=g) * sd_y + mu_y, degree=2, gamma=1.0, coef0=c)
-        for _ in range(400)
-    ])
+    values = torch.tensor(
+        [
+            metrics.polynomial_mmd2_unbiased(
+                torch.randn(50, d, generator=g) * sd_x + mu_x,
+                torch.randn(50, d, generator=g) * sd_y + mu_y,
+                degree=2,
+                gamma=1.0,
+                coef0=c,
+            )
+            for _ in range(400)
+        ]
+    )
     stderr = float(values.std() / math.sqrt(len(values)))
     assert float(values.mean()) == pytest.approx(expected, abs=4 * stderr)
 
@@ -237,8 +246,12 @@ def test_per_class_fid_and_missing_class():
         (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.zeros(5, dtype=torch.long)), r"shape \(4,\)"),
         (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.zeros(4)), "integer class indices"),
         (lambda: metrics.class_accuracy(torch.zeros(4, 10), torch.arange(20, 24)), r"\[0, 9\].*\[20, 23\]"),
-        (lambda: metrics.per_class_fid(_cloud(10), torch.zeros(10, dtype=torch.long), _cloud(10),
-                                       torch.full((10,), 3), num_classes=3), "fake_labels.*\\[3, 3\\]"),
+        (
+            lambda: metrics.per_class_fid(
+                _cloud(10), torch.zeros(10, dtype=torch.long), _cloud(10), torch.full((10,), 3), num_classes=3
+            ),
+            "fake_labels.*\\[3, 3\\]",
+        ),
     ],
 )
 def test_bad_input_raises_clear_value_errors(call, message):
@@ -273,8 +286,13 @@ def real_sets(fashion_mnist_dir):
     ref_idx = torch.randperm(len(train), generator=g)[:N_REAL]
     test_order = torch.randperm(len(test), generator=g)
     ref = metrics.compute_features(to_model_range(train.images[ref_idx]), evaluator)
-    sets = {"evaluator": evaluator, "ref": ref, "ref_labels": train.labels[ref_idx],
-            "x": to_model_range(test.images[test_order]), "y": test.labels[test_order]}  # all 10k, shuffled
+    sets = {
+        "evaluator": evaluator,
+        "ref": ref,
+        "ref_labels": train.labels[ref_idx],
+        "x": to_model_range(test.images[test_order]),
+        "y": test.labels[test_order],
+    }  # all 10k, shuffled
     sets["clean"] = _score(sets, sets["x"][:N_REAL], sets["y"][:N_REAL])
     return sets
 
@@ -337,8 +355,9 @@ def test_bootstrap_fid_replicates_are_fids_of_resamples_and_pair_up():
     idx = torch.randint(300, (30, 300), generator=torch.Generator().manual_seed(7))
     for k in (0, 17):
         assert out["fid_boot"][k] == pytest.approx(fid_from_features(real, fake[idx[k]]), rel=1e-4)
-        assert out["class_accuracy_boot"][k] == pytest.approx(float((logits[idx[k]].argmax(1) == labels[idx[k]])
-                                                                    .double().mean()), abs=1e-5)
+        assert out["class_accuracy_boot"][k] == pytest.approx(
+            float((logits[idx[k]].argmax(1) == labels[idx[k]]).double().mean()), abs=1e-5
+        )
     lo, hi = out["fid_ci"]
     assert lo < hi and lo <= sorted(out["fid_boot"])[2] and hi >= sorted(out["fid_boot"])[-3]
     # a second model scored on the same number of samples is resampled alike: replicates pair up

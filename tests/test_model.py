@@ -22,7 +22,11 @@ def tiny(block="adaLN-Zero", **kwargs) -> DiT:
 
 def _inputs(n=3, c=2, size=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, c, size, size, generator=g), torch.randint(0, 1000, (n,), generator=g), torch.randint(0, 10, (n,), generator=g)
+    return (
+        torch.randn(n, c, size, size, generator=g),
+        torch.randint(0, 1000, (n,), generator=g),
+        torch.randint(0, 10, (n,), generator=g),
+    )
 
 
 def _perturb(model, std=0.05, seed=1):
@@ -43,7 +47,12 @@ def test_config_names_and_widths():
     for size, (depth, width, heads) in table1.items():
         for p in (2, 4, 8):
             preset = DiT_models[f"DiT-{size}/{p}"].preset
-            assert (preset["depth"], preset["hidden_size"], preset["num_heads"], preset["patch_size"]) == (depth, width, heads, p)
+            assert (preset["depth"], preset["hidden_size"], preset["num_heads"], preset["patch_size"]) == (
+                depth,
+                width,
+                heads,
+                p,
+            )
 
 
 @pytest.mark.parametrize("name", [n for n in DiT_models if not n.startswith("DiT-T")])
@@ -215,15 +224,23 @@ def test_model_uses_patched_module_globals(monkeypatch):
     _perturb(model)
     with torch.no_grad():
         base = model(x, t, y)
-        for module, name in [(minidit.blocks, "modulate"), (minidit.embeddings, "patchify"),
-                             (minidit.embeddings, "unpatchify"), (minidit.embeddings, "timestep_embedding")]:
+        for module, name in [
+            (minidit.blocks, "modulate"),
+            (minidit.embeddings, "patchify"),
+            (minidit.embeddings, "unpatchify"),
+            (minidit.embeddings, "timestep_embedding"),
+        ]:
             original = getattr(module, name)
             monkeypatch.setattr(module, name, lambda *a, _f=original, **k: 2 * _f(*a, **k))
             assert not torch.allclose(model(x, t, y), base), f"the model does not call {module.__name__}.{name}"
             monkeypatch.setattr(module, name, original)
 
     calls = []
-    monkeypatch.setattr(minidit.embeddings, "get_2d_sincos_pos_embed", lambda d, g: calls.append((d, g)) or torch.zeros(g * g, d).numpy())
+    monkeypatch.setattr(
+        minidit.embeddings,
+        "get_2d_sincos_pos_embed",
+        lambda d, g: calls.append((d, g)) or torch.zeros(g * g, d).numpy(),
+    )
     assert torch.equal(tiny().pos_embed, torch.zeros(1, 16, 128)) and calls == [(128, 4)]
 
     class MyBlock(minidit.blocks.AdaLNBlock):

@@ -62,19 +62,27 @@ def test_ipynb_matches_source(source: pathlib.Path):
     from_source = _cells(jupytext.read(source))
     committed = _cells(nbformat.read(ipynb, as_version=4))
     if from_source != committed:
-        differing = next((i for i, (a, b) in enumerate(zip(from_source, committed)) if a != b),
-                         min(len(from_source), len(committed)))
-        pytest.fail(f"{ipynb.name} differs from {source.name} (cell {differing}; {len(from_source)} cells in the "
-                    f"source, {len(committed)} in the .ipynb): " + SYNC_HINT.format(py=f"notebooks/{source.name}"))
+        differing = next(
+            (i for i, (a, b) in enumerate(zip(from_source, committed)) if a != b), min(len(from_source), len(committed))
+        )
+        pytest.fail(
+            f"{ipynb.name} differs from {source.name} (cell {differing}; {len(from_source)} cells in the "
+            f"source, {len(committed)} in the .ipynb): " + SYNC_HINT.format(py=f"notebooks/{source.name}")
+        )
 
 
 @pytest.mark.parametrize("ipynb", IPYNBS, ids=lambda p: p.stem)
 def test_ipynb_has_no_outputs(ipynb: pathlib.Path):
     notebook = nbformat.read(ipynb, as_version=4)
-    dirty = [i for i, cell in enumerate(notebook.cells)
-             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
-    assert not dirty, (f"{ipynb.name}: cells {dirty} hold outputs; commit notebooks without outputs: "
-                       + STRIP_HINT.format(py=f"notebooks/{ipynb.stem}.py"))
+    dirty = [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not dirty, (
+        f"{ipynb.name}: cells {dirty} hold outputs; commit notebooks without outputs: "
+        + STRIP_HINT.format(py=f"notebooks/{ipynb.stem}.py")
+    )
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
@@ -82,12 +90,16 @@ def test_notebook_conventions(source: pathlib.Path):
     """Title cell first, a QUICK parameter read from MINIDIT_QUICK, no IPython magics (they must run as scripts)."""
     cells = jupytext.read(source).cells
     assert cells and cells[0].cell_type == "markdown" and cells[0].source.lstrip().startswith("# "), (
-        f"{source.name}: the first cell must be markdown with the title ('# NN · ...'), paper section and objectives")
+        f"{source.name}: the first cell must be markdown with the title ('# NN · ...'), paper section and objectives"
+    )
     code = [cell.source for cell in cells if cell.cell_type == "code"]
     assert any('os.environ.get("MINIDIT_QUICK"' in c for c in code[:3]), (
-        f"{source.name}: one of the first code cells must set QUICK = os.environ.get(\"MINIDIT_QUICK\", \"0\") == \"1\"")
+        f'{source.name}: one of the first code cells must set QUICK = os.environ.get("MINIDIT_QUICK", "0") == "1"'
+    )
     magics = [c.splitlines()[0] for c in code if MAGIC.search(c)]
-    assert not magics, f"{source.name}: IPython magics or shell escapes {magics}; notebooks must also run as plain scripts"
+    assert not magics, (
+        f"{source.name}: IPython magics or shell escapes {magics}; notebooks must also run as plain scripts"
+    )
 
 
 def test_readme_lists_every_notebook():
@@ -113,7 +125,9 @@ def kernel_manager_factory(tmp_path_factory):
     spec = kernels / "python3"
     spec.mkdir()
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3 (tests)", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "Python 3 (tests)", "language": "python"})
+    )
 
     def make() -> KernelManager:
         specs = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
@@ -141,9 +155,14 @@ def _execute(notebook, kernel_manager_factory, timeout: int):
     from nbclient import NotebookClient
 
     deadline = time.monotonic() + timeout
-    client = NotebookClient(notebook, km=kernel_manager_factory(), kernel_name="python3", timeout=timeout,
-                            timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(
+        notebook,
+        km=kernel_manager_factory(),
+        kernel_name="python3",
+        timeout=timeout,
+        timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
     return client.execute()
 
 
@@ -162,7 +181,8 @@ def test_kernel_runs_this_interpreter(kernel_manager_factory, notebook_env):
     _execute(notebook, kernel_manager_factory, timeout=120)
     printed = notebook.cells[0].outputs[0]["text"].strip()
     assert os.path.realpath(printed) == os.path.realpath(sys.executable), (
-        f"the notebook kernel runs {printed}, not this interpreter {sys.executable}")
+        f"the notebook kernel runs {printed}, not this interpreter {sys.executable}"
+    )
 
 
 @pytest.mark.slow
@@ -177,11 +197,12 @@ def test_notebook_runs_in_quick_mode(ipynb: pathlib.Path, kernel_manager_factory
         _execute(notebook, kernel_manager_factory, TIMEOUT_S)
     except CellExecutionError as err:
         index, head, error = _failed_cell(notebook)
-        pytest.fail(f"{ipynb.name}: cell {index} failed with {error}\n--- cell source ---\n{head}\n"
-                    f"--- traceback ---\n{err}", pytrace=False)
+        pytest.fail(
+            f"{ipynb.name}: cell {index} failed with {error}\n--- cell source ---\n{head}\n--- traceback ---\n{err}",
+            pytrace=False,
+        )
     except CellTimeoutError as err:
-        pytest.fail(f"{ipynb.name}: ran past its {TIMEOUT_S} s budget (MINIDIT_NOTEBOOK_TIMEOUT): {err}",
-                    pytrace=False)
+        pytest.fail(f"{ipynb.name}: ran past its {TIMEOUT_S} s budget (MINIDIT_NOTEBOOK_TIMEOUT): {err}", pytrace=False)
     except DeadKernelError as err:
         pytest.fail(f"{ipynb.name}: the kernel died (out of memory?): {err}", pytrace=False)
     print(f"{ipynb.name}: {time.monotonic() - start:.1f} s in quick mode")

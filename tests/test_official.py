@@ -45,8 +45,13 @@ def test_same_function_as_reference(learn_sigma, null_class):
     with torch.no_grad():
         expected, got = ref(x, t, y), model(x, t, y)
     assert expected.abs().mean() > 0.1, "the reference output is degenerate; the comparison would prove nothing"
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5,
-                               msg=lambda m: f"minidit differs from the reference DiT on official weights:\n{m}")
+    torch.testing.assert_close(
+        got,
+        expected,
+        atol=1e-5,
+        rtol=1e-5,
+        msg=lambda m: f"minidit differs from the reference DiT on official weights:\n{m}",
+    )
 
 
 def test_state_dict_keys_are_official():
@@ -60,8 +65,13 @@ def test_state_dict_keys_are_official():
 def test_fresh_pos_embed_matches_official_layout():
     model = create_model("DiT-T/4", input_size=16, in_channels=4, num_classes=10)
     expected = ref_pos_embed(128, 4).float()[None]
-    torch.testing.assert_close(model.pos_embed.data, expected, atol=1e-6, rtol=0,
-                               msg="pos_embed layout differs from the official one (column half first, then row)")
+    torch.testing.assert_close(
+        model.pos_embed.data,
+        expected,
+        atol=1e-6,
+        rtol=0,
+        msg="pos_embed layout differs from the official one (column half first, then row)",
+    )
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

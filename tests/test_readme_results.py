@@ -38,7 +38,9 @@ def test_training_speed_table_matches_bench_json():
     texts.append(f"{rows['fast-recompute']['peak_mem_gib']:.1f} GiB")
     ddpm = [s for s in bench["sampling"] if s["sampler"] == "ddpm-250" and s["cfg_scale"] == 1.0][0]
     texts.append(f"take {ddpm['seconds_for_10k_images']:.0f} s")
-    texts.append(f"{rows['fast-recompute']['img_per_s'] / rows['baseline-bf16-compile']['img_per_s']:.2f}× the official")
+    texts.append(
+        f"{rows['fast-recompute']['img_per_s'] / rows['baseline-bf16-compile']['img_per_s']:.2f}× the official"
+    )
     assert not _quoted(texts), f"README numbers not in bench_h100.json: {_quoted(texts)}"
 
 
@@ -66,12 +68,16 @@ def test_super_resolution_table_matches_results_json():
 @pytest.mark.parametrize("model", ["DiT-S/2", "DiT-B/2"])
 def test_many_gpus_table_matches_scaling_json(model):
     s = _load("multi_gpu", "scaling.json")["scaling"][model]
-    row = (f"| {model} | {s['img_per_s_1']:,.0f} img/s | {s['img_per_s_n']:,.0f} img/s | {s['speedup']:.2f}× | "
-           f"{100 * s['scaling_efficiency']:.0f}%")
+    row = (
+        f"| {model} | {s['img_per_s_1']:,.0f} img/s | {s['img_per_s_n']:,.0f} img/s | {s['speedup']:.2f}× | "
+        f"{100 * s['scaling_efficiency']:.0f}%"
+    )
     assert row in README, f"README's Many GPUs row for {model} should start {row!r}"
     if s["img_per_s_1_same_scope"] is not None:
-        same = f"{100 * s['scaling_efficiency_same_scope']:.0f}% against 1 GPU with DDP's compile scope: " \
-               f"{s['img_per_s_1_same_scope']:,.0f} img/s"
+        same = (
+            f"{100 * s['scaling_efficiency_same_scope']:.0f}% against 1 GPU with DDP's compile scope: "
+            f"{s['img_per_s_1_same_scope']:,.0f} img/s"
+        )
         assert same in README
 
 

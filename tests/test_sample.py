@@ -49,8 +49,10 @@ def test_ddim_from_a_model_that_predicts_zero_noise():
 def test_shapes_determinism_and_mode():
     model, diffusion = _model(), create_diffusion()
     model.train()
-    runs = [sample(model, diffusion, torch.tensor([0, 3, 9, 9]), steps=4, generator=torch.Generator().manual_seed(1))
-            for _ in range(2)]
+    runs = [
+        sample(model, diffusion, torch.tensor([0, 3, 9, 9]), steps=4, generator=torch.Generator().manual_seed(1))
+        for _ in range(2)
+    ]
     assert runs[0].shape == (4, 1, 16, 16) and runs[0].dtype == torch.float32
     assert runs[0].min() >= -1 and runs[0].max() <= 1
     assert torch.equal(runs[0], runs[1]), "the same generator seed must give the same images"
@@ -102,10 +104,32 @@ def test_png_and_npz(tmp_path):
 
 def test_cli(tmp_path, capsys):
     model = _model()
-    ckpt = checkpoint.save_weights(tmp_path / "run" / "checkpoints" / "0000010.safetensors", model, model,
-                                   {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}})
-    code = main(["--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "grid.png"), "--npz", str(tmp_path / "s.npz"),
-                 "--per-class", "1", "--sampler", "ddim", "--steps", "3", "--cfg-scale", "2", "--batch-size", "4"])
+    ckpt = checkpoint.save_weights(
+        tmp_path / "run" / "checkpoints" / "0000010.safetensors",
+        model,
+        model,
+        {"train": {"noise_schedule": "linear", "diffusion_steps": 1000}},
+    )
+    code = main(
+        [
+            "--ckpt",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "grid.png"),
+            "--npz",
+            str(tmp_path / "s.npz"),
+            "--per-class",
+            "1",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--cfg-scale",
+            "2",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
     with np.load(tmp_path / "s.npz") as f:
@@ -113,8 +137,10 @@ def test_cli(tmp_path, capsys):
         np.testing.assert_array_equal(f["labels"], np.arange(10))
     assert "wrote" in capsys.readouterr().out
     raw_only = checkpoint.save_weights(tmp_path / "raw.safetensors", model)
-    for argv, message in (([str(tmp_path / "nothing.safetensors")], "does not exist"),
-                          ([str(raw_only)], "no EMA weights")):
+    for argv, message in (
+        ([str(tmp_path / "nothing.safetensors")], "does not exist"),
+        ([str(raw_only)], "no EMA weights"),
+    ):
         with pytest.raises(SystemExit) as info:
             main(["--ckpt", *argv, "--out", str(tmp_path / "x.png")])
         assert info.value.code == 2 and message in capsys.readouterr().err
@@ -153,8 +179,25 @@ def test_sampling_a_young_ema_warns_and_says_what_to_do(tmp_path, capsys):
         load_model_for_sampling(young, use_ema=False, device="cpu")  # the raw weights are not an EMA
         load_model_for_sampling(_weights(tmp_path, "bare.safetensors", 0, None), device="cpu")  # nothing known
     # the CLI shows it too
-    assert main(["--ckpt", str(young), "--out", str(tmp_path / "g.png"), "--per-class", "1", "--sampler", "ddim",
-                 "--steps", "2", "--batch-size", "10"]) == 0
+    assert (
+        main(
+            [
+                "--ckpt",
+                str(young),
+                "--out",
+                str(tmp_path / "g.png"),
+                "--per-class",
+                "1",
+                "--sampler",
+                "ddim",
+                "--steps",
+                "2",
+                "--batch-size",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert "48%" in capsys.readouterr().err
 
 
@@ -163,10 +206,18 @@ def test_compiled_sampling_matches_eager():
     model, diffusion = _model(), create_diffusion(None, "linear", True, 1000)
     labels = torch.arange(4)
     for scale in (1.0, 2.5):
-        eager = sample(model, diffusion, labels, cfg_scale=scale, steps=3, compile=False,
-                       generator=torch.Generator().manual_seed(0))
-        compiled = sample(model, diffusion, labels, cfg_scale=scale, steps=3, compile=True,
-                          generator=torch.Generator().manual_seed(0))
+        eager = sample(
+            model,
+            diffusion,
+            labels,
+            cfg_scale=scale,
+            steps=3,
+            compile=False,
+            generator=torch.Generator().manual_seed(0),
+        )
+        compiled = sample(
+            model, diffusion, labels, cfg_scale=scale, steps=3, compile=True, generator=torch.Generator().manual_seed(0)
+        )
         torch.testing.assert_close(compiled, eager, atol=2e-3, rtol=0)  # fused kernels round differently
 
 
@@ -174,8 +225,12 @@ def _run_dir(tmp_path, steps=(10, 20)):
     """A run folder with EMA checkpoints at the given steps (what minidit.train writes)."""
     model = _model()
     for step in steps:
-        checkpoint.save_weights(tmp_path / "run" / "checkpoints" / f"{step:07d}.safetensors", model, model,
-                                {"step": step, "train": {"noise_schedule": "linear", "diffusion_steps": 1000}})
+        checkpoint.save_weights(
+            tmp_path / "run" / "checkpoints" / f"{step:07d}.safetensors",
+            model,
+            model,
+            {"step": step, "train": {"noise_schedule": "linear", "diffusion_steps": 1000}},
+        )
     return tmp_path / "run"
 
 
@@ -189,8 +244,23 @@ def _cli_error(capsys, argv) -> str:
 
 def test_cli_says_which_weights_it_loaded(tmp_path, capsys):
     run = _run_dir(tmp_path)
-    assert main(["--ckpt", str(run), "--out", str(tmp_path / "g.png"), "--per-class", "1", "--sampler", "ddim",
-                 "--steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "--ckpt",
+                str(run),
+                "--out",
+                str(tmp_path / "g.png"),
+                "--per-class",
+                "1",
+                "--sampler",
+                "ddim",
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert f"loaded {run / 'checkpoints' / '0000020.safetensors'} (step 20, EMA weights)" in capsys.readouterr().out
 
 

@@ -21,18 +21,41 @@ import torch.distributed as dist
 
 from minidit.tools import scaling
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available"
+)
 
 RUNS = ("1xDiT-T/4", "2xDiT-T/4", "1xDiT-T/4-sameglobal")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _argv(tmp: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
-    return ["--device", "cpu", "--gpus", "2", "--models", "DiT-T/4", "--per-gpu-batch", "4", "--speed-steps", "4",
-            "--curve-steps", "6", "--log-every", "2", "--no-compile", "--precision", "fp32", "--parallel-single",
-            "--runs-dir", str(tmp / "runs"), "--out", str(tmp / "results" / "scaling.json"),
-            "--data-dir", str(data_dir)]
+    return [
+        "--device",
+        "cpu",
+        "--gpus",
+        "2",
+        "--models",
+        "DiT-T/4",
+        "--per-gpu-batch",
+        "4",
+        "--speed-steps",
+        "4",
+        "--curve-steps",
+        "6",
+        "--log-every",
+        "2",
+        "--no-compile",
+        "--precision",
+        "fp32",
+        "--parallel-single",
+        "--runs-dir",
+        str(tmp / "runs"),
+        "--out",
+        str(tmp / "results" / "scaling.json"),
+        "--data-dir",
+        str(data_dir),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +102,11 @@ def test_n_process_loss_curve_is_the_one_process_curve(study):
     many, ref = runs["2xDiT-T/4"], runs["1xDiT-T/4-sameglobal"]
     for step, a, b in zip(many["step"], many["loss"], ref["loss"]):
         rel = abs(a - b) / abs(b)
-        assert rel <= 1e-4, (f"step {step}: 2 processes give loss {a:.7f}, 1 process with the same global batch "
-                             f"{b:.7f} (relative difference {rel:.2e}) -- the batches are the same by construction, "
-                             "so in fp32 only the reduction order may differ")
+        assert rel <= 1e-4, (
+            f"step {step}: 2 processes give loss {a:.7f}, 1 process with the same global batch "
+            f"{b:.7f} (relative difference {rel:.2e}) -- the batches are the same by construction, "
+            "so in fp32 only the reduction order may differ"
+        )
     cmp = results["loss_curves"]["DiT-T/4"]
     assert cmp["steps"] == [2, 4, 6]
     expected = max(abs(a - b) / abs(b) for a, b in zip(many["loss"], ref["loss"]))
@@ -153,15 +178,18 @@ def test_compare_curves_against_hand_computed_numbers():
     assert scaling.median_img_per_s([7.0]) is None
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--models", "DiT-Q/2"], "unknown model"),
-    (["--gpus", "1"], "--gpus >= 2"),
-    (["--per-gpu-batch", "0"], "--per-gpu-batch must be >= 1"),
-    (["--curve-steps", "2"], "--curve-steps 2 gives no timed interval"),
-    (["--curve-models", "DiT-S/2"], "must be among --models"),
-    (["--only", "2xDiT-T/4,3xDiT-T/4"], "['3xDiT-T/4'] not among the planned runs"),
-    ([], "which lacks"),  # the --data-dir given (tmp_path) holds no Fashion-MNIST
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--models", "DiT-Q/2"], "unknown model"),
+        (["--gpus", "1"], "--gpus >= 2"),
+        (["--per-gpu-batch", "0"], "--per-gpu-batch must be >= 1"),
+        (["--curve-steps", "2"], "--curve-steps 2 gives no timed interval"),
+        (["--curve-models", "DiT-S/2"], "must be among --models"),
+        (["--only", "2xDiT-T/4,3xDiT-T/4"], "['3xDiT-T/4'] not among the planned runs"),
+        ([], "which lacks"),  # the --data-dir given (tmp_path) holds no Fashion-MNIST
+    ],
+)
 def test_bad_flags_exit_with_status_2_and_say_why(flags, message, capsys, tmp_path):
     argv = _argv(tmp_path, data_dir=tmp_path) + flags  # argparse: the last occurrence of a flag wins
     with pytest.raises(SystemExit) as exit_info:
@@ -178,11 +206,14 @@ def test_unknown_model_message_lists_the_valid_ones(capsys):
     assert "DiT-S/2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("visible, flags, message", [
-    (1, ["--gpus", "2"], "asks for more GPUs than the 1"),
-    (1, [], "needs --gpus >= 2 (got 1)"),
-    (0, ["--device", "cuda", "--gpus", "2"], "torch sees no CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "visible, flags, message",
+    [
+        (1, ["--gpus", "2"], "asks for more GPUs than the 1"),
+        (1, [], "needs --gpus >= 2 (got 1)"),
+        (0, ["--device", "cuda", "--gpus", "2"], "torch sees no CUDA GPU"),
+    ],
+)
 def test_gpu_count_is_checked(visible, flags, message, capsys, monkeypatch):
     monkeypatch.setattr(scaling.torch.cuda, "is_available", lambda: visible > 0)
     monkeypatch.setattr(scaling.torch.cuda, "device_count", lambda: visible)
@@ -203,8 +234,9 @@ def _flags(**overrides) -> argparse.Namespace:
 
 
 def test_one_and_n_processes_compile_the_whole_step_and_only_the_controls_the_model_alone():
-    runs = scaling.plan_runs(["DiT-S/2", "DiT-B/2"], ["DiT-S/2"], gpus=2, per_gpu_batch=256, speed_steps=200,
-                             curve_steps=400)
+    runs = scaling.plan_runs(
+        ["DiT-S/2", "DiT-B/2"], ["DiT-S/2"], gpus=2, per_gpu_batch=256, speed_steps=200, curve_steps=400
+    )
     table = {r.name: (r.processes, r.global_batch, r.steps, r.role, r.compile_scope) for r in runs}
     assert table == {
         "1xDiT-S/2": (1, 256, 200, "speed", "loss"),
@@ -230,35 +262,83 @@ def test_records_written_before_compile_scope_was_a_setting_still_count():
     one = {"settings": {**old, "processes": 1, "global_batch": 4, "steps": 4}}
     two = {"settings": {**old, "processes": 2, "global_batch": 8, "steps": 6}}
     assert scaling.settings_match(one, runs["1xDiT-T/4"], _flags()), "1 process ran with the default scope 'loss'"
-    assert not scaling.settings_match(two, runs["2xDiT-T/4"], _flags()), \
+    assert not scaling.settings_match(two, runs["2xDiT-T/4"], _flags()), (
         "N processes ran with 'model' (then forced under DDP), not the whole step: the run is made again"
-    assert scaling.settings_match({"settings": {**two["settings"], "compile_scope": "loss"}}, runs["2xDiT-T/4"],
-                                  _flags()), "an N-process record that says it compiled the whole step counts"
+    )
+    assert scaling.settings_match(
+        {"settings": {**two["settings"], "compile_scope": "loss"}}, runs["2xDiT-T/4"], _flags()
+    ), "an N-process record that says it compiled the whole step counts"
     assert not scaling.settings_match(one, runs["1xDiT-T/4-modelscope"], _flags()), "'loss' is not the control's scope"
     assert not scaling.settings_match(one, runs["1xDiT-T/4"], _flags(seed=1))
     assert not scaling.settings_match(None, runs["1xDiT-T/4"], _flags())
 
 
-def _record(name: str, processes: int, global_batch: int, steps: int, img_per_s: list[float], loss: list[float],
-            scope: str | None = None, log_every: int = 2) -> dict:
+def _record(
+    name: str,
+    processes: int,
+    global_batch: int,
+    steps: int,
+    img_per_s: list[float],
+    loss: list[float],
+    scope: str | None = None,
+    log_every: int = 2,
+) -> dict:
     """A results entry as the tool writes it; scope None: an old record, without compile_scope."""
-    settings = {"model": "DiT-T/4", "processes": processes, "global_batch": global_batch, "steps": steps,
-                "log_every": log_every, "seed": 0, "precision": "fp32", "compile": True, "device": "cpu"}
+    settings = {
+        "model": "DiT-T/4",
+        "processes": processes,
+        "global_batch": global_batch,
+        "steps": steps,
+        "log_every": log_every,
+        "seed": 0,
+        "precision": "fp32",
+        "compile": True,
+        "device": "cpu",
+    }
     if scope is not None:
         settings["compile_scope"] = scope
     timed = sorted(img_per_s[1:])
-    return {"name": name, "model": "DiT-T/4", "role": "?", "processes": processes,
-            "per_gpu_batch": global_batch // processes, "global_batch": global_batch, "steps": steps,
-            "settings": settings, "exit_code": 0, "wall_time_s": 1.0, "log": None, "pinned_gpu": None,
-            "img_per_s": timed[len(timed) // 2], "img_per_s_per_gpu": timed[len(timed) // 2] / processes,
-            "train_time_s": 1.0, "world_size": processes, "compiled": True, "precision": "fp32",
-            "device_name": "cpu", "torch_version": "x", "num_params": 1, "step": list(range(2, 2 * len(loss) + 1, 2)),
-            "loss": loss, "img_per_s_intervals": img_per_s}
+    return {
+        "name": name,
+        "model": "DiT-T/4",
+        "role": "?",
+        "processes": processes,
+        "per_gpu_batch": global_batch // processes,
+        "global_batch": global_batch,
+        "steps": steps,
+        "settings": settings,
+        "exit_code": 0,
+        "wall_time_s": 1.0,
+        "log": None,
+        "pinned_gpu": None,
+        "img_per_s": timed[len(timed) // 2],
+        "img_per_s_per_gpu": timed[len(timed) // 2] / processes,
+        "train_time_s": 1.0,
+        "world_size": processes,
+        "compiled": True,
+        "precision": "fp32",
+        "device_name": "cpu",
+        "torch_version": "x",
+        "num_params": 1,
+        "step": list(range(2, 2 * len(loss) + 1, 2)),
+        "loss": loss,
+        "img_per_s_intervals": img_per_s,
+    }
 
 
 def _results(runs: list[dict], date: str, command: str) -> dict:
-    return {"device": "cpu", "gpus": 2, "gpu_count": 0, "torch_version": "x", "cuda_version": None, "date": date,
-            "command": command, "per_gpu_batch": 4, "this_call": {}, "runs": runs}
+    return {
+        "device": "cpu",
+        "gpus": 2,
+        "gpu_count": 0,
+        "torch_version": "x",
+        "cuda_version": None,
+        "date": date,
+        "command": command,
+        "per_gpu_batch": 4,
+        "this_call": {},
+        "runs": runs,
+    }
 
 
 # Hand-picked numbers: img/s 100 on 1 process and 160 on 2 (scope loss), 70 on 1 with scope model;
@@ -268,9 +348,11 @@ REF_LOSS, CONTROL_LOSS, MANY_LOSS = [1.0, 0.5, 0.2], [0.99, 0.51, 0.2], [1.0, 0.
 
 def _old_study() -> list[dict]:
     """The three runs without controls, made by an earlier call."""
-    return [_record("1xDiT-T/4", 1, 4, 4, [1.0, 90.0, 100.0, 120.0], [1.0, 0.6], "loss"),
-            _record("2xDiT-T/4", 2, 8, 6, [1.0, 150.0, 160.0, 170.0], MANY_LOSS, "loss"),
-            _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS, "loss")]
+    return [
+        _record("1xDiT-T/4", 1, 4, 4, [1.0, 90.0, 100.0, 120.0], [1.0, 0.6], "loss"),
+        _record("2xDiT-T/4", 2, 8, 6, [1.0, 150.0, 160.0, 170.0], MANY_LOSS, "loss"),
+        _record("1xDiT-T/4-sameglobal", 1, 8, 6, [1.0, 50.0, 50.0, 50.0], REF_LOSS, "loss"),
+    ]
 
 
 def _check_summaries(results: dict) -> None:
@@ -289,22 +371,36 @@ def _check_summaries(results: dict) -> None:
         assert number in cmp["verdict"], f"the verdict should state {number!r}: {cmp['verdict']}"
 
 
-def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_path, fashion_mnist_dir, monkeypatch,
-                                                                           capsys):
-    histories = {"1xDiT-T/4-modelscope": ([1.0, 60.0, 70.0, 80.0], [1.0, 0.6]),
-                 "1xDiT-T/4-sameglobal-modelscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS)}
+def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(
+    tmp_path, fashion_mnist_dir, monkeypatch, capsys
+):
+    histories = {
+        "1xDiT-T/4-modelscope": ([1.0, 60.0, 70.0, 80.0], [1.0, 0.6]),
+        "1xDiT-T/4-sameglobal-modelscope": ([1.0, 40.0, 40.0, 40.0], CONTROL_LOSS),
+    }
     launched, real_command = [], scaling.train_command
 
     def fake_train(run, args):  # "trains" by writing the history.json minidit.train would write
         launched.append(real_command(run, args))
         img_per_s, loss = histories[run.name]
-        history = {"img_per_s": img_per_s, "wall_time": [1.0], "world_size": 1, "compiled": True,
-                   "compile_scope": run.compile_scope,
-                   "precision": "fp32", "device_name": "cpu", "torch_version": "x", "num_params": 1,
-                   "step": [2 * (i + 1) for i in range(len(loss))], "loss": loss}
+        history = {
+            "img_per_s": img_per_s,
+            "wall_time": [1.0],
+            "world_size": 1,
+            "compiled": True,
+            "compile_scope": run.compile_scope,
+            "precision": "fp32",
+            "device_name": "cpu",
+            "torch_version": "x",
+            "num_params": 1,
+            "step": [2 * (i + 1) for i in range(len(loss))],
+            "loss": loss,
+        }
         path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
-        code = f"import pathlib; p = pathlib.Path({str(path)!r}); p.parent.mkdir(parents=True, exist_ok=True); " \
-               f"p.write_text({json.dumps(history)!r})"
+        code = (
+            f"import pathlib; p = pathlib.Path({str(path)!r}); p.parent.mkdir(parents=True, exist_ok=True); "
+            f"p.write_text({json.dumps(history)!r})"
+        )
         return [sys.executable, "-c", code]
 
     monkeypatch.setattr(scaling, "train_command", fake_train)
@@ -314,8 +410,7 @@ def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(tmp_p
     argv = [a for a in _argv(tmp_path, fashion_mnist_dir) if a != "--no-compile"]
     assert scaling.main(argv) == 0
     results = json.loads(out.read_text())
-    assert results["this_call"] == {"ran": list(CONTROLS),
-                                    "skipped_done": list(RUNS), "not_selected": []}
+    assert results["this_call"] == {"ran": list(CONTROLS), "skipped_done": list(RUNS), "not_selected": []}
     assert [c[c.index("--compile-scope") + 1] for c in launched] == ["model", "model"]
     runs = _runs(results)
     for old in _old_study():
@@ -336,15 +431,39 @@ def _history(global_batch: int, steps: int, img_per_s: list[float], loss: list[f
     """A history.json as minidit.train writes it, for a run made by hand with the tool's flags."""
     from minidit.train import TrainConfig
 
-    cfg = TrainConfig(model="DiT-T/4", global_batch_size=global_batch, steps=steps, log_every=2, seed=0,
-                      ckpt_every=0, sample_every=0, progress=False, ema_warmup="ema_warmup", precision="fp32",
-                      compile=True, compile_scope="model", device="cpu", out_dir="/tmp/hand")
+    cfg = TrainConfig(
+        model="DiT-T/4",
+        global_batch_size=global_batch,
+        steps=steps,
+        log_every=2,
+        seed=0,
+        ckpt_every=0,
+        sample_every=0,
+        progress=False,
+        ema_warmup="ema_warmup",
+        precision="fp32",
+        compile=True,
+        compile_scope="model",
+        device="cpu",
+        out_dir="/tmp/hand",
+    )
     cfg = dataclasses.replace(cfg, **config)
-    return {"config": dataclasses.asdict(cfg), "num_params": 1, "device_name": "cpu", "torch_version": "x",
-            "world_size": 1, "precision": "fp32", "compiled": True, "compile_scope": cfg.compile_scope,
-            "step": [2, 4, 6][: len(loss)], "loss": loss,
-            "img_per_s": img_per_s, "wall_time": [0.5, 1.0, 1.5][: len(loss)], "final_step": steps,
-            "stopped_by_budget": False}
+    return {
+        "config": dataclasses.asdict(cfg),
+        "num_params": 1,
+        "device_name": "cpu",
+        "torch_version": "x",
+        "world_size": 1,
+        "precision": "fp32",
+        "compiled": True,
+        "compile_scope": cfg.compile_scope,
+        "step": [2, 4, 6][: len(loss)],
+        "loss": loss,
+        "img_per_s": img_per_s,
+        "wall_time": [0.5, 1.0, 1.5][: len(loss)],
+        "final_step": steps,
+        "stopped_by_budget": False,
+    }
 
 
 def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> list[str]:
@@ -353,15 +472,28 @@ def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> 
     newer_one = dict(_old_study()[0], img_per_s=100.0)
     newer = _results([newer_many, newer_one], "2026-01-02T00:00:00+00:00", "python -m minidit.tools.scaling --call 2")
     newer["runs"][0]["img_per_s"] = 160.0  # the newer file's 2-process run must win
-    for name, obj in (("newer.json", newer), ("older.json", older), ("s.json", speed_history),
-                      ("c.json", curve_history)):
+    for name, obj in (
+        ("newer.json", newer),
+        ("older.json", older),
+        ("s.json", speed_history),
+        ("c.json", curve_history),
+    ):
         (tmp / name).write_text(json.dumps(obj))
-    return ["--merge", str(tmp / "newer.json"), str(tmp / "older.json"),  # newest by date, not by order
-            "--import-history", f"1xDiT-T/4-modelscope={tmp / 's.json'}",
-            "--import-command", "1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
-            "--import-history", f"1xDiT-T/4-sameglobal-modelscope={tmp / 'c.json'}",
-            "--import-command", "1xDiT-T/4-sameglobal-modelscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
-            "--out", str(tmp / "out" / "scaling.json")]
+    return [
+        "--merge",
+        str(tmp / "newer.json"),
+        str(tmp / "older.json"),  # newest by date, not by order
+        "--import-history",
+        f"1xDiT-T/4-modelscope={tmp / 's.json'}",
+        "--import-command",
+        "1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
+        "--import-history",
+        f"1xDiT-T/4-sameglobal-modelscope={tmp / 'c.json'}",
+        "--import-command",
+        "1xDiT-T/4-sameglobal-modelscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
+        "--out",
+        str(tmp / "out" / "scaling.json"),
+    ]
 
 
 def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monkeypatch):
@@ -371,8 +503,13 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     assert scaling.main(_merge_argv(tmp_path, speed, curve)) == 0
     results = json.loads((tmp_path / "out" / "scaling.json").read_text())
     runs = _runs(results)
-    assert list(runs) == ["1xDiT-T/4", "1xDiT-T/4-modelscope", "2xDiT-T/4", "1xDiT-T/4-sameglobal",
-                          "1xDiT-T/4-sameglobal-modelscope"], "the runs in the order of a study"
+    assert list(runs) == [
+        "1xDiT-T/4",
+        "1xDiT-T/4-modelscope",
+        "2xDiT-T/4",
+        "1xDiT-T/4-sameglobal",
+        "1xDiT-T/4-sameglobal-modelscope",
+    ], "the runs in the order of a study"
     assert runs["2xDiT-T/4"]["img_per_s"] == 160.0, "the record of the newer file wins"
     assert runs["1xDiT-T/4-sameglobal"] == _old_study()[2], "a run only the older file has is kept as it was"
     imported = runs["1xDiT-T/4-modelscope"]
@@ -381,28 +518,43 @@ def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monk
     assert imported["img_per_s"] == 70.0 and imported["img_per_s_per_gpu"] == 70.0, "median after the first interval"
     assert imported["img_per_s_intervals"] == [5.0, 70.0, 90.0, 60.0]
     assert (imported["role"], imported["per_gpu_batch"], imported["global_batch"]) == ("speed-modelscope", 4, 4)
-    assert imported["settings"] == {"model": "DiT-T/4", "processes": 1, "global_batch": 4, "steps": 4, "log_every": 2,
-                                    "seed": 0, "precision": "fp32", "compile": True, "device": "cpu",
-                                    "compile_scope": "model"}, "the settings a launched control would have"
+    assert imported["settings"] == {
+        "model": "DiT-T/4",
+        "processes": 1,
+        "global_batch": 4,
+        "steps": 4,
+        "log_every": 2,
+        "seed": 0,
+        "precision": "fp32",
+        "compile": True,
+        "device": "cpu",
+        "compile_scope": "model",
+    }, "the settings a launched control would have"
     control = runs["1xDiT-T/4-sameglobal-modelscope"]
     assert (control["role"], control["per_gpu_batch"], control["global_batch"]) == ("reference-modelscope", 8, 8)
     _check_summaries(results)
-    assert results["command"][:4] == ["python -m minidit.tools.scaling --call 1", "python -m minidit.tools.scaling --call 2",
-                                      "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
-                                      "CUDA_VISIBLE_DEVICES=0 python -m minidit.train"]
+    assert results["command"][:4] == [
+        "python -m minidit.tools.scaling --call 1",
+        "python -m minidit.tools.scaling --call 2",
+        "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
+        "CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
+    ]
     assert results["command"][4].startswith("python -m minidit.tools.scaling --merge ")
     assert results["this_call"]["imported"] == list(CONTROLS)
     assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == PNG_MAGIC
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(compile_scope="loss"), "compile_scope is 'loss', but run 1xDiT-T/4-modelscope has 'model'"),
-    (dict(global_batch_size=8), "global_batch is 8, but run 1xDiT-T/4-modelscope has 4"),
-    (dict(lr=2e-4), "lr is 0.0002; the tool's runs use 0.0001"),
-    (dict(log_every=1), "DiT-T/4: the runs differ"),  # settings shared by a model's runs
-    ("no command", "needs one --import-command"),
-    ("stopped", "stopped at step 2 of 4"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(compile_scope="loss"), "compile_scope is 'loss', but run 1xDiT-T/4-modelscope has 'model'"),
+        (dict(global_batch_size=8), "global_batch is 8, but run 1xDiT-T/4-modelscope has 4"),
+        (dict(lr=2e-4), "lr is 0.0002; the tool's runs use 0.0001"),
+        (dict(log_every=1), "DiT-T/4: the runs differ"),  # settings shared by a model's runs
+        ("no command", "needs one --import-command"),
+        ("stopped", "stopped at step 2 of 4"),
+    ],
+)
 def test_an_import_that_is_not_the_named_run_is_refused(change, message, tmp_path, capsys):
     speed = _history(4, 4, [5.0, 70.0, 90.0, 60.0], [1.0, 0.6], **(change if isinstance(change, dict) else {}))
     if change == "stopped":
@@ -410,7 +562,7 @@ def test_an_import_that_is_not_the_named_run_is_refused(change, message, tmp_pat
     argv = _merge_argv(tmp_path, speed, _history(8, 6, [5.0, 40.0, 40.0], CONTROL_LOSS))
     if change == "no command":
         i = argv.index("1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4")
-        argv = argv[: i - 1] + argv[i + 1:]
+        argv = argv[: i - 1] + argv[i + 1 :]
     with pytest.raises(SystemExit) as exit_info:
         scaling.main(argv)
     assert exit_info.value.code == 2
@@ -441,8 +593,9 @@ def test_merge_refuses_files_of_different_studies(tmp_path, capsys):
     assert "the files differ in gpus" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("n_diff, label", [(0.01, "Within the floor"), (0.05, "Same order as the floor"),
-                                           (0.5, "Above the floor")])
+@pytest.mark.parametrize(
+    "n_diff, label", [(0.01, "Within the floor"), (0.05, "Same order as the floor"), (0.5, "Above the floor")]
+)
 def test_the_verdict_compares_the_n_process_difference_with_the_measured_floor(n_diff, label):
     floor = {"steps": [2, 4], "max_abs_diff": 0.01, "mean_abs_diff": 0.005, "max_rel_diff": 0.02, "n_below": 1}
     cmp = dict(floor, max_rel_diff=n_diff)

@@ -18,8 +18,15 @@ from minidit.data import FashionMNIST
 from minidit.superres.degrade import upsample
 from minidit.embeddings import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed
 
-MODES = [("concat", "adaLN-Zero"), ("concat", "cross-attention"), ("concat", "in-context"), ("concat", "adaLN"),
-         ("in-context", "adaLN-Zero"), ("in-context", "in-context"), ("cross-attention", "cross-attention")]
+MODES = [
+    ("concat", "adaLN-Zero"),
+    ("concat", "cross-attention"),
+    ("concat", "in-context"),
+    ("concat", "adaLN"),
+    ("in-context", "adaLN-Zero"),
+    ("in-context", "in-context"),
+    ("cross-attention", "cross-attention"),
+]
 
 
 def _g(seed=0):
@@ -69,8 +76,10 @@ def test_psnr_closed_forms():
     expected = 20 * math.log10(2.0 / offset)  # MSE = offset^2
     torch.testing.assert_close(distortion.psnr(x, x + offset), torch.full((3,), expected, dtype=torch.float64))
     # The same images on the uint8 scale: same PSNR with data_range 255.
-    torch.testing.assert_close(distortion.psnr((x + 1) * 127.5, (x + offset + 1) * 127.5, data_range=255.0),
-                               torch.full((3,), expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        distortion.psnr((x + 1) * 127.5, (x + offset + 1) * 127.5, data_range=255.0),
+        torch.full((3,), expected, dtype=torch.float64),
+    )
 
 
 def test_ssim_identical_and_constant_images():
@@ -100,8 +109,14 @@ def test_ssim_matches_numpy_oracle():
 def test_ssim_matches_skimage_if_installed():
     metrics = pytest.importorskip("skimage.metrics")
     x, y = _images(1, 32, 3), _images(1, 32, 4)
-    expected = metrics.structural_similarity(x[0, 0].double().numpy(), y[0, 0].double().numpy(), data_range=2.0,
-                                             gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    expected = metrics.structural_similarity(
+        x[0, 0].double().numpy(),
+        y[0, 0].double().numpy(),
+        data_range=2.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     assert abs(distortion.ssim(x, y).item() - expected) < 1e-6
 
 
@@ -134,8 +149,13 @@ def test_low_res_pos_embed_aligns_with_the_high_res_grid():
     emb = srm.low_res_pos_embed(64, 4, 16)
     assert emb.shape == (16, 64)
     r, c = 2, 1
-    expected = np.concatenate([get_1d_sincos_pos_embed_from_grid(32, np.array([4 * c + 1.5])),
-                               get_1d_sincos_pos_embed_from_grid(32, np.array([4 * r + 1.5]))], axis=1)[0]
+    expected = np.concatenate(
+        [
+            get_1d_sincos_pos_embed_from_grid(32, np.array([4 * c + 1.5])),
+            get_1d_sincos_pos_embed_from_grid(32, np.array([4 * r + 1.5])),
+        ],
+        axis=1,
+    )[0]
     np.testing.assert_allclose(emb[r * 4 + c], expected, atol=1e-12)
 
 
@@ -155,8 +175,15 @@ def test_forward_shapes_every_mode(cond, block, learn_sigma):
         assert model.lr_embedder.num_patches == 64  # x4: 8x8 LR pixels, lr_patch_size 1 (= a 4x4 HR patch)
 
 
-@pytest.mark.parametrize("cond,block", [("concat", "adaLN-Zero"), ("in-context", "adaLN-Zero"),
-                                        ("in-context", "in-context"), ("cross-attention", "cross-attention")])
+@pytest.mark.parametrize(
+    "cond,block",
+    [
+        ("concat", "adaLN-Zero"),
+        ("in-context", "adaLN-Zero"),
+        ("in-context", "in-context"),
+        ("cross-attention", "cross-attention"),
+    ],
+)
 def test_output_depends_on_the_low_res_input(cond, block):
     model = _perturb(_tiny(cond, block)).eval()
     x, t = _images(2), torch.tensor([5, 500])
@@ -220,8 +247,12 @@ def _synthetic_data(n=64):
     yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     corners = torch.randint(4, 28, (n, 4), generator=g).sort(dim=1).values  # (n, 4): y0 <= x0 <= y1 <= x1 mixed
     top, left, bottom, right = corners[:, 0], corners[:, 1], corners[:, 2] + 1, corners[:, 3] + 1
-    inside = ((yy >= top[:, None, None]) & (yy < bottom[:, None, None])
-              & (xx >= left[:, None, None]) & (xx < right[:, None, None]))  # (n, 32, 32)
+    inside = (
+        (yy >= top[:, None, None])
+        & (yy < bottom[:, None, None])
+        & (xx >= left[:, None, None])
+        & (xx < right[:, None, None])
+    )  # (n, 32, 32)
     images = (inside.to(torch.uint8) * 220).unsqueeze(1)  # (n, 1, 32, 32)
     return FashionMNIST(images, torch.randint(0, 10, (n,), generator=g), "train")
 
@@ -237,8 +268,17 @@ def tinier_models(monkeypatch):
 
     def build_tiny(cfg, objective="diffusion", image_size=32, channels=1):
         model = build(cfg, objective, image_size, channels)
-        return srm.create_sr_model(cfg.model, cfg.cond, model.lr_size, in_channels=channels, block=cfg.block,
-                                  learn_sigma=model.learn_sigma, depth=2, hidden_size=32, num_heads=2)
+        return srm.create_sr_model(
+            cfg.model,
+            cfg.cond,
+            model.lr_size,
+            in_channels=channels,
+            block=cfg.block,
+            learn_sigma=model.learn_sigma,
+            depth=2,
+            hidden_size=32,
+            num_heads=2,
+        )
 
     monkeypatch.setattr(sr, "build_sr_model", build_tiny)
 
@@ -294,18 +334,28 @@ def test_compile_time_is_not_charged_to_the_training_budget(tinier_models, slow_
     assert history["warmup_seconds"] >= COMPILE_SECONDS and history["budget_seconds"] == 0.4
     assert history["final_step"] >= 5, (
         f"a {COMPILE_SECONDS} s first step and a 0.4 s budget gave {history['final_step']} step(s): is the "
-        "compile warm-up charged to max_seconds? (the first GPU run's regression baseline trained 1 step)")
+        "compile warm-up charged to max_seconds? (the first GPU run's regression baseline trained 1 step)"
+    )
     assert history["train_seconds"] >= COMPILE_SECONDS + 0.4
 
 
-def test_each_model_trains_under_a_small_budget_and_results_record_it(tinier_models, slow_first_step, monkeypatch,
-                                                                      tmp_path):
+def test_each_model_trains_under_a_small_budget_and_results_record_it(
+    tinier_models, slow_first_step, monkeypatch, tmp_path
+):
     """The first GPU run: compile took 63 s of the regression model's 0.9-minute budget, which then trained 1 step."""
     monkeypatch.setattr(sr, "load_fashion_mnist", lambda split: _synthetic_data(64 if split == "train" else 24))
     monkeypatch.setattr(sr, "_perceptual_metrics", lambda *args, **kwargs: {})  # no FID: this test is about training
     minutes = 0.04  # training 2 s: diffusion 1.5 s, regression 0.5 s (less than the simulated compile)
-    summary = sr.run_experiment(_tiny_cfg(steps=100_000), tmp_path, minutes, num_eval=8, num_samples=2,
-                                sampler="ddim", sample_steps=2, log=lambda m: None)
+    summary = sr.run_experiment(
+        _tiny_cfg(steps=100_000),
+        tmp_path,
+        minutes,
+        num_eval=8,
+        num_samples=2,
+        sampler="ddim",
+        sample_steps=2,
+        log=lambda m: None,
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     steps, warmup = results["steps_trained"], results["warmup_seconds"]
     assert set(steps) == set(warmup) == {"diffusion", "regression"}
@@ -324,8 +374,9 @@ def test_sample_sr_and_evaluate_sr_shapes():
     low = _images(2, 8, 1)
     samples = sr.sample_sr(model, diffusion, low, num_samples=3, sampler="ddim", steps=3, generator=_g())
     assert samples.shape == (2, 3, 1, 32, 32) and samples.abs().max() <= 1
-    result = sr.evaluate_sr(model, reg, diffusion, _images(5), num_samples=2, sampler="ddim", steps=2,
-                            batch_size=3, log=lambda m: None)
+    result = sr.evaluate_sr(
+        model, reg, diffusion, _images(5), num_samples=2, sampler="ddim", steps=2, batch_size=3, log=lambda m: None
+    )
     assert result["num_eval"] == 5 and result["outputs"]["diffusion"].shape == (5, 2, 1, 32, 32)
     table = result["metrics"]
     assert {"bicubic", "regression", "diffusion", "diffusion mean of 2", "ground truth"} <= set(table)
@@ -336,8 +387,21 @@ def test_sample_sr_and_evaluate_sr_shapes():
 @pytest.mark.data
 def test_command_line_quick_run_writes_results(tmp_path, fashion_mnist_dir):
     out = tmp_path / "sr"
-    args = ["--quick", "--out", str(out), "--minutes", "0.05", "--num-eval", "8", "--samples-per-input", "2",
-            "--sample-steps", "2", "--num-reference", "64"]
+    args = [
+        "--quick",
+        "--out",
+        str(out),
+        "--minutes",
+        "0.05",
+        "--num-eval",
+        "8",
+        "--samples-per-input",
+        "2",
+        "--sample-steps",
+        "2",
+        "--num-reference",
+        "64",
+    ]
     assert sr.main(args) == 0
     results = json.loads((out / "results.json").read_text())  # strict JSON: no NaN/inf
     assert results["device"] == "cpu" and results["torch_version"] == torch.__version__
@@ -367,7 +431,11 @@ def test_sample_sr_is_the_reverse_process_conditioned_on_the_low_res_image(sampl
     loop = process.p_sample_loop if sampler == "ddpm" else process.ddim_sample_loop
     lr = low.repeat_interleave(2, dim=0)
     with torch.no_grad():
-        x = loop(lambda x, t, **kw: model.eval()(x, t, **kw).float(), (4, 1, 32, 32),
-                 model_kwargs={"low_res": lr, "y": None}, generator=_g())
+        x = loop(
+            lambda x, t, **kw: model.eval()(x, t, **kw).float(),
+            (4, 1, 32, 32),
+            model_kwargs={"low_res": lr, "y": None},
+            generator=_g(),
+        )
     expected = rearrange(x.clamp(-1, 1), "(n k) c h w -> n k c h w", k=2)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -23,9 +23,20 @@ DATA = synthetic_data(n=64, size=16, seed=0)  # 16x16 images: DiT-T/4 sees 16 to
 
 
 def _cfg(out_dir, **overrides) -> TrainConfig:
-    base = dict(model="DiT-T/4", global_batch_size=8, steps=6, log_every=2, ckpt_every=0, sample_every=0,
-                precision="fp32", compile=False, ema_warmup="ema_warmup", device="cpu", progress=False,
-                out_dir=str(out_dir))
+    base = dict(
+        model="DiT-T/4",
+        global_batch_size=8,
+        steps=6,
+        log_every=2,
+        ckpt_every=0,
+        sample_every=0,
+        precision="fp32",
+        compile=False,
+        ema_warmup="ema_warmup",
+        device="cpu",
+        progress=False,
+        out_dir=str(out_dir),
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -93,8 +104,19 @@ def test_fast_step_matches_the_official_step():
 def test_ranks_slice_the_same_global_batch():
     diffusion = create_diffusion()
     whole = draw_batch(DATA, torch.Generator().manual_seed(5), 8, diffusion, flip=True, class_dropout_prob=0.1)
-    parts = [draw_batch(DATA, torch.Generator().manual_seed(5), 8, diffusion, flip=True, class_dropout_prob=0.1,
-                        rank=r, world_size=2) for r in range(2)]
+    parts = [
+        draw_batch(
+            DATA,
+            torch.Generator().manual_seed(5),
+            8,
+            diffusion,
+            flip=True,
+            class_dropout_prob=0.1,
+            rank=r,
+            world_size=2,
+        )
+        for r in range(2)
+    ]
     for i, tensor in enumerate(whole):
         assert torch.equal(torch.cat([p[i] for p in parts]), tensor)
     assert parts[0][0].shape == (4, 1, 16, 16)
@@ -214,8 +236,25 @@ def test_cpu_fallback_message(tmp_path, capsys):
 
 @pytest.mark.data
 def test_cli_on_the_real_data(fashion_mnist_dir, tmp_path, capsys):
-    code = main(["--preset", "cpu", "--steps", "2", "--log-every", "1", "--global-batch-size", "4", "--sample-every",
-                 "0", "--data-dir", str(fashion_mnist_dir), "--out-dir", str(tmp_path), "--no-progress"])
+    code = main(
+        [
+            "--preset",
+            "cpu",
+            "--steps",
+            "2",
+            "--log-every",
+            "1",
+            "--global-batch-size",
+            "4",
+            "--sample-every",
+            "0",
+            "--data-dir",
+            str(fashion_mnist_dir),
+            "--out-dir",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["step"] == [1, 2] and history["config"]["model"] == "DiT-T/4"
@@ -224,8 +263,10 @@ def test_cli_on_the_real_data(fashion_mnist_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MINIDIT_TEST_COMPILE") != "1",
-                    reason="compiling takes minutes on a CPU; set MINIDIT_TEST_COMPILE=1 to run it")
+@pytest.mark.skipif(
+    os.environ.get("MINIDIT_TEST_COMPILE") != "1",
+    reason="compiling takes minutes on a CPU; set MINIDIT_TEST_COMPILE=1 to run it",
+)
 def test_compiled_step_matches_eager():
     """torch.compile of model + loss (the GPU fast path) computes what the eager step computes."""
     torch.manual_seed(0)
@@ -280,9 +321,28 @@ def test_a_diverging_run_stops_and_keeps_the_last_finite_state(tmp_path, capsys)
     # the command line: one line, exit 1, no traceback
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model", "DiT-T/4", "--out-dir", str(tmp_path / "cli"), "--lr", "1e4", "--steps", "4", "--log-every",
-              "2", "--global-batch-size", "8", "--precision", "fp32", "--no-compile", "--no-progress",
-              "--data-dir", str(_fake_data_dir(tmp_path / "data"))])
+        main(
+            [
+                "--model",
+                "DiT-T/4",
+                "--out-dir",
+                str(tmp_path / "cli"),
+                "--lr",
+                "1e4",
+                "--steps",
+                "4",
+                "--log-every",
+                "2",
+                "--global-batch-size",
+                "8",
+                "--precision",
+                "fp32",
+                "--no-compile",
+                "--no-progress",
+                "--data-dir",
+                str(_fake_data_dir(tmp_path / "data")),
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "training diverged" in err and "Traceback" not in err
     assert not (tmp_path / "cli" / "state.pt").exists(), "a non-finite state was written"
@@ -385,7 +445,7 @@ def test_cli_reports_data_errors_in_one_line(tmp_path, capsys):
 def _flip_middle(path: pathlib.Path, n: int = 64) -> None:
     raw = bytearray(path.read_bytes())
     mid = len(raw) // 2
-    raw[mid:mid + n] = bytes(b ^ 0xFF for b in raw[mid:mid + n])
+    raw[mid : mid + n] = bytes(b ^ 0xFF for b in raw[mid : mid + n])
     path.write_bytes(bytes(raw))
 
 
@@ -398,16 +458,40 @@ def test_a_damaged_state_is_refused_and_the_newest_intact_weights_named(tmp_path
     with pytest.raises(checkpoint.ChecksumError, match=r"0000004\.safetensors failed its checksum.*0000002"):
         checkpoint.load_weights(tmp_path / "checkpoints" / "0000004.safetensors")
     data_dir = str(_fake_data_dir(tmp_path / "data"))
-    err = _exit_message(capsys, ["--out-dir", str(tmp_path), "--resume", "--steps", "6", "--data-dir", data_dir,
-                                 "--model", "DiT-T/4", "--global-batch-size", "8", "--log-every", "2",
-                                 "--ckpt-every", "2", "--sample-every", "0", "--precision", "fp32", "--no-compile",
-                                 "--ema-warmup", "ema_warmup", "--no-progress"])
+    err = _exit_message(
+        capsys,
+        [
+            "--out-dir",
+            str(tmp_path),
+            "--resume",
+            "--steps",
+            "6",
+            "--data-dir",
+            data_dir,
+            "--model",
+            "DiT-T/4",
+            "--global-batch-size",
+            "8",
+            "--log-every",
+            "2",
+            "--ckpt-every",
+            "2",
+            "--sample-every",
+            "0",
+            "--precision",
+            "fp32",
+            "--no-compile",
+            "--ema-warmup",
+            "ema_warmup",
+            "--no-progress",
+        ],
+    )
     assert "failed its checksum" in err and "Traceback" not in err
 
 
 def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path):
     train(_cfg(tmp_path, steps=2, ckpt_every=2), data=DATA)
-    dead_pid = 2 ** 22 + 12345  # above Linux's pid_max default: no such process
+    dead_pid = 2**22 + 12345  # above Linux's pid_max default: no such process
     stale = [tmp_path / f".state.pt.{dead_pid}.tmp", tmp_path / "checkpoints" / f".0000004.safetensors.{dead_pid}.tmp"]
     for path in stale:
         path.write_bytes(b"PK half a file")

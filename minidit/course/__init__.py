@@ -83,64 +83,161 @@ _D, _E, _B, _M = "minidit.diffusion", "minidit.embeddings", "minidit.blocks", "m
 EXERCISES: dict[str, Exercise] = {
     e.id: e
     for e in [
-        _ex("ex01", "ex01_schedule", "noise schedules and alphas_cumprod",
+        _ex(
+            "ex01",
+            "ex01_schedule",
+            "noise schedules and alphas_cumprod",
             ["linear_beta_schedule", "cosine_beta_schedule", "compute_alphas_cumprod"],
             {n: f"{_D}:{n}" for n in ["linear_beta_schedule", "cosine_beta_schedule", "compute_alphas_cumprod"]},
-            notebook="01_forward_noising"),
-        _ex("ex02", "ex02_q_sample", "q_sample: noising in one jump", ["q_sample"],
-            {"q_sample": f"{_D}:q_sample"}, notebook="01_forward_noising"),
-        _ex("ex03", "ex03_eps_loss", "the epsilon-MSE loss (L_simple)", ["epsilon_mse_loss", "simple_training_loss"],
-            {"epsilon_mse_loss": f"{_D}:epsilon_mse_loss"}, notebook="02_loss_and_reverse_process"),
-        _ex("ex04", "ex04_posterior", "posterior mean/variance and one DDPM step",
+            notebook="01_forward_noising",
+        ),
+        _ex(
+            "ex02",
+            "ex02_q_sample",
+            "q_sample: noising in one jump",
+            ["q_sample"],
+            {"q_sample": f"{_D}:q_sample"},
+            notebook="01_forward_noising",
+        ),
+        _ex(
+            "ex03",
+            "ex03_eps_loss",
+            "the epsilon-MSE loss (L_simple)",
+            ["epsilon_mse_loss", "simple_training_loss"],
+            {"epsilon_mse_loss": f"{_D}:epsilon_mse_loss"},
+            notebook="02_loss_and_reverse_process",
+        ),
+        _ex(
+            "ex04",
+            "ex04_posterior",
+            "posterior mean/variance and one DDPM step",
             ["q_posterior_mean_variance", "ddpm_step"],
             {"q_posterior_mean_variance": f"{_D}:q_posterior_mean_variance", "ddpm_step": f"{_D}:ddpm_step"},
-            notebook="02_loss_and_reverse_process"),
-        _ex("ex05", "ex05_patchify", "patchify and unpatchify", ["patchify", "unpatchify"],
-            {"patchify": f"{_E}:patchify", "unpatchify": f"{_E}:unpatchify"}, notebook="03_patchify_and_embeddings"),
-        _ex("ex06", "ex06_pos_embed", "2D sin-cos position embedding",
+            notebook="02_loss_and_reverse_process",
+        ),
+        _ex(
+            "ex05",
+            "ex05_patchify",
+            "patchify and unpatchify",
+            ["patchify", "unpatchify"],
+            {"patchify": f"{_E}:patchify", "unpatchify": f"{_E}:unpatchify"},
+            notebook="03_patchify_and_embeddings",
+        ),
+        _ex(
+            "ex06",
+            "ex06_pos_embed",
+            "2D sin-cos position embedding",
             ["get_1d_sincos_pos_embed_from_grid", "get_2d_sincos_pos_embed"],
-            {"get_1d_sincos_pos_embed_from_grid": f"{_E}:get_1d_sincos_pos_embed_from_grid",
-             "get_2d_sincos_pos_embed": f"{_E}:get_2d_sincos_pos_embed"}, notebook="03_patchify_and_embeddings"),
-        _ex("ex07", "ex07_timestep_embedding", "sinusoidal timestep embedding", ["timestep_embedding"],
-            {"timestep_embedding": f"{_E}:timestep_embedding"}, notebook="03_patchify_and_embeddings"),
-        _ex("ex08", "ex08_adaln_zero", "modulate and the adaLN-Zero block", ["modulate", "DiTBlock"],
+            {
+                "get_1d_sincos_pos_embed_from_grid": f"{_E}:get_1d_sincos_pos_embed_from_grid",
+                "get_2d_sincos_pos_embed": f"{_E}:get_2d_sincos_pos_embed",
+            },
+            notebook="03_patchify_and_embeddings",
+        ),
+        _ex(
+            "ex07",
+            "ex07_timestep_embedding",
+            "sinusoidal timestep embedding",
+            ["timestep_embedding"],
+            {"timestep_embedding": f"{_E}:timestep_embedding"},
+            notebook="03_patchify_and_embeddings",
+        ),
+        _ex(
+            "ex08",
+            "ex08_adaln_zero",
+            "modulate and the adaLN-Zero block",
+            ["modulate", "DiTBlock"],
             {"modulate": f"{_B}:modulate", "DiTBlock": (f"{_B}:DiTBlock", f"{_B}:BLOCKS[adaLN-Zero]")},
-            notebook="04_conditioning_blocks"),
-        _ex("ex09", "ex09_in_context", "the in-context conditioning block", ["InContextBlock"],
+            notebook="04_conditioning_blocks",
+        ),
+        _ex(
+            "ex09",
+            "ex09_in_context",
+            "the in-context conditioning block",
+            ["InContextBlock"],
             {"InContextBlock": (f"{_B}:InContextBlock", f"{_B}:BLOCKS[in-context]")},
-            notebook="04_conditioning_blocks"),
-        _ex("ex10", "ex10_cross_attention", "cross-attention and the cross-attention block",
+            notebook="04_conditioning_blocks",
+        ),
+        _ex(
+            "ex10",
+            "ex10_cross_attention",
+            "cross-attention and the cross-attention block",
             ["CrossAttention", "CrossAttentionBlock"],
-            {"CrossAttention": f"{_B}:CrossAttention",
-             "CrossAttentionBlock": (f"{_B}:CrossAttentionBlock", f"{_B}:BLOCKS[cross-attention]")},
-            notebook="04_conditioning_blocks"),
-        _ex("ex11", "ex11_adaln", "the adaLN block", ["AdaLNBlock"],
-            {"AdaLNBlock": (f"{_B}:AdaLNBlock", f"{_B}:BLOCKS[adaLN]")}, notebook="04_conditioning_blocks"),
-        _ex("ex12", "ex12_cfg", "label dropout and classifier-free guidance",
+            {
+                "CrossAttention": f"{_B}:CrossAttention",
+                "CrossAttentionBlock": (f"{_B}:CrossAttentionBlock", f"{_B}:BLOCKS[cross-attention]"),
+            },
+            notebook="04_conditioning_blocks",
+        ),
+        _ex(
+            "ex11",
+            "ex11_adaln",
+            "the adaLN block",
+            ["AdaLNBlock"],
+            {"AdaLNBlock": (f"{_B}:AdaLNBlock", f"{_B}:BLOCKS[adaLN]")},
+            notebook="04_conditioning_blocks",
+        ),
+        _ex(
+            "ex12",
+            "ex12_cfg",
+            "label dropout and classifier-free guidance",
             ["token_drop", "cfg_combine", "forward_with_cfg"],
-            {"token_drop": f"{_E}:LabelEmbedder.token_drop", "cfg_combine": f"{_M}:cfg_combine",
-             "forward_with_cfg": f"{_M}:DiT.forward_with_cfg"},
-            adapters={"token_drop": _label_embedder_method}, notebook="06_classifier_free_guidance"),
-        _ex("ex13", "ex13_ddim", "one DDIM step", ["ddim_step"], {"ddim_step": f"{_D}:ddim_step"},
-            notebook="02_loss_and_reverse_process"),
-        _ex("ex14", "ex14_ema", "the EMA update", ["update_ema"], {"update_ema": "minidit.ema:update_ema"},
-            notebook="08_train_dit_and_ablation"),
-        _ex("ex15", "ex15_image_conditioning", "conditioning on an image (SR3 concat, aligned LR tokens)",
+            {
+                "token_drop": f"{_E}:LabelEmbedder.token_drop",
+                "cfg_combine": f"{_M}:cfg_combine",
+                "forward_with_cfg": f"{_M}:DiT.forward_with_cfg",
+            },
+            adapters={"token_drop": _label_embedder_method},
+            notebook="06_classifier_free_guidance",
+        ),
+        _ex(
+            "ex13",
+            "ex13_ddim",
+            "one DDIM step",
+            ["ddim_step"],
+            {"ddim_step": f"{_D}:ddim_step"},
+            notebook="02_loss_and_reverse_process",
+        ),
+        _ex(
+            "ex14",
+            "ex14_ema",
+            "the EMA update",
+            ["update_ema"],
+            {"update_ema": "minidit.ema:update_ema"},
+            notebook="08_train_dit_and_ablation",
+        ),
+        _ex(
+            "ex15",
+            "ex15_image_conditioning",
+            "conditioning on an image (SR3 concat, aligned LR tokens)",
             ["concat_low_res", "low_res_pos_embed"],
             {n: f"minidit.superres.model:{n}" for n in ["concat_low_res", "low_res_pos_embed"]},
-            notebook="09_super_resolution"),
-        _ex("ex16", "ex16_frechet", "Frechet distance between two Gaussians", ["frechet_distance"],
+            notebook="09_super_resolution",
+        ),
+        _ex(
+            "ex16",
+            "ex16_frechet",
+            "Frechet distance between two Gaussians",
+            ["frechet_distance"],
             {"frechet_distance": "minidit.evaluation.metrics:frechet_distance"},
-            notebook="07_evaluation", points=5.0, optional=True),
-        _ex("ex17", "ex17_kl_latent", "the reparameterised KL latent and the latent scale factor",
+            notebook="07_evaluation",
+            points=5.0,
+            optional=True,
+        ),
+        _ex(
+            "ex17",
+            "ex17_kl_latent",
+            "the reparameterised KL latent and the latent scale factor",
             ["sample_posterior", "kl_divergence", "latent_scale_factor"],
             {n: f"minidit.latent:{n}" for n in ["sample_posterior", "kl_divergence", "latent_scale_factor"]},
-            notebook="10_latent_diffusion"),
+            notebook="10_latent_diffusion",
+        ),
     ]
 }
 
 
 # ----------------------------------------------------------------------------- folders and loading
+
 
 def _is_checkout(folder: pathlib.Path) -> bool:
     return any((folder / "exercises").glob("ex[0-9][0-9]_*.py"))
@@ -236,8 +333,12 @@ def _is_stub(func: Callable) -> bool:
         return False
     body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
     body = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-    return (len(body) == 1 and isinstance(body[0], ast.Raise) and body[0].exc is not None
-            and "NotImplementedError" in ast.unparse(body[0].exc))
+    return (
+        len(body) == 1
+        and isinstance(body[0], ast.Raise)
+        and body[0].exc is not None
+        and "NotImplementedError" in ast.unparse(body[0].exc)
+    )
 
 
 def is_started(obj: Any) -> bool:
@@ -266,9 +367,10 @@ def _call_student(ex: Exercise, name: str, args: tuple, kwargs: dict) -> Any:
         return _student_piece(ex.id, name)(*args, **kwargs)
     except NotImplementedError as err:
         if str(err).startswith(f"{ex.id}:") and "not written yet" not in str(err):
-            raise NotImplementedError(f"{err} - minidit runs your {name} here, and it is not written yet: write it "
-                                      f"in exercises/{ex.stem}.py, then check it with `pytest exercises -k {ex.id}`"
-                                      ) from None
+            raise NotImplementedError(
+                f"{err} - minidit runs your {name} here, and it is not written yet: write it "
+                f"in exercises/{ex.stem}.py, then check it with `pytest exercises -k {ex.id}`"
+            ) from None
         raise
 
 
@@ -402,8 +504,11 @@ def _selection(source: str, exercise_ids: tuple[str, ...]) -> list[tuple[str, An
             adapt = ex.adapters.get(name)
             pairs += [(t, adapt(obj) if adapt else obj) for t in targets]
     if skipped and source == "student":
-        warnings.warn(f"course.use('student'): {len(skipped)} pieces are not started (or do not import) and keep "
-                      f"minidit's code: {', '.join(skipped)}", stacklevel=3)
+        warnings.warn(
+            f"course.use('student'): {len(skipped)} pieces are not started (or do not import) and keep "
+            f"minidit's code: {', '.join(skipped)}",
+            stacklevel=3,
+        )
     return pairs
 
 
@@ -454,6 +559,7 @@ def apply_env() -> str:
 
 
 # ----------------------------------------------------------------------------- compare
+
 
 def _max_err(a: Any, b: Any) -> float:
     import numpy as np
@@ -540,12 +646,17 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
     a = np.random.default_rng(0).normal(size=(2, 8, 24))
     cov1, cov2 = a[0] @ a[0].T / 24, a[1] @ a[1].T / 24
     cases: dict[str, dict[str, Callable]] = {
-        "ex01": {"linear_beta_schedule": both(100), "cosine_beta_schedule": both(100),
-                 "compute_alphas_cumprod": both(betas)},
+        "ex01": {
+            "linear_beta_schedule": both(100),
+            "cosine_beta_schedule": both(100),
+            "compute_alphas_cumprod": both(betas),
+        },
         "ex02": {"q_sample": both(x0, t, eps, abar)},
         "ex03": {"epsilon_mse_loss": both(eps, x0)},
-        "ex04": {"q_posterior_mean_variance": both(x0, xt, t, betas, abar),
-                 "ddpm_step": both(x0, torch.full((4, 1, 1, 1), -3.0), t, eps)},
+        "ex04": {
+            "q_posterior_mean_variance": both(x0, xt, t, betas, abar),
+            "ddpm_step": both(x0, torch.full((4, 1, 1, 1), -3.0), t, eps),
+        },
         "ex05": {"patchify": both(x0, 2), "unpatchify": both(torch.randn(4, 16, 4, generator=g), 2, 1)},
         "ex06": {"get_2d_sincos_pos_embed": both(32, 4), "get_1d_sincos_pos_embed_from_grid": both(16, np.arange(5.0))},
         "ex07": {"timestep_embedding": both(t, 32)},
@@ -558,8 +669,11 @@ def _random_cases(ex: Exercise) -> dict[str, Callable[[Any, Any], Any]]:
         "ex15": {"concat_low_res": both(xt, x0[:, :, ::4, ::4].clamp(-1, 1)), "low_res_pos_embed": both(32, 4, 16)},
         "ex14": {"update_ema": update_ema},
         "ex16": {"frechet_distance": both(np.zeros(8), cov1, np.ones(8), cov2)},
-        "ex17": {"sample_posterior": both(x0, xt, eps), "kl_divergence": both(x0, xt),
-                 "latent_scale_factor": both(3 * xt)},
+        "ex17": {
+            "sample_posterior": both(x0, xt, eps),
+            "kl_divergence": both(x0, xt),
+            "latent_scale_factor": both(3 * xt),
+        },
     }
     return cases.get(ex.id, {})
 
@@ -610,9 +724,9 @@ def _recorded(ex_id: str, name: str) -> tuple[list, dict] | None:
     from safetensors.torch import load_file
 
     prefix = f"{ex_id}/{name}/"
-    items = {k[len(prefix):]: v for k, v in load_file(path).items() if k.startswith(prefix)}
+    items = {k[len(prefix) :]: v for k, v in load_file(path).items() if k.startswith(prefix)}
     outputs = [items[f"out/{i}"] for i in range(sum(k.startswith("out/") for k in items))]
-    state = {k[len("state/"):]: v for k, v in items.items() if k.startswith("state/")}
+    state = {k[len("state/") :]: v for k, v in items.items() if k.startswith("state/")}
     return (outputs, state) if outputs else None
 
 

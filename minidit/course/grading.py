@@ -122,13 +122,18 @@ def honesty_problems(ex: course.Exercise, source: str) -> list[str]:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in _DYNAMIC:
                 add(node, f"calls {node.func.id}() (loading code dynamically)")
-            elif node.func.id in ("getattr", "hasattr") and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) \
-                    and node.args[1].value in own:
+            elif (
+                node.func.id in ("getattr", "hasattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in own
+            ):
                 add(node, f"uses {ast.unparse(node)}")
     return problems
 
 
 # ----------------------------------------------------------------------------- grading
+
 
 @dataclasses.dataclass
 class Options:
@@ -143,8 +148,14 @@ class Options:
 
     def limits(self) -> sandbox.Limits:
         call = self.test_timeout if self.test_timeout > 0 else self.timeout
-        return sandbox.Limits(call_seconds=call, memory_mb=self.memory_mb, cpu_seconds=int(self.timeout) + 1,
-                              output_mb=self.output_mb, max_processes=self.max_processes, user=self.user)
+        return sandbox.Limits(
+            call_seconds=call,
+            memory_mb=self.memory_mb,
+            cpu_seconds=int(self.timeout) + 1,
+            output_mb=self.output_mb,
+            max_processes=self.max_processes,
+            user=self.user,
+        )
 
 
 def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: Options) -> dict[str, dict]:
@@ -163,16 +174,44 @@ def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: 
     limit = options.timeout * len(exercises) + 60  # the exercise budgets hold it well within this
     with tempfile.TemporaryDirectory(prefix="minidit-grade-") as tmp:
         report, log_path = pathlib.Path(tmp) / "report.json", pathlib.Path(tmp) / "pytest.log"
-        cmd = [sys.executable, "-m", "pytest", *files, "-p", "minidit.course.sandbox", "-q", "-p", "no:cacheprovider",
-               "-o", "addopts=", "--no-header", "-rN", "--basetemp", str(pathlib.Path(tmp) / "t")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *files,
+            "-p",
+            "minidit.course.sandbox",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--no-header",
+            "-rN",
+            "--basetemp",
+            str(pathlib.Path(tmp) / "t"),
+        ]
         env = {k: v for k, v in os.environ.items() if k not in (course.ENV_IMPL, course.ENV_EXERCISES)}
-        env.update({sandbox.ENV_SUBMISSION: str(folder), sandbox.ENV_REPORT: str(report),
-                    sandbox.ENV_LIMITS: json.dumps(dataclasses.asdict(options.limits())),
-                    sandbox.ENV_BUDGET: str(options.timeout),
-                    "MINIDIT_TEST_TIMEOUT": str(options.test_timeout), "PYTHONDONTWRITEBYTECODE": "1"})
+        env.update(
+            {
+                sandbox.ENV_SUBMISSION: str(folder),
+                sandbox.ENV_REPORT: str(report),
+                sandbox.ENV_LIMITS: json.dumps(dataclasses.asdict(options.limits())),
+                sandbox.ENV_BUDGET: str(options.timeout),
+                "MINIDIT_TEST_TIMEOUT": str(options.test_timeout),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         timed_out = False
         try:
             proc.wait(limit)
@@ -186,10 +225,15 @@ def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: 
         log = log_path.read_text(errors="replace")[-2000:]
         data = json.loads(report.read_text()) if report.is_file() and not timed_out else None
     if data is None:
-        status, why = ("timeout", f"killed after {limit:g} s") if timed_out else (
-            "crashed", f"the test process exited with code {proc.returncode} and wrote no report")
-        return {ex.id: {"status": status, "tests": [], "log": f"{why}\n{log}", "notes": [], "seconds": 0.0}
-                for ex in exercises}
+        status, why = (
+            ("timeout", f"killed after {limit:g} s")
+            if timed_out
+            else ("crashed", f"the test process exited with code {proc.returncode} and wrote no report")
+        )
+        return {
+            ex.id: {"status": status, "tests": [], "log": f"{why}\n{log}", "notes": [], "seconds": 0.0}
+            for ex in exercises
+        }
     out = {}
     for ex in exercises:
         info = data["exercises"].get(ex.id, {})
@@ -200,8 +244,14 @@ def _run_tests(exercises: list[course.Exercise], folder: pathlib.Path, options: 
         status, over = _status(tests), bool(info.get("over_budget"))
         if over:
             status, text = "timeout", f"its tests ran longer than {options.timeout:g} s together: scored 0\n{text}"
-        out[ex.id] = {"status": status, "tests": tests, "log": text[-4000:], "notes": info.get("notes", []),
-                      "seconds": round(info.get("seconds", 0.0), 1), "over_budget": over}
+        out[ex.id] = {
+            "status": status,
+            "tests": tests,
+            "log": text[-4000:],
+            "notes": info.get("notes", []),
+            "seconds": round(info.get("seconds", 0.0), 1),
+            "over_budget": over,
+        }
     return out
 
 
@@ -211,8 +261,11 @@ def _status(tests: list[dict]) -> str:
         if special in outcomes:
             return special
     status = exercise_status([{"crashed": "error", "rejected": "error"}.get(o, o) for o in outcomes])[0]
-    return {"done": "passed", "failing": "failed" if "passed" not in outcomes else "partial",
-            "in progress": "partial"}.get(status, status)
+    return {
+        "done": "passed",
+        "failing": "failed" if "passed" not in outcomes else "partial",
+        "in progress": "partial",
+    }.get(status, status)
 
 
 def _instructor_files(root: pathlib.Path) -> dict[str, bytes]:
@@ -237,8 +290,14 @@ def _restore_checkout(root: pathlib.Path, snapshot: dict[str, bytes]) -> list[st
     return wrong
 
 
-def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 600.0, test_timeout: float = 30.0,
-                 options: Options | None = None, snapshot: dict[str, bytes] | None = None) -> dict:
+def grade_folder(
+    folder: str | os.PathLike,
+    exercise_ids=None,
+    timeout: float = 600.0,
+    test_timeout: float = 30.0,
+    options: Options | None = None,
+    snapshot: dict[str, bytes] | None = None,
+) -> dict:
     """Grade one student's exercises folder -> a JSON-able dict with per-exercise points and per-test results."""
     options = options or Options(timeout=timeout, test_timeout=test_timeout)
     folder = course.exercise_folder(str(folder))
@@ -251,10 +310,15 @@ def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 
         if not file.is_file():
             early[ex.id] = {"status": "missing", "log": f"no file {ex.stem}.py"}
         elif problems := honesty_problems(ex, file.read_text(errors="replace")):
-            early[ex.id] = {"status": "rejected", "log": (
-                f"{ex.id} scores 0: {ex.stem}.py does not implement the exercise itself - " + "; ".join(problems)
-                + ". Write your own code (other exercises' pieces and building blocks such as Attention and Mlp "
-                "may be imported).")}
+            early[ex.id] = {
+                "status": "rejected",
+                "log": (
+                    f"{ex.id} scores 0: {ex.stem}.py does not implement the exercise itself - "
+                    + "; ".join(problems)
+                    + ". Write your own code (other exercises' pieces and building blocks such as Attention and Mlp "
+                    "may be imported)."
+                ),
+            }
     to_run = [ex for ex in chosen if ex.id not in early]
     ran = _run_tests(to_run, folder, options) if to_run else {}
     tampered = _restore_checkout(root, snapshot)  # only possible without Landlock; the next student is safe
@@ -269,17 +333,25 @@ def grade_folder(folder: str | os.PathLike, exercise_ids=None, timeout: float = 
         over = r.get("over_budget", False)
         score = round(ex.points * passed / total, 2) if total and status != "rejected" and not over else 0.0
         results[ex.id] = {
-            "title": ex.title, "status": status, "points": score, "max_points": ex.points,
-            "optional": ex.optional, "passed": passed, "tests": total,
+            "title": ex.title,
+            "status": status,
+            "points": score,
+            "max_points": ex.points,
+            "optional": ex.optional,
+            "passed": passed,
+            "tests": total,
             "failed": sum(t["outcome"] in ("failed", "error", "timeout", "crashed", "rejected") for t in tests),
             "not_started": sum(t["outcome"] == "not started" for t in tests),
             "seconds": r["seconds"],
             "log": log if status not in ("passed", "not started") or (tampered and ex.id in ran) else "",
-            "results": tests, "tampered": tampered if ex.id in ran else [], "sandbox": r["notes"],
+            "results": tests,
+            "tampered": tampered if ex.id in ran else [],
+            "sandbox": r["notes"],
         }
     required = [r for r in results.values() if not r["optional"]]
     return {
-        "student": _student_name(folder), "folder": str(folder),
+        "student": _student_name(folder),
+        "folder": str(folder),
         "total": round(sum(r["points"] for r in results.values()), 2),
         "max_total": sum(r["max_points"] for r in required),  # optional exercises are bonus
         "exercises": results,
@@ -300,8 +372,15 @@ def write_grades(grades: list[dict], out: str | os.PathLike) -> tuple[pathlib.Pa
     writer.writerow(["student", *ids, "total", "max_total", *[f"{i}_status" for i in ids]])
     for g in grades:
         ex = g["exercises"]
-        writer.writerow([g["student"], *[ex[i]["points"] if i in ex else "" for i in ids], g["total"],
-                         g["max_total"], *[ex[i]["status"] if i in ex else "" for i in ids]])
+        writer.writerow(
+            [
+                g["student"],
+                *[ex[i]["points"] if i in ex else "" for i in ids],
+                g["total"],
+                g["max_total"],
+                *[ex[i]["status"] if i in ex else "" for i in ids],
+            ]
+        )
     json_path, csv_path = out / "grades.json", out / "grades.csv"
     atomic_write_json(json_path, {"students": grades})
     atomic_write(csv_path, lambda tmp: tmp.write_text(buffer.getvalue()))
@@ -315,20 +394,34 @@ def gradescope_results(grade: dict) -> dict:
         title = f"{ex_id} {r['title']}" + (" (optional bonus)" if r["optional"] else "")
         graded = [t for t in r["results"] if t["outcome"] != "skipped"]
         if not graded or r["status"] in ("rejected", "missing"):
-            entries.append({"name": title, "number": ex_id, "score": r["points"], "max_score": r["max_points"],
-                            "status": "passed" if r["status"] == "passed" else "failed",
-                            "output": r["log"] or r["status"]})
+            entries.append(
+                {
+                    "name": title,
+                    "number": ex_id,
+                    "score": r["points"],
+                    "max_score": r["max_points"],
+                    "status": "passed" if r["status"] == "passed" else "failed",
+                    "output": r["log"] or r["status"],
+                }
+            )
             continue
         each = r["max_points"] / len(graded)
         per_pass = r["points"] / max(1, sum(t["outcome"] == "passed" for t in graded))  # sums to the exercise's points
         for i, t in enumerate(graded, 1):
             passed = t["outcome"] == "passed"
-            entries.append({"name": f"{title}: {t['name']}", "number": f"{ex_id}.{i}",
-                            "score": round(per_pass if passed else 0.0, 4), "max_score": round(each, 4),
-                            "status": "passed" if passed else "failed",
-                            "output": "" if passed else f"{t['outcome']}: {t['message']}"})
-    summary = "\n".join(f"{ex_id}  {r['points']:g}/{r['max_points']:g}  {r['status']}"
-                        for ex_id, r in grade["exercises"].items())
+            entries.append(
+                {
+                    "name": f"{title}: {t['name']}",
+                    "number": f"{ex_id}.{i}",
+                    "score": round(per_pass if passed else 0.0, 4),
+                    "max_score": round(each, 4),
+                    "status": "passed" if passed else "failed",
+                    "output": "" if passed else f"{t['outcome']}: {t['message']}",
+                }
+            )
+    summary = "\n".join(
+        f"{ex_id}  {r['points']:g}/{r['max_points']:g}  {r['status']}" for ex_id, r in grade["exercises"].items()
+    )
     return {"score": grade["total"], "output": summary, "tests": entries, "stdout_visibility": "hidden"}
 
 
@@ -340,6 +433,7 @@ def write_gradescope(grade: dict, path: str | os.PathLike) -> pathlib.Path:
 
 
 # ----------------------------------------------------------------------------- stubs
+
 
 def make_stub(source: str, exercise_id: str) -> str:
     """A solution file's text with every function body (and method body) replaced by the stub's raise.
@@ -353,7 +447,9 @@ def make_stub(source: str, exercise_id: str) -> str:
 
     def stub(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str) -> None:
         first = fn.body[0]
-        has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+        has_doc = (
+            isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+        )
         rest = fn.body[1:] if has_doc else fn.body
         if rest:
             start = first.end_lineno if has_doc else first.lineno - 1  # 0-based: the line after the docstring
@@ -392,12 +488,18 @@ def write_stubs(exercise_ids=None, force: bool = False) -> list[pathlib.Path]:
 
 # ----------------------------------------------------------------------------- release
 
+
 def _release_files(root: pathlib.Path) -> list[str]:
     """Files of the checkout (tracked or not ignored by git; all files without git), minus the solutions."""
     files: list[str] = []
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                             cwd=root, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         files = [f for f in out.split("\0") if f and (root / f).is_file()]
     except (OSError, subprocess.CalledProcessError):
         pass
@@ -437,7 +539,9 @@ def release_source(source: str, pieces: list[tuple[str, str, str]]) -> str:
 
     def empty_body(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         first = fn.body[0]
-        has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+        has_doc = (
+            isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+        )
         start = first.end_lineno if has_doc else first.lineno - 1
         indent = " " * first.col_offset
         edits.append((start, fn.end_lineno, "" if has_doc else f"{indent}...\n"))
@@ -450,8 +554,14 @@ def release_source(source: str, pieces: list[tuple[str, str, str]]) -> str:
         scope: list[ast.stmt] = tree.body
         node = None
         for part in qualname.split("."):
-            node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                         and n.name == part), None)
+            node = next(
+                (
+                    n
+                    for n in scope
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
+                ),
+                None,
+            )
             if node is None:
                 raise ValueError(f"{qualname} not found")
             scope = node.body
@@ -470,10 +580,15 @@ def release_source(source: str, pieces: list[tuple[str, str, str]]) -> str:
     # the import goes after `from __future__ ...` (which must come first) or the docstring
     anchor = 0
     for stmt in tree.body:
-        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__" or (
-                stmt is tree.body[0] and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+        if (
+            isinstance(stmt, ast.ImportFrom)
+            and stmt.module == "__future__"
+            or (stmt is tree.body[0] and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+        ):
             anchor = stmt.end_lineno
-    edits.append((anchor, anchor, "\nfrom minidit import course as _course  # the student release: pieces run exercises/\n"))
+    edits.append(
+        (anchor, anchor, "\nfrom minidit import course as _course  # the student release: pieces run exercises/\n")
+    )
     for start, end, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
         lines[start:end] = [text]
     return "".join(lines)
@@ -521,6 +636,7 @@ def release(out: str | os.PathLike, force: bool = False) -> list[str]:
 
 # ----------------------------------------------------------------------------- command line
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidit.course.grading", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -533,10 +649,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--memory-mb", type=int, default=2048, help="address space of the student's process (RLIMIT_AS)")
     g.add_argument("--max-processes", type=int, default=32, help="processes the student's code may start")
     g.add_argument("--output-mb", type=int, default=16, help="largest file or output the student's code may write")
-    g.add_argument("--child-user", default="nobody",
-                   help="when grading as root, run the student's code as this user ('' keeps root, capabilities dropped)")
-    g.add_argument("--gradescope", metavar="RESULTS_JSON",
-                   help="also write Gradescope's results.json (one folder only), e.g. /autograder/results/results.json")
+    g.add_argument(
+        "--child-user",
+        default="nobody",
+        help="when grading as root, run the student's code as this user ('' keeps root, capabilities dropped)",
+    )
+    g.add_argument(
+        "--gradescope",
+        metavar="RESULTS_JSON",
+        help="also write Gradescope's results.json (one folder only), e.g. /autograder/results/results.json",
+    )
     r = sub.add_parser("release", help="write a student release without solutions/")
     r.add_argument("--out", default="release")
     r.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -570,8 +692,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.gradescope and len(args.folders) != 1:
         print("error: --gradescope grades exactly one folder", file=sys.stderr)
         return 2
-    options = Options(timeout=args.timeout, test_timeout=args.test_timeout, memory_mb=args.memory_mb,
-                      max_processes=args.max_processes, output_mb=args.output_mb, user=args.child_user)
+    options = Options(
+        timeout=args.timeout,
+        test_timeout=args.test_timeout,
+        memory_mb=args.memory_mb,
+        max_processes=args.max_processes,
+        output_mb=args.output_mb,
+        user=args.child_user,
+    )
     sandbox.become_subreaper()  # what a submission leaves running (daemons, setsid) stays ours to kill
     snapshot = _instructor_files(course.repo_root())
     grades = []
@@ -586,7 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         if notes:
             print(f"  (the student's code ran confined: {'; '.join(notes)})")
         for ex_id, r in result["exercises"].items():
-            print(f"  {ex_id}  {r['points']:>5g}/{r['max_points']:<3g} {r['status']:<12} {r['passed']}/{r['tests']} tests")
+            print(
+                f"  {ex_id}  {r['points']:>5g}/{r['max_points']:<3g} {r['status']:<12} {r['passed']}/{r['tests']} tests"
+            )
     sandbox.kill_descendants()  # nothing a submission started outlives the grader; then the reports
     json_path, csv_path = write_grades(grades, args.out)
     print(f"wrote {json_path} and {csv_path}")

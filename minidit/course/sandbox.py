@@ -122,7 +122,7 @@ def _parents() -> dict[int, int]:
                     stat = f.read()
             except OSError:
                 continue
-            fields = stat[stat.rfind(b")") + 2:].split()  # after "(command name)": state, ppid, ...
+            fields = stat[stat.rfind(b")") + 2 :].split()  # after "(command name)": state, ppid, ...
             if len(fields) > 1:
                 parent_of[int(entry.name)] = int(fields[1])
     return parent_of
@@ -166,9 +166,29 @@ def kill_descendants(keep: set[int] | frozenset = frozenset(), seconds: float = 
 
 # ----------------------------------------------------------------------------- landlock (Linux)
 
-_LL_FS = {name: 1 << i for i, name in enumerate([
-    "execute", "write_file", "read_file", "read_dir", "remove_dir", "remove_file", "make_char", "make_dir",
-    "make_reg", "make_sock", "make_fifo", "make_block", "make_sym", "refer", "truncate", "ioctl_dev"])}
+_LL_FS = {
+    name: 1 << i
+    for i, name in enumerate(
+        [
+            "execute",
+            "write_file",
+            "read_file",
+            "read_dir",
+            "remove_dir",
+            "remove_file",
+            "make_char",
+            "make_dir",
+            "make_reg",
+            "make_sock",
+            "make_fifo",
+            "make_block",
+            "make_sym",
+            "refer",
+            "truncate",
+            "ioctl_dev",
+        ]
+    )
+}
 _LL_FS_BY_ABI = {1: 13, 2: 14, 3: 15, 4: 15, 5: 16}  # how many of the rights above each ABI knows
 
 
@@ -189,8 +209,9 @@ def _landlock(read_dirs: list[str], write_dirs: list[str], read_write_files: lis
     libc = ctypes.CDLL(None, use_errno=True)
     fs_all = (1 << _LL_FS_BY_ABI.get(abi, 16)) - 1
     read = _LL_FS["execute"] | _LL_FS["read_file"] | _LL_FS["read_dir"]
-    file_rights = _LL_FS["execute"] | _LL_FS["write_file"] | _LL_FS["read_file"] | (
-        _LL_FS["truncate"] if abi >= 3 else 0)
+    file_rights = (
+        _LL_FS["execute"] | _LL_FS["write_file"] | _LL_FS["read_file"] | (_LL_FS["truncate"] if abi >= 3 else 0)
+    )
 
     class RulesetAttr(ctypes.Structure):
         _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
@@ -205,8 +226,11 @@ def _landlock(read_dirs: list[str], write_dirs: list[str], read_write_files: lis
     if ruleset < 0:
         return 0
     try:
-        rules = [(p, read) for p in read_dirs] + [(p, fs_all) for p in write_dirs] + [
-            (p, file_rights) for p in read_write_files]
+        rules = (
+            [(p, read) for p in read_dirs]
+            + [(p, fs_all) for p in write_dirs]
+            + [(p, file_rights) for p in read_write_files]
+        )
         for path, rights in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -327,12 +351,17 @@ class _Encoder:
         nodes = []
         for path, m in module.named_modules(remove_duplicate=False):
             cls = type(m)
-            node = {"path": path, "training": bool(m.training),
-                    "attrs": {k: self(v) for k, v in vars(m).items() if k not in internals and _is_plain(v)},
-                    "params": {k: None if p is None else {**self(p), "history": p.grad_fn is not None}
-                               for k, p in m._parameters.items()},
-                    "buffers": {k: None if b is None else self(b) for k, b in m._buffers.items()},
-                    "nonpersistent": sorted(m._non_persistent_buffers_set)}
+            node = {
+                "path": path,
+                "training": bool(m.training),
+                "attrs": {k: self(v) for k, v in vars(m).items() if k not in internals and _is_plain(v)},
+                "params": {
+                    k: None if p is None else {**self(p), "history": p.grad_fn is not None}
+                    for k, p in m._parameters.items()
+                },
+                "buffers": {k: None if b is None else self(b) for k, b in m._buffers.items()},
+                "nonpersistent": sorted(m._non_persistent_buffers_set),
+            }
             if cls.__module__.startswith("torch.nn.") and "." not in cls.__qualname__:
                 node["cls"] = f"{cls.__module__}:{cls.__qualname__}"
             elif shadow:
@@ -362,9 +391,15 @@ def _class_methods(cls) -> list[str]:
     from torch import nn
 
     module_names = set(dir(nn.Module))
-    return sorted({k for klass in cls.__mro__ if not klass.__module__.startswith(("torch", "builtins"))
-                   for k, v in vars(klass).items()
-                   if callable(v) and not k.startswith("_") and k not in module_names})
+    return sorted(
+        {
+            k
+            for klass in cls.__mro__
+            if not klass.__module__.startswith(("torch", "builtins"))
+            for k, v in vars(klass).items()
+            if callable(v) and not k.startswith("_") and k not in module_names
+        }
+    )
 
 
 class _Decoder:
@@ -427,8 +462,23 @@ class _Decoder:
         raise ValueError(f"unknown value kind {kind!r}")
 
 
-_KINDS = ("float", "tensor", "ndarray", "npscalar", "dtype", "device", "size", "generator", "tuple", "list",
-          "dict", "module", "shadow", "ref", "handle")
+_KINDS = (
+    "float",
+    "tensor",
+    "ndarray",
+    "npscalar",
+    "dtype",
+    "device",
+    "size",
+    "generator",
+    "tuple",
+    "list",
+    "dict",
+    "module",
+    "shadow",
+    "ref",
+    "handle",
+)
 
 
 def _build_module(nodes: list[dict], decode: _Decoder, shadow_class=None):
@@ -440,8 +490,11 @@ def _build_module(nodes: list[dict], decode: _Decoder, shadow_class=None):
         if "cls" in node:
             cls = _import_torch_nn_class(node["cls"])
         elif shadow_class is not None:
-            cls = shadow_class(node["shadow_cls"], {k: decode(v) for k, v in node.get("class_attrs", {}).items()},
-                               methods=node.get("methods", []))
+            cls = shadow_class(
+                node["shadow_cls"],
+                {k: decode(v) for k, v in node.get("class_attrs", {}).items()},
+                methods=node.get("methods", []),
+            )
         else:
             raise TypeError("only torch.nn modules can be copied into the child")
         m = cls.__new__(cls)
@@ -454,8 +507,9 @@ def _build_module(nodes: list[dict], decode: _Decoder, shadow_class=None):
                 m._parameters[k] = nn.Parameter(decode.tensors[v["tensor"]].clone(), requires_grad=False)
                 _give_history(m._parameters[k], decode.tensors[v["tensor"]])
             else:
-                m._parameters[k] = None if v is None else nn.Parameter(decode.tensors[v["tensor"]],
-                                                                       requires_grad=bool(v.get("rg")))
+                m._parameters[k] = (
+                    None if v is None else nn.Parameter(decode.tensors[v["tensor"]], requires_grad=bool(v.get("rg")))
+                )
         for k, v in node["buffers"].items():
             m._buffers[k] = None if v is None else decode.tensors[v["tensor"]]
         m._non_persistent_buffers_set.update(node.get("nonpersistent", []))
@@ -519,6 +573,7 @@ def _read_nofollow(path: pathlib.Path, limit: int) -> bytes:
 
 # ----------------------------------------------------------------------------- both ends of the wire
 
+
 class ChildDied(RuntimeError):
     pass
 
@@ -564,8 +619,9 @@ class Endpoint:
         name = f"m{self.sent:07d}"
         if tensors:
             _atomic_bytes(self.outbox, name + ".st", save(tensors))
-        _atomic_bytes(self.outbox, name + ".json", json.dumps({"kind": kind, "body": body,
-                                                                "tensors": bool(tensors)}).encode())
+        _atomic_bytes(
+            self.outbox, name + ".json", json.dumps({"kind": kind, "body": body, "tensors": bool(tensors)}).encode()
+        )
         os.write(self.bell_out, b"!")
 
     def _ready(self) -> pathlib.Path | None:
@@ -690,6 +746,7 @@ class RemoteObject:
 
 # ----------------------------------------------------------------------------- the child
 
+
 class _ChildEndpoint(Endpoint):
     is_child = True
 
@@ -709,8 +766,9 @@ class _ChildEndpoint(Endpoint):
                 os._exit(0)
 
     def call(self, target: RemoteObject, attr, args, kwargs):
-        body, tensors = self.request("call", lambda enc: {"target": target._target(), "attr": attr,
-                                                          "args": enc(args), "kwargs": enc(kwargs)})
+        body, tensors = self.request(
+            "call", lambda enc: {"target": target._target(), "attr": attr, "args": enc(args), "kwargs": enc(kwargs)}
+        )
         return _Decoder(self, tensors)(body["value"])
 
     def getattr(self, target: RemoteObject, name: str):
@@ -758,8 +816,11 @@ class _ChildEndpoint(Endpoint):
             before = {k: t.detach().clone() for k, t in _module_state(module).items()}
             args, kwargs = decode(body["args"]), decode(body["kwargs"])
             value = getattr(module, body["method"])(*args, **kwargs) if body.get("method") else module(*args, **kwargs)
-            changed = {k: enc(t) for k, t in _module_state(module).items()  # BatchNorm statistics, say
-                       if k not in before or before[k].shape != t.shape or not torch.equal(before[k], t.detach())}
+            changed = {
+                k: enc(t)
+                for k, t in _module_state(module).items()  # BatchNorm statistics, say
+                if k not in before or before[k].shape != t.shape or not torch.equal(before[k], t.detach())
+            }
             return {"value": enc(value), "changed": changed}
         if kind == "backward":
             decode = _Decoder(self, tensors)
@@ -783,8 +844,10 @@ class _ChildEndpoint(Endpoint):
                 continue
             obj = getattr(module, attr)
             own = getattr(obj, "__module__", None) == name
-            info: dict[str, Any] = {"own": own, "origin": f"{getattr(obj, '__module__', '?')}."
-                                    f"{getattr(obj, '__qualname__', type(obj).__name__)}"}
+            info: dict[str, Any] = {
+                "own": own,
+                "origin": f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}",
+            }
             if isinstance(obj, type):
                 import torch
 
@@ -834,8 +897,12 @@ def _mutations(before, enc: _Encoder) -> dict:
             for key, t in now.items():
                 was = old.get(key)
                 same = was is not None and was[1] == id(t)
-                entries[key] = {"t": enc.tensor(t), "same": same, "grad_fn": t.grad_fn is not None,
-                                "rg": bool(t.requires_grad)}
+                entries[key] = {
+                    "t": enc.tensor(t),
+                    "same": same,
+                    "grad_fn": t.grad_fn is not None,
+                    "rg": bool(t.requires_grad),
+                }
             changed[path] = {"module": entries}
     return changed
 
@@ -937,8 +1004,13 @@ def child_main(workdir: str) -> None:
         abi = _landlock(config["read_dirs"], [workdir], ["/dev/null"])
         notes.append(f"landlock ABI {abi}" if abi else "landlock unavailable")
     _tripwires(config["exercise"])
-    endpoint = _ChildEndpoint(pathlib.Path(workdir, "to_parent"), pathlib.Path(workdir, "to_child"),
-                              config["bell_out"], config["bell_in"], config["limit_bytes"])
+    endpoint = _ChildEndpoint(
+        pathlib.Path(workdir, "to_parent"),
+        pathlib.Path(workdir, "to_child"),
+        config["bell_out"],
+        config["bell_in"],
+        config["limit_bytes"],
+    )
     endpoint.send("ready", {"notes": notes})
     while True:
         kind, body, tensors = endpoint.receive()
@@ -952,8 +1024,10 @@ def _tripwires(exercise_id: str) -> None:
 
     ex = course.get(exercise_id)
     for name, targets in ex.targets.items():
-        message = (f"{ex.id}: your code called minidit's own {name}, which {NOT_OWN_MESSAGE}; an exercise "
-                   "scores only your own implementation")
+        message = (
+            f"{ex.id}: your code called minidit's own {name}, which {NOT_OWN_MESSAGE}; an exercise "
+            "scores only your own implementation"
+        )
         for target in targets:
             try:
                 container, key, kind = course._resolve(target)
@@ -1044,12 +1118,24 @@ class Submission(Endpoint):
         package = pathlib.Path(course.__file__).resolve().parents[1]
         (work / "site" / "minidit").symlink_to(package, target_is_directory=True)
         to_child, from_child = os.pipe(), os.pipe()
-        user = self.limits.user if os.getuid() == 0 and self.limits.user and all(
-            _usable_by_others(p) for p in (sys.executable, sys.base_prefix, sys.prefix, str(package))) else ""
-        config = {"exercise": self.exercise_id, "workdir": str(work), "limits": dataclasses.asdict(self.limits),
-                  "user": user,
-                  "bell_in": to_child[0], "bell_out": from_child[1], "limit_bytes": self.limits.output_mb << 20,
-                  "read_dirs": _readable_dirs(package), "parent": os.getpid()}
+        user = (
+            self.limits.user
+            if os.getuid() == 0
+            and self.limits.user
+            and all(_usable_by_others(p) for p in (sys.executable, sys.base_prefix, sys.prefix, str(package)))
+            else ""
+        )
+        config = {
+            "exercise": self.exercise_id,
+            "workdir": str(work),
+            "limits": dataclasses.asdict(self.limits),
+            "user": user,
+            "bell_in": to_child[0],
+            "bell_out": from_child[1],
+            "limit_bytes": self.limits.output_mb << 20,
+            "read_dirs": _readable_dirs(package),
+            "parent": os.getpid(),
+        }
         (work / "config.json").write_text(json.dumps(config))
         if user:
             import pwd  # Unix only (the child's limits and user)
@@ -1059,23 +1145,40 @@ class Submission(Endpoint):
                 if "to_child" not in path.relative_to(work).parts:
                     os.lchown(path, entry.pw_uid, entry.pw_gid)
             os.chmod(work, 0o755)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work / "tmp"),
-               "TMPDIR": str(work / "tmp"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
-               "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-        boot = ("import sys; sys.path.insert(0, sys.argv[1] + '/site'); "
-                "from minidit.course import sandbox; sandbox.child_main(sys.argv[1])")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work / "tmp"),
+            "TMPDIR": str(work / "tmp"),
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MALLOC_ARENA_MAX": "2",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+        }
+        boot = (
+            "import sys; sys.path.insert(0, sys.argv[1] + '/site'); "
+            "from minidit.course import sandbox; sandbox.child_main(sys.argv[1])"
+        )
         self.stdout, self.stderr = open(work / "stdout.txt", "wb"), open(work / "stderr.txt", "wb")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-I", "-c", boot, str(work)], cwd=work / "submission",
-                                         env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr,
-                                         pass_fds=(to_child[0], from_child[1]), start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", boot, str(work)],
+                cwd=work / "submission",
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self.stdout,
+                stderr=self.stderr,
+                pass_fds=(to_child[0], from_child[1]),
+                start_new_session=True,
+            )
         finally:
             os.close(to_child[0])
             os.close(from_child[1])
         os.set_blocking(from_child[0], False)
         self.workdir = work
-        Endpoint.__init__(self, work / "to_child", work / "to_parent", to_child[1], from_child[0],
-                          self.limits.output_mb << 20)
+        Endpoint.__init__(
+            self, work / "to_child", work / "to_parent", to_child[1], from_child[0], self.limits.output_mb << 20
+        )
         kind, body, _ = self._receive(max(self.limits.call_seconds, 60.0))
         if kind != "ready":
             raise ChildDied(f"{CRASH_MESSAGE} while starting")
@@ -1109,7 +1212,9 @@ class Submission(Endpoint):
         text = ""
         for name in ("stdout.txt", "stderr.txt"):
             with contextlib.suppress(OSError, ValueError, TypeError):
-                text += _read_nofollow(self.workdir / name, self.limits.output_mb << 20).decode(errors="replace")[-chars:]
+                text += _read_nofollow(self.workdir / name, self.limits.output_mb << 20).decode(errors="replace")[
+                    -chars:
+                ]
         return text[-chars:]
 
     # --- waiting: deadlines on a doorbell, replies in files (a descendant holding a pipe changes nothing)
@@ -1142,8 +1247,11 @@ class Submission(Endpoint):
 
     def _death_message(self) -> str:
         code = self.proc.returncode if self.proc is not None else None
-        why = {-signal.SIGXCPU: f"it used more than {self.limits.cpu_seconds} s of CPU",
-               -signal.SIGKILL: "it was killed", -signal.SIGSEGV: "a segmentation fault"}.get(code, f"exit code {code}")
+        why = {
+            -signal.SIGXCPU: f"it used more than {self.limits.cpu_seconds} s of CPU",
+            -signal.SIGKILL: "it was killed",
+            -signal.SIGSEGV: "a segmentation fault",
+        }.get(code, f"exit code {code}")
         tail = self.output_tail(800).strip()
         return f"{CRASH_MESSAGE} ({why})" + (f"; its last output:\n{tail}" if tail else "")
 
@@ -1176,8 +1284,10 @@ class Submission(Endpoint):
         value = getattr(target, name)
         if _is_plain(value) or isinstance(value, (torch.Tensor, np.ndarray, torch.dtype, torch.device, torch.Size)):
             return value
-        raise AttributeError(f"the grader lets your code read plain attributes (numbers, strings, tensors) of this "
-                             f"object and call it; .{name} is a {type(value).__name__}")
+        raise AttributeError(
+            f"the grader lets your code read plain attributes (numbers, strings, tensors) of this "
+            f"object and call it; .{name} is a {type(value).__name__}"
+        )
 
     # --- the remote module
     def module(self) -> types.SimpleNamespace:
@@ -1191,15 +1301,18 @@ class Submission(Endpoint):
         if self.names is None or not self.alive():
             if not self.alive():
                 self.start()
-            body, _ = self.request("load", lambda enc: {"file": str(self.workdir / "submission" / file.name),
-                                                        "names": list(ex.names)})
+            body, _ = self.request(
+                "load", lambda enc: {"file": str(self.workdir / "submission" / file.name), "names": list(ex.names)}
+            )
             self.names = body["names"]
         namespace = types.SimpleNamespace(__name__=f"submission.{ex.stem}", __file__=str(file))
         decode = _Decoder(self, {})
         for name, info in self.names.items():
             if not info["own"]:
-                raise AssertionError(f"{ex.id}: {name} {NOT_OWN_MESSAGE}: it is {info['origin']}; an exercise "
-                                     "scores only your own implementation")
+                raise AssertionError(
+                    f"{ex.id}: {name} {NOT_OWN_MESSAGE}: it is {info['origin']}; an exercise "
+                    "scores only your own implementation"
+                )
             if info["kind"] == "module_class":
                 attrs = {k: decode(v) for k, v in info["class_attrs"].items()}
                 setattr(namespace, name, self.shadow_class(name, attrs, remote=name, methods=info["methods"]))
@@ -1207,12 +1320,19 @@ class Submission(Endpoint):
                 setattr(namespace, name, _RemoteName(self, name))
         return namespace
 
-    def shadow_class(self, qualname: str, class_attrs: dict, remote: str | None = None,
-                     methods: list[str] = ()) -> type:
+    def shadow_class(
+        self, qualname: str, class_attrs: dict, remote: str | None = None, methods: list[str] = ()
+    ) -> type:
         """One stand-in class per class of the submission (so isinstance and class attributes work)."""
         if qualname not in self.shadow_classes:
-            attrs = {**class_attrs, "__module__": "submission", "__qualname__": qualname, "_sb_remote": remote,
-                     "_sb_submission": self, **{m: _forwarding_method(m) for m in methods}}
+            attrs = {
+                **class_attrs,
+                "__module__": "submission",
+                "__qualname__": qualname,
+                "_sb_remote": remote,
+                "_sb_submission": self,
+                **{m: _forwarding_method(m) for m in methods},
+            }
             self.shadow_classes[qualname] = _ShadowMeta(qualname, (_shadow_base(),), attrs)
         elif remote is not None:
             self.shadow_classes[qualname]._sb_remote = remote
@@ -1264,10 +1384,18 @@ class Submission(Endpoint):
         handle, gen, path = shadow.__dict__["_sb"]
         self._check_gen(gen, "module")
         state = _module_state(shadow)
-        reply, tensors = self.request("forward", lambda enc: {
-            "handle": handle, "path": path, "state": {k: enc(t) for k, t in state.items()},
-            "training": {p: m.training for p, m in shadow.named_modules()}, "args": enc(args), "kwargs": enc(kwargs),
-            "method": method})
+        reply, tensors = self.request(
+            "forward",
+            lambda enc: {
+                "handle": handle,
+                "path": path,
+                "state": {k: enc(t) for k, t in state.items()},
+                "training": {p: m.training for p, m in shadow.named_modules()},
+                "args": enc(args),
+                "kwargs": enc(kwargs),
+                "method": method,
+            },
+        )
         decode = _Decoder(self, tensors)
         with torch.no_grad():
             for key, value in reply.get("changed", {}).items():
@@ -1294,9 +1422,27 @@ def _readable_dirs(package: pathlib.Path) -> list[str]:
     """What the child may read: the Python installation and libraries, system files, the minidit package -
     never the checkout around minidit (its exercises/ tests and solutions/)."""
 
-    candidates = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev", "/opt",
-                  sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(package)}
-    candidates.update(v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    candidates = {
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/bin",
+        "/sbin",
+        "/etc",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/opt",
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        str(package),
+    }
+    candidates.update(
+        v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
     candidates.update(site.getsitepackages())
     candidates.update(p for p in sys.path if p)
     repo = os.path.realpath(package.parent)
@@ -1544,8 +1690,12 @@ def outcome_of(report) -> str | None:
         return "not started" if _message(report).startswith("not started") else "skipped"
     if report.outcome == "failed":
         text = str(report.longrepr)
-        for marker, outcome in ((NOT_OWN_MESSAGE, "rejected"), (TIMEOUT_MESSAGE, "timeout"), (BUDGET_MESSAGE, "timeout"),
-                                (CRASH_MESSAGE, "crashed")):
+        for marker, outcome in (
+            (NOT_OWN_MESSAGE, "rejected"),
+            (TIMEOUT_MESSAGE, "timeout"),
+            (BUDGET_MESSAGE, "timeout"),
+            (CRASH_MESSAGE, "crashed"),
+        ):
             if marker in text:
                 return outcome
         return "failed" if report.when == "call" else "error"
@@ -1555,9 +1705,15 @@ def outcome_of(report) -> str | None:
 def pytest_runtest_logreport(report) -> None:
     if not os.environ.get(ENV_SUBMISSION) or (outcome := outcome_of(report)) is None:
         return
-    entry = _REPORT.setdefault(report.nodeid, {"exercise": _exercise_id(report.nodeid),
-                                               "name": report.nodeid.split("::", 1)[-1], "outcome": outcome,
-                                               "message": ""})
+    entry = _REPORT.setdefault(
+        report.nodeid,
+        {
+            "exercise": _exercise_id(report.nodeid),
+            "name": report.nodeid.split("::", 1)[-1],
+            "outcome": outcome,
+            "message": "",
+        },
+    )
     if entry["outcome"] in ("passed", "skipped") or outcome not in ("passed", "skipped"):
         entry["outcome"] = outcome  # the worst of setup, call and teardown
         entry["message"] = "" if outcome == "passed" else _message(report)[:2000]
@@ -1570,8 +1726,10 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         _finish(exercise)
     close_all()  # nothing the student started is alive when the report is written
     budget = float(os.environ.get(ENV_BUDGET, "0") or 0)
-    exercises = {ex: {**_INFO.get(ex, {}), "seconds": spent, "over_budget": bool(budget and spent > budget)}
-                 for ex, spent in _SPENT.items()}
+    exercises = {
+        ex: {**_INFO.get(ex, {}), "seconds": spent, "over_budget": bool(budget and spent > budget)}
+        for ex, spent in _SPENT.items()
+    }
     report = {"tests": list(_REPORT.values()), "exercises": exercises, "exit_status": int(exitstatus)}
     path = pathlib.Path(os.environ[ENV_REPORT])
     tmp = path.with_name(path.name + ".tmp")

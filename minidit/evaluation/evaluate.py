@@ -43,8 +43,9 @@ def to_images(array, source: str = "samples") -> torch.Tensor:
     elif x.dim() == 4 and x.shape[-1] == 1 and x.shape[1] != 1:
         x = x.permute(0, 3, 1, 2)  # (N, 1, H, W) from channels-last
     if x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32):
-        raise ValueError(f"{source}: expected images of shape (N, 32, 32), (N, 1, 32, 32) or (N, 32, 32, 1), "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"{source}: expected images of shape (N, 32, 32), (N, 1, 32, 32) or (N, 32, 32, 1), got {tuple(x.shape)}"
+        )
     try:
         return check_images(x, "images")
     except ValueError as err:
@@ -74,8 +75,12 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
         parents = {f.parent.relative_to(path).as_posix() for f in files}
         labels = None
         if all(p.isdigit() for p in parents):  # ImageFolder layout: 0/xxx.png, 1/yyy.png, ...
-            labels = check_labels(torch.tensor([int(f.parent.name) for f in files]), len(files), len(CLASS_NAMES),
-                                  f"{path}: the class folders")
+            labels = check_labels(
+                torch.tensor([int(f.parent.name) for f in files]),
+                len(files),
+                len(CLASS_NAMES),
+                f"{path}: the class folders",
+            )
         return to_images(np.stack([_read_png(f) for f in files]), str(path)), labels
     if path.suffix in (".npy", ".npz") and not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
@@ -95,8 +100,16 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     raise ValueError(f"{path}: expected a .npy or .npz file or a folder of PNGs")
 
 
-def draw_samples(model, diffusion, num_samples: int, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int = 250,
-                 batch_size: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_samples(
+    model,
+    diffusion,
+    num_samples: int,
+    cfg_scale: float = 1.0,
+    sampler: str = "ddpm",
+    steps: int = 250,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced samples (labels 0, 1, ..., 9, 0, ...) -> (images (N, 1, 32, 32) on the CPU, labels (N,)).
 
     The same seed gives the same starting noise for every cfg_scale, so a guidance sweep compares like with like.
@@ -105,8 +118,20 @@ def draw_samples(model, diffusion, num_samples: int, cfg_scale: float = 1.0, sam
     device = next(model.parameters()).device
     labels = torch.arange(num_samples) % model.num_classes  # (N,)
     generator = torch.Generator(device=device).manual_seed(seed)
-    images = [sample(model, diffusion, labels[i : i + batch_size].to(device), cfg_scale=cfg_scale, sampler=sampler,
-                     steps=steps, generator=generator).float().cpu() for i in range(0, num_samples, batch_size)]
+    images = [
+        sample(
+            model,
+            diffusion,
+            labels[i : i + batch_size].to(device),
+            cfg_scale=cfg_scale,
+            sampler=sampler,
+            steps=steps,
+            generator=generator,
+        )
+        .float()
+        .cpu()
+        for i in range(0, num_samples, batch_size)
+    ]
     return torch.cat(images), labels
 
 
@@ -135,8 +160,13 @@ def main(argv=None) -> int:
     source.add_argument("--samples", help=".npy / .npz file or folder of PNGs")
     parser.add_argument("--out", default=None, help="JSON to write (default: scores.json beside the input)")
     parser.add_argument("--num-samples", type=int, default=10_000, help="with --ckpt: how many to draw")
-    parser.add_argument("--cfg-scale", type=float, nargs="+", default=[1.0],
-                        help="guidance scale; several values -> a sweep, one report per scale")
+    parser.add_argument(
+        "--cfg-scale",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="guidance scale; several values -> a sweep, one report per scale",
+    )
     parser.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim"))
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=500)
@@ -148,13 +178,17 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
-
     check_sampling_args(args, parser)
     if args.kid_subsets < 1 or (args.num_reference is not None and args.num_reference < 2):
         parser.error(f"need --kid-subsets >= 1 and --num-reference >= 2, got {args.kid_subsets}, {args.num_reference}")
 
-    common = dict(num_reference=args.num_reference, seed=args.seed, device=args.device, data_dir=args.data_dir,
-                  kid_subsets=args.kid_subsets)
+    common = dict(
+        num_reference=args.num_reference,
+        seed=args.seed,
+        device=args.device,
+        data_dir=args.data_dir,
+        kid_subsets=args.kid_subsets,
+    )
     command = "python -m minidit.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     source_path = pathlib.Path(args.ckpt or args.samples)
     default_out = source_path / "scores.json" if source_path.is_dir() else source_path.with_name("scores.json")
@@ -173,21 +207,22 @@ def main(argv=None) -> int:
             report = evaluation_report(*samples, **common)
         except ValueError as err:  # e.g. more reference images asked for than the split holds
             parser.error(str(err))
-        report.update(samples_path=str(args.samples), eval_time_s=round(time.perf_counter() - start, 2),
-                      command=command)
+        report.update(
+            samples_path=str(args.samples), eval_time_s=round(time.perf_counter() - start, 2), command=command
+        )
         atomic_write_json(out, report)
         print(format_report(report))
         print(f"wrote {out}")
         return 0
-
 
     use_course_env()  # $MINIDIT_IMPL=student samples with the student's own diffusion code
     model, diffusion = load_for_cli(args, parser, use_ema=True)
     reports = []
     for scale in args.cfg_scale:
         start = time.perf_counter()
-        images, labels = draw_samples(model, diffusion, args.num_samples, scale, args.sampler, args.steps,
-                                      args.batch_size, args.seed)
+        images, labels = draw_samples(
+            model, diffusion, args.num_samples, scale, args.sampler, args.steps, args.batch_size, args.seed
+        )
         sample_time = time.perf_counter() - start
         if args.save_samples:
             path = pathlib.Path(args.save_samples)
@@ -195,13 +230,20 @@ def main(argv=None) -> int:
                 path = path.with_name(f"{path.stem}_cfg{scale:g}.npz")
             save_npz(images, labels, path)
         report = evaluation_report(images, labels, **common)
-        report.update(ckpt=str(args.ckpt), cfg_scale=scale, sampler=args.sampler, steps=args.steps,
-                      sample_time_s=round(sample_time, 2),
-                      eval_time_s=round(time.perf_counter() - start - sample_time, 2), command=command)
+        report.update(
+            ckpt=str(args.ckpt),
+            cfg_scale=scale,
+            sampler=args.sampler,
+            steps=args.steps,
+            sample_time_s=round(sample_time, 2),
+            eval_time_s=round(time.perf_counter() - start - sample_time, 2),
+            command=command,
+        )
         print(f"cfg scale {scale:g}\n{format_report(report)}")
         reports.append(report)
-    atomic_write_json(out, reports[0] if len(reports) == 1 else {"cfg_scales": args.cfg_scale, "reports": reports,
-                                                                  "command": command})
+    atomic_write_json(
+        out, reports[0] if len(reports) == 1 else {"cfg_scales": args.cfg_scale, "reports": reports, "command": command}
+    )
     print(f"wrote {out}")
     return 0
 

@@ -57,8 +57,9 @@ class Evaluator(nn.Module):
     def __init__(self, widths=(32, 64, 128, 256), num_classes: int = 10, spatial_channels: int = 8, dropout=0.2):
         super().__init__()
         w0, w1, w2, w3 = widths
-        self.config = dict(widths=list(widths), num_classes=num_classes, spatial_channels=spatial_channels,
-                           dropout=dropout)  # stored in the weights file, to rebuild the network
+        self.config = dict(
+            widths=list(widths), num_classes=num_classes, spatial_channels=spatial_channels, dropout=dropout
+        )  # stored in the weights file, to rebuild the network
         self.spatial_channels = spatial_channels
         self.stem = conv_bn_relu(1, w0)  # 32x32
         self.block1 = nn.Sequential(conv_bn_relu(w0, w1), conv_bn_relu(w1, w1))  # 16x16
@@ -148,8 +149,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(x)
 
 
-def train_evaluator(epochs: int = DEFAULT_EPOCHS, batch_size: int = 256, lr: float = 0.1, weight_decay: float = 5e-4,
-                    seed: int = 0, device=None, data_dir=None, max_train: int | None = None, log=print):
+def train_evaluator(
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 256,
+    lr: float = 0.1,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    device=None,
+    data_dir=None,
+    max_train: int | None = None,
+    log=print,
+):
     """Train the evaluator on the Fashion-MNIST train split -> (model on CPU, info dict with test accuracy).
 
     SGD + Nesterov momentum with a one-cycle learning rate, random shifts and flips (samples of a DiT trained
@@ -170,8 +180,10 @@ def train_evaluator(epochs: int = DEFAULT_EPOCHS, batch_size: int = 256, lr: flo
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(x_train) // batch_size
     if epochs < 1 or steps_per_epoch < 1:
-        raise ValueError(f"need epochs >= 1 and at least one batch of {batch_size} images; "
-                         f"got epochs={epochs} and {len(x_train)} images")
+        raise ValueError(
+            f"need epochs >= 1 and at least one batch of {batch_size} images; "
+            f"got epochs={epochs} and {len(x_train)} images"
+        )
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)
     start = time.perf_counter()
@@ -190,13 +202,20 @@ def train_evaluator(epochs: int = DEFAULT_EPOCHS, batch_size: int = 256, lr: flo
             sched.step()
             total += loss.detach()
         test_acc = accuracy(model, x_test, y_test)
-        log(f"epoch {epoch + 1}/{epochs}  loss {float(total) / steps_per_epoch:.4f}  "
-            f"test acc {test_acc:.4f}  {time.perf_counter() - start:.1f}s")
+        log(
+            f"epoch {epoch + 1}/{epochs}  loss {float(total) / steps_per_epoch:.4f}  "
+            f"test acc {test_acc:.4f}  {time.perf_counter() - start:.1f}s"
+        )
     wall = time.perf_counter() - start
     info = {
         "test_accuracy": test_acc,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
-        "num_train": len(x_train), "wall_time_s": round(wall, 2),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "num_train": len(x_train),
+        "wall_time_s": round(wall, 2),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "torch": torch.__version__,
         "provisional": epochs < DEFAULT_EPOCHS or len(x_train) < len(train),
@@ -256,12 +275,21 @@ def main(argv=None) -> int:
         parser.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, info = train_evaluator(args.epochs, args.batch_size, args.lr, seed=args.seed, device=args.device,
-                                  data_dir=args.data_dir, max_train=args.max_train)
+    model, info = train_evaluator(
+        args.epochs,
+        args.batch_size,
+        args.lr,
+        seed=args.seed,
+        device=args.device,
+        data_dir=args.data_dir,
+        max_train=args.max_train,
+    )
     info["command"] = "python -m minidit.evaluation.evaluator " + " ".join(sys.argv[1:] if argv is None else argv)
     info = save_evaluator(model, info, args.out)
-    print(f"test accuracy {info['test_accuracy']:.4f}; wrote {args.out} ({info['size_bytes'] / 1e6:.2f} MB, "
-          f"sha256 {info['sha256'][:12]}...) and its .json record")
+    print(
+        f"test accuracy {info['test_accuracy']:.4f}; wrote {args.out} ({info['size_bytes'] / 1e6:.2f} MB, "
+        f"sha256 {info['sha256'][:12]}...) and its .json record"
+    )
     return 0
 
 

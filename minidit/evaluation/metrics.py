@@ -67,13 +67,17 @@ def check_labels(labels, n: int, num_classes: int, name: str = "labels") -> torc
         labels = torch.from_numpy(labels)
     labels = torch.as_tensor(labels)
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise ValueError(f"{name} must be integer class indices, got dtype {labels.dtype} (floats are not truncated "
-                         "silently; convert whole-number labels with .long() / .astype(int))")
+        raise ValueError(
+            f"{name} must be integer class indices, got dtype {labels.dtype} (floats are not truncated "
+            "silently; convert whole-number labels with .long() / .astype(int))"
+        )
     if labels.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), one per sample, got {tuple(labels.shape)}")
     if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{name} must be class indices in [0, {num_classes - 1}], got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"{name} must be class indices in [0, {num_classes - 1}], got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
     return labels.long()
 
 
@@ -138,8 +142,9 @@ def fid_from_features(real, fake) -> float:
     return frechet_distance(*feature_statistics(real), *feature_statistics(fake.to(real.device)))
 
 
-def bootstrap_fid(real, fake, fake_logits=None, fake_labels=None, num: int = 200, seed: int = 0,
-                  level: float = 0.95) -> dict:
+def bootstrap_fid(
+    real, fake, fake_logits=None, fake_labels=None, num: int = 200, seed: int = 0, level: float = 0.95
+) -> dict:
     """How much FID (and class accuracy) move when the generated samples are redrawn: a bootstrap.
 
     real: (N, D), fake: (M, D) features; fake_logits (M, K) and fake_labels (M,) add class accuracy.
@@ -369,11 +374,15 @@ def check_images(images, name: str = "samples") -> torch.Tensor:
         raise ValueError(f"{name} holds NaN/inf values (a diverged model?)")
     lo, hi = float(images.min()), float(images.max())
     if lo >= 0 and hi <= 1.001:
-        raise ValueError(f"{name} spans [{lo:.3g}, {hi:.3g}]: this looks like images in [0, 1], but floats must be in "
-                         "the model range [-1, 1]; convert them with x * 2 - 1")
+        raise ValueError(
+            f"{name} spans [{lo:.3g}, {hi:.3g}]: this looks like images in [0, 1], but floats must be in "
+            "the model range [-1, 1]; convert them with x * 2 - 1"
+        )
     if lo >= 0 and hi <= 255.5:
-        raise ValueError(f"{name} spans [{lo:.3g}, {hi:.3g}]: this looks like pixels in [0, 255]; pass them as uint8 "
-                         "or convert them with x / 127.5 - 1")
+        raise ValueError(
+            f"{name} spans [{lo:.3g}, {hi:.3g}]: this looks like pixels in [0, 255]; pass them as uint8 "
+            "or convert them with x / 127.5 - 1"
+        )
     if lo < -1.001 or hi > 1.001:  # a little slack for round-off
         raise ValueError(f"{name} must lie in [-1, 1] (the model range), but spans [{lo:.3g}, {hi:.3g}]")
     return images.float().clamp(-1, 1)
@@ -401,18 +410,30 @@ def compute_features(images, evaluator=None, batch_size: int = 500, device=None)
     return {key: torch.cat([p[key].float() for p in parts]) for key in parts[0]}
 
 
-def metrics_from_features(real: dict, fake: dict, real_labels=None, fake_labels=None, k_pr: int = 3, k_dc: int = 5,
-                          kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict:
+def metrics_from_features(
+    real: dict,
+    fake: dict,
+    real_labels=None,
+    fake_labels=None,
+    k_pr: int = 3,
+    k_dc: int = 5,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict:
     """real, fake: dicts from `compute_features`; labels (N,), (M,) optional -> every metric as a JSON-able dict.
 
     fake_labels are the classes the samples were generated for (class accuracy, per-class FID need them).
     """
 
-    out = {"fid": fid_from_features(real["pool"], fake["pool"]),
-           "sfid": fid_from_features(real["spatial"], fake["spatial"])}
+    out = {
+        "fid": fid_from_features(real["pool"], fake["pool"]),
+        "sfid": fid_from_features(real["spatial"], fake["spatial"]),
+    }
     out["inception_score"], out["inception_score_std"] = inception_score(fake["logits"])
-    out["kid"], out["kid_std"] = kernel_inception_distance(real["pool"], fake["pool"], kid_subsets, kid_subset_size,
-                                                           seed)
+    out["kid"], out["kid_std"] = kernel_inception_distance(
+        real["pool"], fake["pool"], kid_subsets, kid_subset_size, seed
+    )
     device = real["pool"].device
     out.update(precision_recall(real["pool"], fake["pool"], k=k_pr, device=device))
     out.update(density_coverage(real["pool"], fake["pool"], k=k_dc, device=device))
@@ -443,8 +464,16 @@ def real_features(split: str, num: int, seed: int = 0, evaluator=None, device=No
     return _REFERENCE_CACHE[key][:2]
 
 
-def evaluation_report(samples, labels=None, num_reference: int | None = None, seed: int = 0, evaluator=None,
-                      device=None, data_dir=None, kid_subsets: int = 100) -> dict:
+def evaluation_report(
+    samples,
+    labels=None,
+    num_reference: int | None = None,
+    seed: int = 0,
+    evaluator=None,
+    device=None,
+    data_dir=None,
+    kid_subsets: int = 100,
+) -> dict:
     """Score generated samples against real data, with the real-vs-real floor beside them.
 
     samples: (N, 1, 32, 32) floats in [-1, 1] or uint8 pixels (`check_images`); labels: (N,) integer classes
@@ -452,7 +481,6 @@ def evaluation_report(samples, labels=None, num_reference: int | None = None, se
     The reference is `num_reference` (default N) random train images. The floor scores min(N, 10000) random
     test images against the same reference: the best a perfect generator could do with this many samples.
     """
-
 
     samples = check_images(samples, "samples")
     n = len(samples)
@@ -466,11 +494,18 @@ def evaluation_report(samples, labels=None, num_reference: int | None = None, se
     fake_labels = None if labels is None else labels.to(device)
     common = dict(kid_subsets=kid_subsets, seed=seed)
     return {
-        "num_samples": n, "num_reference": n_ref, "num_floor": n_floor,
-        "reference": "train split", "floor": "test split vs the same train reference",
+        "num_samples": n,
+        "num_reference": n_ref,
+        "num_floor": n_floor,
+        "reference": "train split",
+        "floor": "test split vs the same train reference",
         "samples": metrics_from_features(ref, fake, ref_labels, fake_labels, **common),
         "real_floor": metrics_from_features(ref, test, ref_labels, test_labels, **common),
-        "evaluator": ({k: evaluator_info().get(k) for k in ("sha256", "test_accuracy", "device", "provisional")}
-                      if evaluator is None else "custom"),
-        "device": str(device), "torch": torch.__version__,
+        "evaluator": (
+            {k: evaluator_info().get(k) for k in ("sha256", "test_accuracy", "device", "provisional")}
+            if evaluator is None
+            else "custom"
+        ),
+        "device": str(device),
+        "torch": torch.__version__,
     }

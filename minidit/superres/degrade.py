@@ -33,13 +33,13 @@ DOWN_MODES = ("area", "bicubic", "bilinear")
 class DegradationConfig:
     """Ranges of the random degradation; each image draws its own strengths uniformly in them."""
 
-    scale: int = 4                                    # 32 -> 8 (4) or 32 -> 16 (2)
-    blur_sigma: tuple[float, float] = (0.2, 1.2)      # Gaussian blur std, in high-res pixels
+    scale: int = 4  # 32 -> 8 (4) or 32 -> 16 (2)
+    blur_sigma: tuple[float, float] = (0.2, 1.2)  # Gaussian blur std, in high-res pixels
     down_modes: tuple[str, ...] = ("area", "bicubic")  # resize filter, one chosen per image
-    noise_sigma: tuple[float, float] = (0.0, 0.1)     # additive noise std, in [-1, 1] units (0.1 = 12.75/255)
-    jpeg_quality: tuple[int, int] | None = (40, 95)   # JPEG-like quality range; None switches it off
-    quantize: bool = True                             # round the result to 256 grey levels like a stored image
-    antialias: bool = False                           # bicubic/bilinear with antialiasing (MATLAB imresize-like)
+    noise_sigma: tuple[float, float] = (0.0, 0.1)  # additive noise std, in [-1, 1] units (0.1 = 12.75/255)
+    jpeg_quality: tuple[int, int] | None = (40, 95)  # JPEG-like quality range; None switches it off
+    quantize: bool = True  # round the result to 256 grey levels like a stored image
+    antialias: bool = False  # bicubic/bilinear with antialiasing (MATLAB imresize-like)
 
     def __post_init__(self):
         if not isinstance(self.scale, int) or self.scale < 1:
@@ -61,10 +61,24 @@ class DegradationConfig:
 DEGRADATIONS: dict[str, DegradationConfig] = {
     "x4": DegradationConfig(scale=4),
     "x2": DegradationConfig(scale=2, blur_sigma=(0.2, 1.0), noise_sigma=(0.0, 0.08)),
-    "x4-bicubic": DegradationConfig(scale=4, blur_sigma=(0.0, 0.0), down_modes=("bicubic",), noise_sigma=(0.0, 0.0),
-                                    jpeg_quality=None, quantize=False, antialias=True),
-    "x2-bicubic": DegradationConfig(scale=2, blur_sigma=(0.0, 0.0), down_modes=("bicubic",), noise_sigma=(0.0, 0.0),
-                                    jpeg_quality=None, quantize=False, antialias=True),
+    "x4-bicubic": DegradationConfig(
+        scale=4,
+        blur_sigma=(0.0, 0.0),
+        down_modes=("bicubic",),
+        noise_sigma=(0.0, 0.0),
+        jpeg_quality=None,
+        quantize=False,
+        antialias=True,
+    ),
+    "x2-bicubic": DegradationConfig(
+        scale=2,
+        blur_sigma=(0.0, 0.0),
+        down_modes=("bicubic",),
+        noise_sigma=(0.0, 0.0),
+        jpeg_quality=None,
+        quantize=False,
+        antialias=True,
+    ),
 }
 
 
@@ -299,7 +313,11 @@ def degrade(
     if cfg.quantize:
         y = quantize_8bit(y)
     if return_params:
-        params = {"blur_sigma": blur_sigma, "down_mode": mode_index, "noise_sigma": noise_sigma,
-                  "jpeg_quality": quality}
+        params = {
+            "blur_sigma": blur_sigma,
+            "down_mode": mode_index,
+            "noise_sigma": noise_sigma,
+            "jpeg_quality": quality,
+        }
         return y, params
     return y

@@ -41,8 +41,15 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return w / w.sum()
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, win_size: int = 11, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 2.0,
+    win_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004, Eq. 13) with their Gaussian window, mean over the valid map.
 
     Local means mu, variances s^2 and covariance s_xy are Gaussian-weighted averages (window win_size,

@@ -40,8 +40,9 @@ from minidit.superres.model import CONDITIONINGS, SRDiT, create_sr_model
 from minidit.train import Task, TrainConfig, train
 
 
-def regression_predict(model, low_res: torch.Tensor, y: torch.Tensor | None = None,
-                       size: int | None = None) -> torch.Tensor:
+def regression_predict(
+    model, low_res: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None
+) -> torch.Tensor:
     """The regression baseline: the same network maps the LR image to x_0 in one step.
 
     The noisy-image input is empty (zeros) and t = 0; the output is a residual over bicubic upsampling,
@@ -58,9 +59,17 @@ def regression_predict(model, low_res: torch.Tensor, y: torch.Tensor | None = No
 
 
 @torch.no_grad()
-def sample_sr(model: nn.Module, diffusion, low_res: torch.Tensor, num_samples: int = 1, sampler: str = "ddpm",
-              steps: int | None = 100, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
-              amp: bool | None = None) -> torch.Tensor:
+def sample_sr(
+    model: nn.Module,
+    diffusion,
+    low_res: torch.Tensor,
+    num_samples: int = 1,
+    sampler: str = "ddpm",
+    steps: int | None = 100,
+    y: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    amp: bool | None = None,
+) -> torch.Tensor:
     """Draw num_samples high-res images per LR input by running the reverse process conditioned on it.
 
     minidit.sample.sample does the sampling (compiled, bf16 on CUDA), with the LR image as a model input.
@@ -73,8 +82,16 @@ def sample_sr(model: nn.Module, diffusion, low_res: torch.Tensor, num_samples: i
         labels = torch.full((len(lr),), model.num_classes, dtype=torch.long, device=lr.device)  # the null label
     else:
         labels = y.repeat_interleave(num_samples, dim=0)  # (N*k,)
-    x = sample(model, diffusion, labels, sampler=sampler, steps=steps, generator=generator, amp=amp,
-               model_kwargs={"low_res": lr})  # (N*k, C, H, W)
+    x = sample(
+        model,
+        diffusion,
+        labels,
+        sampler=sampler,
+        steps=steps,
+        generator=generator,
+        amp=amp,
+        model_kwargs={"low_res": lr},
+    )  # (N*k, C, H, W)
     return rearrange(x, "(n k) c h w -> n k c h w", k=num_samples)  # (N, k, C, H, W)
 
 
@@ -110,8 +127,13 @@ class SRConfig:
     device: str | None = None
 
     def __post_init__(self):
-        choices = {"model": list(DiT_models), "block": list(_blocks.BLOCKS), "cond": CONDITIONINGS,
-                   "precision": ("bf16", "fp32"), "ema_warmup": _ema.WARMUPS}
+        choices = {
+            "model": list(DiT_models),
+            "block": list(_blocks.BLOCKS),
+            "cond": CONDITIONINGS,
+            "precision": ("bf16", "fp32"),
+            "ema_warmup": _ema.WARMUPS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {list(allowed)}")
@@ -126,21 +148,42 @@ class SRConfig:
 PRESETS = {
     "gpu": {},
     # CPU quick mode: the same code path with a tiny model (notebook 09 in CI, tests).
-    "cpu": dict(model="DiT-T/4", batch_size=32, steps=150, lr=1e-3, ema_decay=0.99, precision="fp32",
-                compile=False, log_every=25),
+    "cpu": dict(
+        model="DiT-T/4",
+        batch_size=32,
+        steps=150,
+        lr=1e-3,
+        ema_decay=0.99,
+        precision="fp32",
+        compile=False,
+        log_every=25,
+    ),
 }
 
 
 def build_sr_model(cfg: SRConfig, objective: str = "diffusion", image_size: int = 32, channels: int = 1) -> SRDiT:
     """The SRDiT a config trains: the regression baseline has no learned variance (it outputs x_0 only)."""
     scale = get_degradation(cfg.degradation).scale
-    return create_sr_model(cfg.model, cfg.cond, lr_size=image_size // scale, input_size=image_size,
-                           in_channels=channels, block=cfg.block,
-                           learn_sigma=cfg.learn_sigma and objective == "diffusion")
+    return create_sr_model(
+        cfg.model,
+        cfg.cond,
+        lr_size=image_size // scale,
+        input_size=image_size,
+        in_channels=channels,
+        block=cfg.block,
+        learn_sigma=cfg.learn_sigma and objective == "diffusion",
+    )
 
 
-def draw_sr_batch(data, generator: torch.Generator, batch_size: int, diffusion, degradation, flip: bool = True,
-                  class_cond: bool = False):
+def draw_sr_batch(
+    data,
+    generator: torch.Generator,
+    batch_size: int,
+    diffusion,
+    degradation,
+    flip: bool = True,
+    class_cond: bool = False,
+):
     """(x, low_res, t, noise, y): x (N, C, H, W) in [-1, 1], low_res = degrade(x) with fresh random strengths,
     t (N,), noise (N, C, H, W), y (N,) labels or None -- all from one generator, on the data's device."""
     x, y = sample_batch(data, batch_size, generator, flip)  # (N, C, H, W), (N,)
@@ -168,8 +211,9 @@ def sr_objective(objective: str):
     return diffusion_loss if objective == "diffusion" else regression_loss
 
 
-def train_sr(cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds: float | None = None,
-             log=print) -> dict:
+def train_sr(
+    cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds: float | None = None, log=print
+) -> dict:
     """Train an SRDiT with the diffusion loss or the L2 regression loss, for cfg.steps or max_seconds.
 
     minidit.train.train runs it: its loop and step, with this task's model, batch (`draw_sr_batch`) and
@@ -190,26 +234,50 @@ def train_sr(cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds
             raise ValueError("super-resolution trains in one process")
         return draw_sr_batch(data, generator, cfg.batch_size, diffusion, cfg.degradation, cfg.flip, cfg.class_cond)
 
-    task = Task(build_model=lambda train_cfg, channels, size: build_sr_model(cfg, objective, size, channels),
-                draw_batch=draw, objective=sr_objective(objective))
+    task = Task(
+        build_model=lambda train_cfg, channels, size: build_sr_model(cfg, objective, size, channels),
+        draw_batch=draw,
+        objective=sr_objective(objective),
+    )
     with tempfile.TemporaryDirectory(prefix="minidit-sr-") as run_dir:  # weights and state: not kept
         train_cfg = TrainConfig(
-            model=cfg.model, block=cfg.block, learn_sigma=cfg.learn_sigma and objective == "diffusion",
-            global_batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr, ema_decay=cfg.ema_decay,
-            ema_warmup=cfg.ema_warmup, seed=cfg.seed + OBJECTIVES.index(objective), flip=cfg.flip,
-            precision=cfg.precision, compile=cfg.compile, log_every=cfg.log_every, ckpt_every=0, sample_every=0,
-            out_dir=run_dir, max_minutes=None if max_seconds is None else max_seconds / 60, device=cfg.device,
-            progress=False)
+            model=cfg.model,
+            block=cfg.block,
+            learn_sigma=cfg.learn_sigma and objective == "diffusion",
+            global_batch_size=cfg.batch_size,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            ema_decay=cfg.ema_decay,
+            ema_warmup=cfg.ema_warmup,
+            seed=cfg.seed + OBJECTIVES.index(objective),
+            flip=cfg.flip,
+            precision=cfg.precision,
+            compile=cfg.compile,
+            log_every=cfg.log_every,
+            ckpt_every=0,
+            sample_every=0,
+            out_dir=run_dir,
+            max_minutes=None if max_seconds is None else max_seconds / 60,
+            device=cfg.device,
+            progress=False,
+        )
         history, model, ema = train(train_cfg, data, task, budget_from_first_step=True, return_models=True)
-    history.update(objective=objective, config=dataclasses.asdict(cfg), budget_seconds=max_seconds,
-                   warmup_seconds=history["first_step_seconds"], train_seconds=time.monotonic() - start)
+    history.update(
+        objective=objective,
+        config=dataclasses.asdict(cfg),
+        budget_seconds=max_seconds,
+        warmup_seconds=history["first_step_seconds"],
+        train_seconds=time.monotonic() - start,
+    )
     for key in ("checkpoints", "samples", "state"):  # files of the temporary folder, gone now
         history.pop(key, None)
     device = next(model.parameters()).device
     diffusion = create_diffusion(None, learn_sigma=model.learn_sigma, device=device)
-    log(f"minidit.superres: {objective}: {history['final_step']} steps in {history['train_seconds']:.0f} s (first "
+    log(
+        f"minidit.superres: {objective}: {history['final_step']} steps in {history['train_seconds']:.0f} s (first "
         f"step, compiled {history['compiled']}: {history['warmup_seconds']:.0f} s), loss {history['loss'][-1]:.4f}, "
-        f"{history['img_per_s'][-1]:,.0f} img/s")
+        f"{history['img_per_s'][-1]:,.0f} img/s"
+    )
     return {"model": model, "ema": ema, "diffusion": diffusion, "history": history}
 
 
@@ -221,7 +289,6 @@ def train_sr(cfg: SRConfig, objective: str = "diffusion", data=None, max_seconds
 def _perceptual_metrics(outputs: dict[str, torch.Tensor], reference: torch.Tensor, log=print) -> dict:
     """FID and precision/recall of each method's images vs real images, with minidit's evaluator (if present)."""
     try:
-
         device = reference.device
         ref = metrics.compute_features(reference, device=device)["pool"]
         out = {}
@@ -235,10 +302,21 @@ def _perceptual_metrics(outputs: dict[str, torch.Tensor], reference: torch.Tenso
 
 
 @torch.no_grad()
-def evaluate_sr(diffusion_model: SRDiT, regression_model: SRDiT, diffusion, hr: torch.Tensor,
-                degradation="x4", num_samples: int = 3, sampler: str = "ddpm", steps: int | None = 100,
-                batch_size: int = 500, seed: int = 0, reference: torch.Tensor | None = None,
-                deadline: float | None = None, log=print) -> dict:
+def evaluate_sr(
+    diffusion_model: SRDiT,
+    regression_model: SRDiT,
+    diffusion,
+    hr: torch.Tensor,
+    degradation="x4",
+    num_samples: int = 3,
+    sampler: str = "ddpm",
+    steps: int | None = 100,
+    batch_size: int = 500,
+    seed: int = 0,
+    reference: torch.Tensor | None = None,
+    deadline: float | None = None,
+    log=print,
+) -> dict:
     """Super-resolve degraded test images with bicubic, regression and diffusion; score them.
 
     hr: (N, C, H, W) ground-truth images in [-1, 1] (on the models' device); degraded with a CPU generator
@@ -255,7 +333,7 @@ def evaluate_sr(diffusion_model: SRDiT, regression_model: SRDiT, diffusion, hr: 
         if deadline is not None and start > 0 and time.monotonic() > deadline:
             log(f"minidit.superres: time budget reached, evaluating on {start} of {len(hr)} test images")
             break
-        lr, gt = lr_all[start:start + batch_size], hr[start:start + batch_size]
+        lr, gt = lr_all[start : start + batch_size], hr[start : start + batch_size]
         with torch.autocast(hr.device.type, dtype=torch.bfloat16, enabled=hr.device.type == "cuda"):
             reg = regression_predict(regression_model.eval(), lr)
         parts["low_res"].append(lr)
@@ -268,8 +346,12 @@ def evaluate_sr(diffusion_model: SRDiT, regression_model: SRDiT, diffusion, hr: 
     gt, samples = out["ground_truth"], out["diffusion"]  # (N, C, H, W), (N, k, C, H, W)
     flat = rearrange(samples, "n k c h w -> (n k) c h w")
     gt_k = gt.repeat_interleave(num_samples, dim=0)
-    candidates = {"bicubic": out["bicubic"], "regression": out["regression"], "diffusion": samples[:, 0],
-                  f"diffusion mean of {num_samples}": samples.mean(1)}
+    candidates = {
+        "bicubic": out["bicubic"],
+        "regression": out["regression"],
+        "diffusion": samples[:, 0],
+        f"diffusion mean of {num_samples}": samples.mean(1),
+    }
     table = {}
     for name, images in candidates.items():
         table[name] = {"psnr": psnr(images, gt).mean().item(), "ssim": ssim(images, gt).mean().item()}
@@ -280,10 +362,20 @@ def evaluate_sr(diffusion_model: SRDiT, regression_model: SRDiT, diffusion, hr: 
     for name, values in perceptual.items():
         table[name].update(values)
     diversity = samples.std(1).mean().item() if num_samples > 1 else 0.0  # per-pixel std over the k samples
-    notes = (f"diffusion: PSNR/SSIM averaged over all {num_samples} samples per input; FID and precision/recall "
-             "from the first sample per input, so every method is scored on the same number of images")
-    return {"metrics": table, "diversity_pixel_std": diversity, "num_eval": done, "num_samples": num_samples,
-            "sampler": sampler, "sample_steps": steps, "notes": notes, "outputs": out}
+    notes = (
+        f"diffusion: PSNR/SSIM averaged over all {num_samples} samples per input; FID and precision/recall "
+        "from the first sample per input, so every method is scored on the same number of images"
+    )
+    return {
+        "metrics": table,
+        "diversity_pixel_std": diversity,
+        "num_eval": done,
+        "num_samples": num_samples,
+        "sampler": sampler,
+        "sample_steps": steps,
+        "notes": notes,
+        "outputs": out,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,8 +390,11 @@ def plot_before_after(outputs: dict, rows: int = 6, num_samples: int = 3):
     rows = min(rows, len(outputs["ground_truth"]))
     k = min(num_samples, outputs["diffusion"].shape[1])
     size = outputs["ground_truth"].shape[-1]
-    columns = [("LR input", upsample(outputs["low_res"][:rows], size, mode="nearest")),
-               ("bicubic", outputs["bicubic"][:rows]), ("regression (L2)", outputs["regression"][:rows])]
+    columns = [
+        ("LR input", upsample(outputs["low_res"][:rows], size, mode="nearest")),
+        ("bicubic", outputs["bicubic"][:rows]),
+        ("regression (L2)", outputs["regression"][:rows]),
+    ]
     columns += [(f"diffusion #{i + 1}", outputs["diffusion"][:rows, i]) for i in range(k)]
     columns += [("ground truth", outputs["ground_truth"][:rows])]
     fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns), 1.3 * rows + 0.3), squeeze=False)
@@ -352,9 +447,18 @@ def save_figure(fig, path) -> pathlib.Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_experiment(cfg: SRConfig, out_dir=None, minutes: float = 8.0, num_eval: int = 2000, num_samples: int = 3,
-                   sampler: str = "ddpm", sample_steps: int = 100, num_reference: int | None = None,
-                   command: str | None = None, log=print) -> dict:
+def run_experiment(
+    cfg: SRConfig,
+    out_dir=None,
+    minutes: float = 8.0,
+    num_eval: int = 2000,
+    num_samples: int = 3,
+    sampler: str = "ddpm",
+    sample_steps: int = 100,
+    num_reference: int | None = None,
+    command: str | None = None,
+    log=print,
+) -> dict:
     """Train the diffusion SR model and the regression baseline within `minutes` (training and evaluation:
     ~18% is kept for the evaluation), evaluate `num_eval` test images, and write results.json and the figures
     to out_dir (if given). Each model's first step (torch.compile's warm-up, ~1 min on a GPU) is not charged
@@ -371,48 +475,74 @@ def run_experiment(cfg: SRConfig, out_dir=None, minutes: float = 8.0, num_eval: 
     # Disjoint test images: num_eval to super-resolve, the others (up to num_reference) as the real distribution.
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.seed))
     hr = to_model_range(test.images[order[:num_eval]]).to(device)
-    ref_idx = order[num_eval:] if num_reference is None else order[num_eval:num_eval + num_reference]
+    ref_idx = order[num_eval:] if num_reference is None else order[num_eval : num_eval + num_reference]
     reference = to_model_range(test.images[ref_idx]).to(device)  # the real distribution for FID, P/R
     out_dir = None if out_dir is None else pathlib.Path(out_dir)
     summary = {
         "command": command or "minidit.superres.run_experiment",
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or device.type),
-        "torch_version": torch.__version__, "minutes_budget": minutes,
-        "config": dataclasses.asdict(cfg), "degradation": dataclasses.asdict(get_degradation(cfg.degradation)),
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or device.type
+        ),
+        "torch_version": torch.__version__,
+        "minutes_budget": minutes,
+        "config": dataclasses.asdict(cfg),
+        "degradation": dataclasses.asdict(get_degradation(cfg.degradation)),
         "fid_reference": f"{len(reference)} other Fashion-MNIST test images, minidit evaluator pool features",
         "status": "training",
     }
     runs = {}
     for objective, share in OBJECTIVE_SHARES.items():
-        log(f"minidit.superres: training the {objective} model for up to {share * train_budget / 60:.1f} min "
-            "after its first (compiling) step")
+        log(
+            f"minidit.superres: training the {objective} model for up to {share * train_budget / 60:.1f} min "
+            "after its first (compiling) step"
+        )
         runs[objective] = train_sr(cfg, objective, data, max_seconds=share * train_budget, log=log)
     histories = {k: r["history"] for k, r in runs.items()}
     warmup = sum(h["warmup_seconds"] for h in histories.values())
-    summary.update(status="evaluating", train=histories,
-                   steps_trained={k: h["final_step"] for k, h in histories.items()},
-                   warmup_seconds={k: h["warmup_seconds"] for k, h in histories.items()})
+    summary.update(
+        status="evaluating",
+        train=histories,
+        steps_trained={k: h["final_step"] for k, h in histories.items()},
+        warmup_seconds={k: h["warmup_seconds"] for k, h in histories.items()},
+    )
     if out_dir is not None:  # a record of the training even if the evaluation is cut short
         atomic_write_json(out_dir / "results.json", summary)
     eval_start = time.monotonic()
-    result = evaluate_sr(runs["diffusion"]["ema"], runs["regression"]["ema"], runs["diffusion"]["diffusion"], hr,
-                         cfg.degradation, num_samples, sampler, sample_steps, seed=cfg.seed, reference=reference,
-                         deadline=start + budget + warmup, log=log)
+    result = evaluate_sr(
+        runs["diffusion"]["ema"],
+        runs["regression"]["ema"],
+        runs["diffusion"]["diffusion"],
+        hr,
+        cfg.degradation,
+        num_samples,
+        sampler,
+        sample_steps,
+        seed=cfg.seed,
+        reference=reference,
+        deadline=start + budget + warmup,
+        log=log,
+    )
     outputs = result.pop("outputs")
-    result["notes"] += ("; warmup_seconds: each model's first step (torch.compile and CUDA warm-up), timed apart "
-                        "and not charged to its training budget")
+    result["notes"] += (
+        "; warmup_seconds: each model's first step (torch.compile and CUDA warm-up), timed apart "
+        "and not charged to its training budget"
+    )
     summary.update(result, status="done")
-    summary["wall_seconds"] = {**{f"train_{k}": h["train_seconds"] for k, h in histories.items()},  # warm-up included
-                               "evaluate": time.monotonic() - eval_start, "total": time.monotonic() - start}
+    summary["wall_seconds"] = {
+        **{f"train_{k}": h["train_seconds"] for k, h in histories.items()},  # warm-up included
+        "evaluate": time.monotonic() - eval_start,
+        "total": time.monotonic() - start,
+    }
     if out_dir is not None:
         summary["figures"] = []
         try:
             import matplotlib.pyplot as plt  # heavy: only the figures need it
 
-            figures = {"before_after.png": plot_before_after(outputs, 8, num_samples),
-                       "perception_distortion.png": plot_perception_distortion(summary["metrics"])}
+            figures = {
+                "before_after.png": plot_before_after(outputs, 8, num_samples),
+                "perception_distortion.png": plot_perception_distortion(summary["metrics"]),
+            }
             for name, fig in figures.items():
                 save_figure(fig, out_dir / name)
                 plt.close(fig)
@@ -441,20 +571,31 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = ArgumentParser(prog="python -m minidit.superres", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json and the figures")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="wall-clock budget of training and evaluation (default 8; quick 5); each model's "
-                             "first step (torch.compile, ~1 min on a GPU) comes on top")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of training and evaluation (default 8; quick 5); each model's "
+        "first step (torch.compile, ~1 min on a GPU) comes on top",
+    )
     parser.add_argument("--quick", action="store_true", help="CPU-sized: tiny model, few steps, 64 test images")
     parser.add_argument("--model", default=None, help="DiT config for both models (default DiT-S/2; quick DiT-T/4)")
     parser.add_argument("--block", default="adaLN-Zero", choices=sorted(_blocks.BLOCKS))
     parser.add_argument("--cond", default="concat", choices=CONDITIONINGS)
-    parser.add_argument("--degradation", default="x4", help="preset of minidit.superres.degrade (x4, x2, x4-bicubic, ...)")
+    parser.add_argument(
+        "--degradation", default="x4", help="preset of minidit.superres.degrade (x4, x2, x4-bicubic, ...)"
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--num-eval", type=int, default=None,
-                        help="test images to super-resolve (default 2000; quick 64)")
-    parser.add_argument("--num-reference", type=int, default=None,
-                        help="other real test images for FID / precision-recall (default: all the rest; quick 1000)")
+    parser.add_argument(
+        "--num-eval", type=int, default=None, help="test images to super-resolve (default 2000; quick 64)"
+    )
+    parser.add_argument(
+        "--num-reference",
+        type=int,
+        default=None,
+        help="other real test images for FID / precision-recall (default: all the rest; quick 1000)",
+    )
     parser.add_argument("--samples-per-input", type=int, default=3)
     parser.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim"))
     parser.add_argument("--sample-steps", type=int, default=None, help="respaced steps (default 100; quick 20)")
@@ -472,7 +613,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_compile:
         values["compile"] = False
     try:  # everything a user can get wrong, before the training
-
         cfg = SRConfig(**values)
         for name in ("samples_per_input", "num_eval", "sample_steps", "num_reference"):
             value = getattr(args, name)
@@ -491,13 +631,20 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.sample_steps or (20 if args.quick else 100)
     command = "python -m minidit.superres " + " ".join(sys.argv[1:] if argv is None else argv)
     num_reference = args.num_reference or (1000 if args.quick else None)
-    summary = run_experiment(cfg, args.out, minutes, num_eval, args.samples_per_input, args.sampler, steps,
-                             num_reference, command)
+    summary = run_experiment(
+        cfg, args.out, minutes, num_eval, args.samples_per_input, args.sampler, steps, num_reference, command
+    )
     print(format_table(summary["metrics"]))
-    print(f"diversity (pixel std over {args.samples_per_input} samples): {summary['diversity_pixel_std']:.4f}; "
-          f"wall {summary['wall_seconds']['total']:.0f} s on {summary['device_name']}")
-    print("steps trained: " + ", ".join(f"{k} {n} (first step {summary['warmup_seconds'][k]:.0f} s)"
-                                        for k, n in summary["steps_trained"].items()))
+    print(
+        f"diversity (pixel std over {args.samples_per_input} samples): {summary['diversity_pixel_std']:.4f}; "
+        f"wall {summary['wall_seconds']['total']:.0f} s on {summary['device_name']}"
+    )
+    print(
+        "steps trained: "
+        + ", ".join(
+            f"{k} {n} (first step {summary['warmup_seconds'][k]:.0f} s)" for k, n in summary["steps_trained"].items()
+        )
+    )
     return 0
 
 

@@ -60,9 +60,19 @@ def low_res_pos_embed(embed_dim: int, lr_grid_size: int, grid_size: int) -> np.n
 class SRDiT(DiT):
     """A DiT conditioned on a low-resolution image (and optionally a label); same blocks, same diffusion."""
 
-    def __init__(self, cond: str = "concat", lr_size: int = 8, lr_patch_size: int | None = None,
-                 input_size: int = 32, patch_size: int = 2, in_channels: int = 1, learn_sigma: bool = True,
-                 num_classes: int = 10, class_dropout_prob: float = 0.1, **dit_kwargs):
+    def __init__(
+        self,
+        cond: str = "concat",
+        lr_size: int = 8,
+        lr_patch_size: int | None = None,
+        input_size: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 1,
+        learn_sigma: bool = True,
+        num_classes: int = 10,
+        class_dropout_prob: float = 0.1,
+        **dit_kwargs,
+    ):
         """cond: one of CONDITIONINGS; lr_size: LR image side (8 for x4, 16 for x2); lr_patch_size: patch size of
         the LR tokens (default max(1, patch_size * lr_size // input_size): an LR token covers the same image area
         as a high-res token); in_channels: C of the images; other arguments as DiT (hidden_size, depth, ...)."""
@@ -71,13 +81,20 @@ class SRDiT(DiT):
         if not isinstance(lr_size, int) or lr_size < 1 or input_size % lr_size:
             raise ValueError(f"lr_size must divide the image size {input_size}, got {lr_size!r}")
         if cond == "cross-attention" and dit_kwargs.get("block") != "cross-attention":
-            raise ValueError("cond='cross-attention' extends the cross-attention block's conditioning tokens: "
-                             "pass block='cross-attention'")
+            raise ValueError(
+                "cond='cross-attention' extends the cross-attention block's conditioning tokens: "
+                "pass block='cross-attention'"
+            )
         # SR3 widens only the input: the x_embedder takes the C noisy + C conditioning channels.
-        super().__init__(input_size=input_size, patch_size=patch_size,
-                         in_channels=2 * in_channels if cond == "concat" else in_channels,
-                         learn_sigma=learn_sigma, num_classes=num_classes, class_dropout_prob=class_dropout_prob,
-                         **dit_kwargs)
+        super().__init__(
+            input_size=input_size,
+            patch_size=patch_size,
+            in_channels=2 * in_channels if cond == "concat" else in_channels,
+            learn_sigma=learn_sigma,
+            num_classes=num_classes,
+            class_dropout_prob=class_dropout_prob,
+            **dit_kwargs,
+        )
         self.cond, self.lr_size, self.image_channels = cond, lr_size, in_channels
         # ... while the output stays the noise (and variance) of the C image channels.
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
@@ -108,8 +125,10 @@ class SRDiT(DiT):
             raise ValueError(f"x must be (N, {c}, {size}, {size}) noisy images, got {getattr(x, 'shape', type(x))}")
         n = x.shape[0]
         if not isinstance(low_res, torch.Tensor) or tuple(low_res.shape) != (n, c, self.lr_size, self.lr_size):
-            raise ValueError(f"low_res must be (N, C, h, w) = ({n}, {c}, {self.lr_size}, {self.lr_size}), "
-                             f"got {getattr(low_res, 'shape', type(low_res))}")
+            raise ValueError(
+                f"low_res must be (N, C, h, w) = ({n}, {c}, {self.lr_size}, {self.lr_size}), "
+                f"got {getattr(low_res, 'shape', type(low_res))}"
+            )
         if not isinstance(t, torch.Tensor) or t.shape != (n,):
             raise ValueError(f"t must be a tensor of shape (N,) = ({n},), got {getattr(t, 'shape', type(t))}")
         if y is None and self.y_embedder.dropout_prob == 0:
@@ -119,8 +138,14 @@ class SRDiT(DiT):
         if y is not None and n and not is_compiling() and not 0 <= int(y.min()) <= int(y.max()) <= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}] ({self.num_classes} = null label)")
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor, y: torch.Tensor | None = None,
-                force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        low_res: torch.Tensor,
+        y: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x: (N, C, H, W) noisy images x_t; t: (N,) timesteps; low_res: (N, C, h, w) LR images in [-1, 1];
         y: (N,) labels or None (the null label). Returns (N, 2C or C, H, W): eps (and v with learned sigma)."""
         self._check_sr_inputs(x, t, low_res, y)
@@ -132,9 +157,13 @@ class SRDiT(DiT):
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
         lr_tokens = None if self.cond == "concat" else self.lr_embedder(low_res) + self.lr_pos_embed  # (N, T_lr, D)
-        return self.forward_blocks(tokens, t_emb, y_emb,  # DiT's conditioning, plus the LR tokens
-                                   extra_tokens=lr_tokens if self.cond == "in-context" else None,
-                                   extra_context=lr_tokens if self.cond == "cross-attention" else None)
+        return self.forward_blocks(
+            tokens,
+            t_emb,
+            y_emb,  # DiT's conditioning, plus the LR tokens
+            extra_tokens=lr_tokens if self.cond == "in-context" else None,
+            extra_context=lr_tokens if self.cond == "cross-attention" else None,
+        )
 
 
 def create_sr_model(name: str = "DiT-S/2", cond: str = "concat", lr_size: int = 8, **kwargs) -> SRDiT:

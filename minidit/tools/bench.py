@@ -70,9 +70,19 @@ from minidit.sample import COMPILE_MODES as SAMPLE_COMPILE_MODES
 from minidit.sample import DEFAULT_BATCH_SIZE
 from minidit.train import FastStep, TrainConfig, draw_batch, make_optimizer
 
-TRAIN_VARIANTS = ("baseline", "baseline-bf16", "baseline-bf16-compile", "fast-eager", "fast", "fast-model",
-                  "fast-autotune", "fast-recompute", "fast-autotune-recompute", "fast-cudagraphs",
-                  "fast-recompute-cudagraphs")
+TRAIN_VARIANTS = (
+    "baseline",
+    "baseline-bf16",
+    "baseline-bf16-compile",
+    "fast-eager",
+    "fast",
+    "fast-model",
+    "fast-autotune",
+    "fast-recompute",
+    "fast-autotune-recompute",
+    "fast-cudagraphs",
+    "fast-recompute-cudagraphs",
+)
 _MODE_OF = {"default": "", "max-autotune-no-cudagraphs": "autotune", "reduce-overhead": "cudagraphs"}
 
 
@@ -88,12 +98,28 @@ def default_variant() -> str:
 
 DEFAULT_VARIANTS = ("baseline", default_variant())
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
-PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
-               ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("4090", 165.2), ("A10G", 70.0))
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("4090", 165.2),
+    ("A10G", 70.0),
+)
 # issue [11]'s targets on one H200 (DiT-S/2; sampling: 10,000 images, the time a user waits)
-TARGETS = {"train_img_per_s": 9000, "train_img_per_s_goal": 10_000, "train_peak_mem_gib": 12.0,
-           "small_model_speedup_S4_over_S2": 3.0, "ddpm250_10k_images_s": 60.0, "ddpm250_cfg_10k_images_s": 120.0,
-           "ddim50_10k_images_s": 15.0}
+TARGETS = {
+    "train_img_per_s": 9000,
+    "train_img_per_s_goal": 10_000,
+    "train_peak_mem_gib": 12.0,
+    "small_model_speedup_S4_over_S2": 3.0,
+    "ddpm250_10k_images_s": 60.0,
+    "ddpm250_cfg_10k_images_s": 120.0,
+    "ddim50_10k_images_s": 15.0,
+}
 
 
 # ----------------------------------------------------------------------------- the two paths
@@ -173,9 +199,16 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> dict:
             _sync(device)
             times.append(1000 * (time.perf_counter() - start))
         peak = None
-    return {"step_ms_median": statistics.median(times), "step_ms_mean": statistics.fmean(times),
-            "step_ms_min": min(times), "peak_mem_gib": peak, "timed_steps": steps, "warmup_steps": warmup,
-            "first_step_s": first if warmup else None, "timed_window": [window_start, time.time()]}
+    return {
+        "step_ms_median": statistics.median(times),
+        "step_ms_mean": statistics.fmean(times),
+        "step_ms_min": min(times),
+        "peak_mem_gib": peak,
+        "timed_steps": steps,
+        "warmup_steps": warmup,
+        "first_step_s": first if warmup else None,
+        "timed_window": [window_start, time.time()],
+    }
 
 
 def profile_steps(step, device: torch.device, steps: int = 5, rows: int = 25) -> str:
@@ -212,8 +245,9 @@ def _new_model(name: str, device, block: str = "adaLN-Zero"):
     return create_model(name, input_size=32, in_channels=1, num_classes=10, block=block).to(device).train()
 
 
-def bench_training(name: str, variant: str, batch: int, device, data, warmup: int, steps: int, block: str,
-                   profile: bool = False) -> dict:
+def bench_training(
+    name: str, variant: str, batch: int, device, data, warmup: int, steps: int, block: str, profile: bool = False
+) -> dict:
     """Time one training variant of one model (and, with profile, say where its time goes)."""
     torch.manual_seed(0)
     model = _new_model(name, device, block)
@@ -224,20 +258,41 @@ def bench_training(name: str, variant: str, batch: int, device, data, warmup: in
     bf16 = torch.bfloat16 if cuda else None  # as minidit.train: CPU/MPS run fp32
     info = {"model": name, "block": block, "variant": variant, "batch": batch}
     if variant.startswith("baseline"):
-        step = BaselineStep(model, ema, diffusion, data, batch, amp_dtype=bf16 if "bf16" in variant else None,
-                            compile=variant.endswith("compile") and cuda)
-        info.update(precision="bf16" if "bf16" in variant and cuda else "fp32+tf32" if cuda else "fp32",
-                    compiled=variant.endswith("compile") and cuda)
+        step = BaselineStep(
+            model,
+            ema,
+            diffusion,
+            data,
+            batch,
+            amp_dtype=bf16 if "bf16" in variant else None,
+            compile=variant.endswith("compile") and cuda,
+        )
+        info.update(
+            precision="bf16" if "bf16" in variant and cuda else "fp32+tf32" if cuda else "fp32",
+            compiled=variant.endswith("compile") and cuda,
+        )
     else:
         compile = cuda and variant != "fast-eager"
         if "recompute" in variant:
             set_recompute_gelu(model, True)
         info["recompute_gelu"] = "recompute" in variant
-        stepper = FastStep(model, diffusion, make_optimizer(model), amp_dtype=bf16, compile=compile,
-                           compile_mode=("max-autotune-no-cudagraphs" if "autotune" in variant else
-                                         "reduce-overhead" if "cudagraphs" in variant else "default"),
-                           compile_scope="model" if variant == "fast-model" else "loss", ema=ema,
-                           log=lambda m: print(f"  [{name} {variant}] {m}"))
+        stepper = FastStep(
+            model,
+            diffusion,
+            make_optimizer(model),
+            amp_dtype=bf16,
+            compile=compile,
+            compile_mode=(
+                "max-autotune-no-cudagraphs"
+                if "autotune" in variant
+                else "reduce-overhead"
+                if "cudagraphs" in variant
+                else "default"
+            ),
+            compile_scope="model" if variant == "fast-model" else "loss",
+            ema=ema,
+            log=lambda m: print(f"  [{name} {variant}] {m}"),
+        )
         generator = torch.Generator(device=device).manual_seed(0)
 
         def step():
@@ -257,9 +312,18 @@ def bench_training(name: str, variant: str, batch: int, device, data, warmup: in
     return info
 
 
-def bench_sampling(name: str, device, batch: int, ddpm_steps: int, ddim_steps: int, cfg_scale: float,
-                   compile: bool | None, block: str, compile_mode: str = "default", all_samplers: bool = True
-                   ) -> list[dict]:
+def bench_sampling(
+    name: str,
+    device,
+    batch: int,
+    ddpm_steps: int,
+    ddim_steps: int,
+    cfg_scale: float,
+    compile: bool | None,
+    block: str,
+    compile_mode: str = "default",
+    all_samplers: bool = True,
+) -> list[dict]:
     """Time DDPM (without and with guidance) and DDIM on `batch` images -> one dict per sampler.
 
     all_samplers=False: DDPM without guidance only (to compare batch sizes and compile modes).
@@ -283,21 +347,40 @@ def bench_sampling(name: str, device, batch: int, ddpm_steps: int, ddim_steps: i
             generator = torch.Generator(device=device).manual_seed(0)
             _sync(device)
             start = time.perf_counter()
-            _sample.sample(model, diffusion, labels, cfg_scale=scale, sampler=sampler, steps=steps,
-                           generator=generator, compile=compile, compile_mode=compile_mode)
+            _sample.sample(
+                model,
+                diffusion,
+                labels,
+                cfg_scale=scale,
+                sampler=sampler,
+                steps=steps,
+                generator=generator,
+                compile=compile,
+                compile_mode=compile_mode,
+            )
             _sync(device)
             seconds.append(time.perf_counter() - start)
         compiled = (device.type == "cuda") if compile is None else compile
-        row = {"model": name, "sampler": f"{sampler}-{steps}", "cfg_scale": scale, "batch": batch,
-               "first_seconds": seconds[0], "seconds": seconds[1], "img_per_s": batch / seconds[1],
-               "precision": "bf16" if device.type == "cuda" else "fp32", "compiled": compiled,
-               "compile_mode": compile_mode if compiled else None,
-               "forward_passes_per_image": steps * (2 if scale != 1.0 else 1)}
+        row = {
+            "model": name,
+            "sampler": f"{sampler}-{steps}",
+            "cfg_scale": scale,
+            "batch": batch,
+            "first_seconds": seconds[0],
+            "seconds": seconds[1],
+            "img_per_s": batch / seconds[1],
+            "precision": "bf16" if device.type == "cuda" else "fp32",
+            "compiled": compiled,
+            "compile_mode": compile_mode if compiled else None,
+            "forward_passes_per_image": steps * (2 if scale != 1.0 else 1),
+        }
         row["seconds_for_10k_images"] = 10_000 / row["img_per_s"]
         results.append(row)
-        print(f"  {name} {row['sampler']:>9} cfg {scale:<4} batch {batch} {compile_mode:<15} "
-              f"{row['img_per_s']:10,.1f} img/s"
-              f"   10k images: {row['seconds_for_10k_images']:8.1f} s   first call {seconds[0]:.1f} s")
+        print(
+            f"  {name} {row['sampler']:>9} cfg {scale:<4} batch {batch} {compile_mode:<15} "
+            f"{row['img_per_s']:10,.1f} img/s"
+            f"   10k images: {row['seconds_for_10k_images']:8.1f} s   first call {seconds[0]:.1f} s"
+        )
     return results
 
 
@@ -328,8 +411,13 @@ def default_out(device: torch.device) -> pathlib.Path:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=pathlib.Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=pathlib.Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -348,15 +436,25 @@ def _summarise(report: dict) -> None:
         "spec": TARGETS,
         "variant": default_variant(),
         "train_img_per_s_met": None if fast is None else fast["img_per_s"] >= TARGETS["train_img_per_s"],
-        "train_peak_mem_met": None if fast is None or fast["peak_mem_gib"] is None
+        "train_peak_mem_met": None
+        if fast is None or fast["peak_mem_gib"] is None
         else fast["peak_mem_gib"] <= TARGETS["train_peak_mem_gib"],
-        "small_model_speedup_S4_over_S2": None if fast is None or small is None
+        "small_model_speedup_S4_over_S2": None
+        if fast is None or small is None
         else small["img_per_s"] / fast["img_per_s"],
     }
-    for key, sampler, scale in (("ddpm250_10k_images_s", "ddpm-250", 1.0), ("ddim50_10k_images_s", "ddim-50", 1.0),
-                                ("ddpm250_cfg_10k_images_s", "ddpm-250", None)):
-        rows = [r for r in report["sampling"] if r.get("model") == "DiT-S/2" and r.get("sampler") == sampler
-                and (r["cfg_scale"] != 1.0 if scale is None else r["cfg_scale"] == scale)]
+    for key, sampler, scale in (
+        ("ddpm250_10k_images_s", "ddpm-250", 1.0),
+        ("ddim50_10k_images_s", "ddim-50", 1.0),
+        ("ddpm250_cfg_10k_images_s", "ddpm-250", None),
+    ):
+        rows = [
+            r
+            for r in report["sampling"]
+            if r.get("model") == "DiT-S/2"
+            and r.get("sampler") == sampler
+            and (r["cfg_scale"] != 1.0 if scale is None else r["cfg_scale"] == scale)
+        ]
         if rows:  # the first row has the CLI's settings; compiling once comes on top of the steady state
             estimate = rows[0]["seconds_for_10k_images"] + rows[0]["first_seconds"] - rows[0]["seconds"]
             report["targets"][key.replace("_s", "_estimate_s", 1)] = estimate
@@ -382,10 +480,14 @@ def combine_concurrent(paths, out) -> dict:
     out = pathlib.Path(out)
     target = json.loads(out.read_text()) if out.exists() else {"device_name": rows[0]["device_name"]}
     target["concurrent"] = {
-        "processes": len(rows), "models": sorted({r["model"] for r in rows}),
-        "variants": sorted({r["variant"] for r in rows}), "batch": rows[0]["batch"],
-        "img_per_s_total": sum(r["img_per_s"] for r in rows), "img_per_s_each": [r["img_per_s"] for r in rows],
-        "overlap_share": common / longest if longest > 0 else 0.0, "rows": rows,
+        "processes": len(rows),
+        "models": sorted({r["model"] for r in rows}),
+        "variants": sorted({r["variant"] for r in rows}),
+        "batch": rows[0]["batch"],
+        "img_per_s_total": sum(r["img_per_s"] for r in rows),
+        "img_per_s_each": [r["img_per_s"] for r in rows],
+        "overlap_share": common / longest if longest > 0 else 0.0,
+        "rows": rows,
     }
     atomic_write_json(out, target)
     return target["concurrent"]
@@ -400,34 +502,59 @@ def _describe(err: Exception) -> str:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m minidit.tools.bench", description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(
+        prog="python -m minidit.tools.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--model", nargs="+", default=["DiT-S/2"], help="configs to time")
     parser.add_argument("--block", default="adaLN-Zero", help="conditioning block")
     parser.add_argument("--batch", type=int, default=256, help="training batch size")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per variant")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help=f"comma-separated training variants, or 'all': {', '.join(TRAIN_VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated training variants, or 'all': {', '.join(TRAIN_VARIANTS)}",
+    )
     parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=True, help="time sampling")
-    parser.add_argument("--sample-batch", type=int, nargs="+", default=[DEFAULT_BATCH_SIZE],
-                        help="images per sample() call; the first is timed with every sampler (the CLI's default), "
-                        "the others with DDPM only")
-    parser.add_argument("--sample-modes", default="default", help="comma-separated compile modes of the sampler "
-                        f"({', '.join(SAMPLE_COMPILE_MODES)}); the first is the CLI's, the others DDPM only")
+    parser.add_argument(
+        "--sample-batch",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_BATCH_SIZE],
+        help="images per sample() call; the first is timed with every sampler (the CLI's default), "
+        "the others with DDPM only",
+    )
+    parser.add_argument(
+        "--sample-modes",
+        default="default",
+        help="comma-separated compile modes of the sampler "
+        f"({', '.join(SAMPLE_COMPILE_MODES)}); the first is the CLI's, the others DDPM only",
+    )
     parser.add_argument("--ddpm-steps", type=int, default=250)
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the CFG sampling run")
-    parser.add_argument("--sample-compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="sample with minidit.sample's default (compiled on CUDA); --no-sample-compile: eager")
-    parser.add_argument("--profile", action="store_true", help="also profile 5 steps of each variant (table in "
-                        "the output and the JSON)")
+    parser.add_argument(
+        "--sample-compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sample with minidit.sample's default (compiled on CUDA); --no-sample-compile: eager",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile 5 steps of each variant (table in the output and the JSON)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: from the GPU name)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="JSON path (default notebooks/results/bench/bench_<device>.json)")
-    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
-                        help="measure nothing: add the reports of processes that ran concurrently on one GPU to --out "
-                        "as its 'concurrent' section (summed img/s)")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: add the reports of processes that ran concurrently on one GPU to --out "
+        "as its 'concurrent' section (summed img/s)",
+    )
     return parser
 
 
@@ -441,8 +568,10 @@ def main(argv: list[str] | None = None) -> int:
             section = combine_concurrent(args.combine, args.out)
         except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
             parser.error(f"--combine: {err}")
-        print(f"minidit.tools.bench: {section['processes']} concurrent processes: {section['img_per_s_total']:,.0f} img/s in "
-              f"all, overlap {100 * section['overlap_share']:.0f}% -> {args.out}")
+        print(
+            f"minidit.tools.bench: {section['processes']} concurrent processes: {section['img_per_s_total']:,.0f} img/s in "
+            f"all, overlap {100 * section['overlap_share']:.0f}% -> {args.out}"
+        )
         return 0
     variants = TRAIN_VARIANTS if args.variants == "all" else tuple(v for v in args.variants.split(",") if v)
     unknown = [v for v in variants if v not in TRAIN_VARIANTS]
@@ -472,26 +601,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minidit.tools.bench: on {device.type} every variant runs in fp32 without compile (CUDA-only features)")
     peak, peak_source = peak_tflops(device, args.peak_tflops)
     report = {
-        "device": str(device), "device_name": device_name(device), "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "command": " ".join(["python -m minidit.tools.bench", *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": _git_commit(), "note": os.environ.get("MINIDIT_NOTE"),  # e.g. what else the machine ran
-        "peak_tflops": peak, "peak_source": peak_source,
+        "git_commit": _git_commit(),
+        "note": os.environ.get("MINIDIT_NOTE"),  # e.g. what else the machine ran
+        "peak_tflops": peak,
+        "peak_source": peak_source,
         "mfu_definition": "img/s x 6 x forward MACs per image / peak (forward + backward = 3 forward passes)",
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
-        "training": [], "sampling": [],
+        "training": [],
+        "sampling": [],
     }
     data = synthetic_data(device)
-    print(f"minidit.tools.bench: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
-          f"peak {peak} TFLOP/s ({peak_source}) -> {out}")
+    print(
+        f"minidit.tools.bench: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
+        f"peak {peak} TFLOP/s ({peak_source}) -> {out}"
+    )
     failures = 0
 
     for name in args.model:
         macs = dit_macs(name, input_size=32, in_channels=1, block=args.block)
         for variant in variants:
             try:
-                row = bench_training(name, variant, args.batch, device, data, args.warmup, args.steps, args.block,
-                                     args.profile)
+                row = bench_training(
+                    name, variant, args.batch, device, data, args.warmup, args.steps, args.block, args.profile
+                )
             except Exception as err:  # out of memory or broken: record it and go on with the other variants
                 row = {"model": name, "variant": variant, "batch": args.batch, "error": _describe(err)}
                 failures += 1
@@ -503,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
                 row["mfu"] = None if peak is None else row["tflops"] / peak
                 mem = "-" if row["peak_mem_gib"] is None else f"{row['peak_mem_gib']:.2f} GiB"
                 mfu = "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
-                print(f"  {name} {variant:>22}: {row['img_per_s']:10,.0f} img/s  {row['step_ms_median']:8.2f} ms/step"
-                      f"  peak {mem}  MFU {mfu}  compiled {row.get('compiled')}")
+                print(
+                    f"  {name} {variant:>22}: {row['img_per_s']:10,.0f} img/s  {row['step_ms_median']:8.2f} ms/step"
+                    f"  peak {mem}  MFU {mfu}  compiled {row.get('compiled')}"
+                )
             else:
                 print(f"  {name} {variant:>22}: FAILED ({row['error'][:200]})")
             report["training"].append(row)
@@ -513,19 +653,31 @@ def main(argv: list[str] | None = None) -> int:
         combos = [(b, m) for m in sample_modes for b in args.sample_batch] if args.sample else []
         for i, (sample_batch_size, mode) in enumerate(combos):  # the first: the CLI's settings, every sampler
             try:
-                report["sampling"] += bench_sampling(name, device, sample_batch_size, args.ddpm_steps, args.ddim_steps,
-                                                     args.cfg_scale, None if args.sample_compile else False,
-                                                     args.block, mode, all_samplers=i == 0)
+                report["sampling"] += bench_sampling(
+                    name,
+                    device,
+                    sample_batch_size,
+                    args.ddpm_steps,
+                    args.ddim_steps,
+                    args.cfg_scale,
+                    None if args.sample_compile else False,
+                    args.block,
+                    mode,
+                    all_samplers=i == 0,
+                )
             except Exception as err:
-                report["sampling"].append({"model": name, "batch": sample_batch_size, "compile_mode": mode,
-                                           "error": _describe(err)})
+                report["sampling"].append(
+                    {"model": name, "batch": sample_batch_size, "compile_mode": mode, "error": _describe(err)}
+                )
                 failures += 1
             _free(device)
             _summarise(report)
             atomic_write_json(out, report)
     for key, value in report["speedups"].items():
         print(f"  speed-up {key}: {value:.2f}x")
-    print(f"minidit.tools.bench: wrote {out}" + (f" ({failures} measurement(s) failed, see 'error')" if failures else ""))
+    print(
+        f"minidit.tools.bench: wrote {out}" + (f" ({failures} measurement(s) failed, see 'error')" if failures else "")
+    )
     return 0 if failures == 0 else 1
 
 

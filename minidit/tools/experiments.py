@@ -63,7 +63,9 @@ PAPER_FIG5 = {
 }
 # The GPU rates behind `estimate_seconds` are read from the bench record of the H100 that ran the parts
 # (`python -m minidit.tools.bench --variants all`, DiT-S/2, batch 256): see `measured_rates`.
-BENCH_RECORD = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "results" / "bench" / "bench_h100_ladder.json"
+BENCH_RECORD = (
+    pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "results" / "bench" / "bench_h100_ladder.json"
+)
 # Floor of one training step of a depth-12 model, set by kernel launches and host syncs rather than
 # arithmetic. Eager: measured on the H100 (DiT-S/4 and S/8 ran at ~3,900 img/s = 65 ms a step, slower
 # than the compiled S/2 with 4x the compute; notebooks/results/08_train_dit_and_ablation/run_S4_*.json).
@@ -138,13 +140,28 @@ class RunSpec:
     def train_config(self, out_dir, max_minutes: float | None, device: torch.device, progress: bool = True):
 
         cuda = device.type == "cuda"
-        return TrainConfig(model=self.model, block=self.block, learn_sigma=True, global_batch_size=self.batch_size,
-                           steps=self.steps, lr=self.lr, ema_warmup=self.ema_warmup, seed=self.seed,
-                           precision="bf16" if cuda else "fp32", compile=self.compile and cuda,
-                           out_dir=str(out_dir), log_every=max(1, min(100, self.eval_every // 5)),
-                           ckpt_every=self.eval_every, sample_every=self.grid_every, sample_steps=50,
-                           sample_cfg_scale=1.0, resume=True, max_minutes=max_minutes, device=str(device),
-                           progress=progress)
+        return TrainConfig(
+            model=self.model,
+            block=self.block,
+            learn_sigma=True,
+            global_batch_size=self.batch_size,
+            steps=self.steps,
+            lr=self.lr,
+            ema_warmup=self.ema_warmup,
+            seed=self.seed,
+            precision="bf16" if cuda else "fp32",
+            compile=self.compile and cuda,
+            out_dir=str(out_dir),
+            log_every=max(1, min(100, self.eval_every // 5)),
+            ckpt_every=self.eval_every,
+            sample_every=self.grid_every,
+            sample_steps=50,
+            sample_cfg_scale=1.0,
+            resume=True,
+            max_minutes=max_minutes,
+            device=str(device),
+            progress=progress,
+        )
 
 
 _LATER_FIELDS = ("lr", "curve_cfg_scales", "final_sampling_steps", "bootstrap", "grid_scales")
@@ -166,39 +183,93 @@ def part_specs(quick: bool = False) -> dict[str, PartSpec]:
     enough that the models use the label (the first ablation stopped at 1,200 steps, where none did).
     """
     if quick:
-        common = dict(steps=4, batch_size=16, eval_every=2, curve_samples=60, final_samples=60, guided_samples=60,
-                      sampling_steps=8, sample_batch=60, kid_subsets=10, lr=3e-4, cfg_scales=(1.0, 1.5),
-                      bootstrap=20)
-        a = RunSpec("DiT-T/4", **{**common, "steps": 6, "eval_every": 3, "bootstrap": 0}, grid_every=3,
-                    per_class_fid=True, curve_cfg_scales=(1.0, 1.5), final_sampling_steps=10, grid_scales=(4.0,))
-        a_paper = RunSpec("DiT-T/4", **{**common, "steps": 6, "eval_every": 3, "bootstrap": 0, "lr": 1e-4,
-                                        "cfg_scales": (1.0,)})
+        common = dict(
+            steps=4,
+            batch_size=16,
+            eval_every=2,
+            curve_samples=60,
+            final_samples=60,
+            guided_samples=60,
+            sampling_steps=8,
+            sample_batch=60,
+            kid_subsets=10,
+            lr=3e-4,
+            cfg_scales=(1.0, 1.5),
+            bootstrap=20,
+        )
+        a = RunSpec(
+            "DiT-T/4",
+            **{**common, "steps": 6, "eval_every": 3, "bootstrap": 0},
+            grid_every=3,
+            per_class_fid=True,
+            curve_cfg_scales=(1.0, 1.5),
+            final_sampling_steps=10,
+            grid_scales=(4.0,),
+        )
+        a_paper = RunSpec(
+            "DiT-T/4", **{**common, "steps": 6, "eval_every": 3, "bootstrap": 0, "lr": 1e-4, "cfg_scales": (1.0,)}
+        )
         ablation_model, scaling_models = "DiT-T/4", ("DiT-T/4", "DiT-T/2")
         budgets = (20.0, 20.0, 20.0)  # CPU speed varies a lot; quick mode should finish, not stop
     else:
         # A: the paper's sampler for the final numbers (DDPM-250, as `python -m minidit.sample`); the curve points
         # use DDPM-100 on 1,000 samples, as the first landing's 1e-4 run did, so the two curves compare.
-        a = RunSpec("DiT-S/2", steps=10_000, lr=3e-4, eval_every=2000, curve_samples=1000, final_samples=5000,
-                    cfg_scales=(1.0, 1.5), guided_samples=10_000, sampling_steps=100, final_sampling_steps=250,
-                    curve_cfg_scales=(1.0, 1.5), grid_every=2000, compile=True, per_class_fid=True,
-                    sample_batch=5000, grid_scales=(4.0,))
+        a = RunSpec(
+            "DiT-S/2",
+            steps=10_000,
+            lr=3e-4,
+            eval_every=2000,
+            curve_samples=1000,
+            final_samples=5000,
+            cfg_scales=(1.0, 1.5),
+            guided_samples=10_000,
+            sampling_steps=100,
+            final_sampling_steps=250,
+            curve_cfg_scales=(1.0, 1.5),
+            grid_every=2000,
+            compile=True,
+            per_class_fid=True,
+            sample_batch=5000,
+            grid_scales=(4.0,),
+        )
         # the first landing's Part A (H100): the paper's lr 1e-4 for 4,000 steps, kept as the comparison curve
-        a_paper = RunSpec("DiT-S/2", steps=4000, eval_every=1000, curve_samples=1000, final_samples=5000,
-                          cfg_scales=(1.0, 1.5, 4.0), guided_samples=2000, grid_every=1000, compile=True,
-                          per_class_fid=True)
+        a_paper = RunSpec(
+            "DiT-S/2",
+            steps=4000,
+            eval_every=1000,
+            curve_samples=1000,
+            final_samples=5000,
+            cfg_scales=(1.0, 1.5, 4.0),
+            guided_samples=2000,
+            grid_every=1000,
+            compile=True,
+            per_class_fid=True,
+        )
         # B and C sample with 50 DDPM steps: with a learned sigma that costs little FID (Improved DDPM §4, Fig. 8)
-        common = dict(steps=4000, batch_size=256, eval_every=1000, curve_samples=2500, final_samples=5000,
-                      sampling_steps=50, lr=3e-4, cfg_scales=(1.0, 1.5), guided_samples=5000, bootstrap=200)
+        common = dict(
+            steps=4000,
+            batch_size=256,
+            eval_every=1000,
+            curve_samples=2500,
+            final_samples=5000,
+            sampling_steps=50,
+            lr=3e-4,
+            cfg_scales=(1.0, 1.5),
+            guided_samples=5000,
+            bootstrap=200,
+        )
         ablation_model, scaling_models = "DiT-S/4", ("DiT-S/8", "DiT-S/4", "DiT-S/2", "DiT-B/4")
         budgets = (9.0, 9.0, 9.0)  # minutes per call (a call may run 10)
-    b = tuple(RunSpec(ablation_model, block=blk, seed=s, compile=not quick, **common)
-              for s in (0, 1) for blk in BLOCK_ORDER)
+    b = tuple(
+        RunSpec(ablation_model, block=blk, seed=s, compile=not quick, **common) for s in (0, 1) for blk in BLOCK_ORDER
+    )
     # the S/4 run is B's adaLN-Zero seed 0 (same spec, same record: trained once)
     c = tuple(RunSpec(m, **common, compile=not quick) for m in scaling_models)
     return {
         "A": PartSpec("A", f"{a.model} (adaLN-Zero, learned sigma) on Fashion-MNIST, lr {a.lr:g}", (a,), budgets[0]),
-        "A_paper_lr": PartSpec("A_paper_lr", f"{a_paper.model} at the paper's lr {a_paper.lr:g}", (a_paper,),
-                               budgets[0]),
+        "A_paper_lr": PartSpec(
+            "A_paper_lr", f"{a_paper.model} at the paper's lr {a_paper.lr:g}", (a_paper,), budgets[0]
+        ),
         "B": PartSpec("B", f"conditioning-block ablation, {ablation_model}, 2 seeds", b, budgets[1]),
         "C": PartSpec("C", "scaling: " + ", ".join(scaling_models), c, budgets[2]),
     }
@@ -248,8 +319,10 @@ def measured_rates(record: pathlib.Path = BENCH_RECORD) -> dict:
     """
     bench = json.loads(pathlib.Path(record).read_text())
     train = {r["variant"]: r for r in bench["training"]}
-    rate = {compiled: train[v]["img_per_s"] * 3 * train[v]["gmacs_forward"] * 1e9
-            for compiled, v in ((True, "fast"), (False, "fast-eager"))}
+    rate = {
+        compiled: train[v]["img_per_s"] * 3 * train[v]["gmacs_forward"] * 1e9
+        for compiled, v in ((True, "fast"), (False, "fast-eager"))
+    }
     ddpm = next(r for r in bench["sampling"] if r["sampler"].startswith("ddpm") and r["cfg_scale"] == 1.0)
     gmacs = next(r["gmacs_forward"] for r in bench["training"] if r["model"] == ddpm["model"])
     sample = ddpm["img_per_s"] * ddpm["forward_passes_per_image"] * gmacs * 1e9
@@ -268,8 +341,10 @@ def plan(part: str, quick: bool = False, results_dir=None) -> str:
     """A table of the part's runs with a time estimate (`measured_rates`); runs already done cost nothing."""
     spec = part_specs(quick)[part]
     results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
-    lines = [f"Part {part}: {spec.title}  (budget {spec.budget_minutes} min per call)",
-             f"{'run':<44}{'Gflops':>8}{'steps':>7}{'train s':>9}{'eval s':>8}{'total s':>9}  status"]
+    lines = [
+        f"Part {part}: {spec.title}  (budget {spec.budget_minutes} min per call)",
+        f"{'run':<44}{'Gflops':>8}{'steps':>7}{'train s':>9}{'eval s':>8}{'total s':>9}  status",
+    ]
     total = _STARTUP_S
     for run in spec.runs:
         est = estimate_seconds(run)
@@ -277,10 +352,14 @@ def plan(part: str, quick: bool = False, results_dir=None) -> str:
         status = "new" if record is None else record["status"]
         if status != "done":
             total += est["total"]
-        lines.append(f"{run.name:<44}{gflops(run):>8.2f}{run.steps:>7}{est['train']:>9.0f}{est['eval']:>8.0f}"
-                     f"{est['total']:>9.0f}  {status}")
-    lines.append(f"estimated time left for part {part} on an {measured_rates()['device_name']}: {total / 60:.1f} min "
-                 f"(rates of {BENCH_RECORD.name}; each run's record holds its measured img/s)")
+        lines.append(
+            f"{run.name:<44}{gflops(run):>8.2f}{run.steps:>7}{est['train']:>9.0f}{est['eval']:>8.0f}"
+            f"{est['total']:>9.0f}  {status}"
+        )
+    lines.append(
+        f"estimated time left for part {part} on an {measured_rates()['device_name']}: {total / 60:.1f} min "
+        f"(rates of {BENCH_RECORD.name}; each run's record holds its measured img/s)"
+    )
     return "\n".join(lines)
 
 
@@ -301,19 +380,29 @@ def load_record(results_dir, spec: RunSpec) -> dict | None:
     record = json.loads(path.read_text())
     if record.get("spec") != spec.identity():
         diffs = [k for k in spec.identity() if record.get("spec", {}).get(k) != spec.identity()[k]]
-        raise ValueError(f"{path} was made by a different run spec (differs in {diffs}); "
-                         "move it away to start this run afresh")
+        raise ValueError(
+            f"{path} was made by a different run spec (differs in {diffs}); move it away to start this run afresh"
+        )
     return record
 
 
 def _new_record(spec: RunSpec) -> dict:
-    return {"name": spec.name, "spec": spec.identity(), "status": "new", "trained_steps": 0,
-            "gflops": gflops(spec), "gflops_paper_setting": gflops(spec, paper_setting=True),
-            "evals": [], "grids": {}, "eval_time_s": 0.0}
+    return {
+        "name": spec.name,
+        "spec": spec.identity(),
+        "status": "new",
+        "trained_steps": 0,
+        "gflops": gflops(spec),
+        "gflops_paper_setting": gflops(spec, paper_setting=True),
+        "evals": [],
+        "grids": {},
+        "eval_time_s": 0.0,
+    }
 
 
-def find_eval(record: dict, step: int, num_samples: int, cfg_scale: float = 1.0, sampling_steps: int | None = None
-              ) -> dict | None:
+def find_eval(
+    record: dict, step: int, num_samples: int, cfg_scale: float = 1.0, sampling_steps: int | None = None
+) -> dict | None:
     """The evaluation of `num_samples` samples at training step `step` (and sampling_steps DDPM steps, if given)."""
     default_steps = record["spec"].get("sampling_steps")
     for e in record["evals"]:
@@ -354,8 +443,22 @@ def eval_work(spec: RunSpec) -> list[tuple[int, int, float, tuple[int, ...], int
 
 
 def _history_summary(history: dict) -> dict:
-    keys = ("step", "loss", "loss_per_quarter", "img_per_s", "wall_time", "final_step", "stopped_by_budget",
-            "device_name", "torch_version", "precision", "compiled", "num_params", "model_config", "config")
+    keys = (
+        "step",
+        "loss",
+        "loss_per_quarter",
+        "img_per_s",
+        "wall_time",
+        "final_step",
+        "stopped_by_budget",
+        "device_name",
+        "torch_version",
+        "precision",
+        "compiled",
+        "num_params",
+        "model_config",
+        "config",
+    )
     return {k: history[k] for k in keys if k in history}
 
 
@@ -365,8 +468,14 @@ def _history_summary(history: dict) -> dict:
 _FLOORS: dict[tuple, dict] = {}
 
 
-def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, per_class: bool = False, kid_subsets: int = 100,
-                     seed: int = 0, bootstrap: int = 0) -> dict:
+def evaluate_samples(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    per_class: bool = False,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    bootstrap: int = 0,
+) -> dict:
     """images (N, 1, 32, 32) in [-1, 1], labels (N,) -> {"samples": metrics, "real_floor": metrics}.
 
     What `minidit.evaluation.metrics.evaluation_report` computes (reference: N train images; floor: N test images against
@@ -398,8 +507,16 @@ def _generate(ckpt: pathlib.Path, spec: RunSpec, num: int, cfg_scale: float, ste
     """
 
     model, diffusion = load_model_for_sampling(ckpt, use_ema=True, device=device)
-    return draw_samples(model, diffusion, num, cfg_scale=cfg_scale, sampler="ddpm", steps=steps,
-                        batch_size=spec.sample_batch, seed=EVAL_SEED)
+    return draw_samples(
+        model,
+        diffusion,
+        num,
+        cfg_scale=cfg_scale,
+        sampler="ddpm",
+        steps=steps,
+        batch_size=spec.sample_batch,
+        seed=EVAL_SEED,
+    )
 
 
 def _final_grids(ckpt: pathlib.Path, spec: RunSpec, out: pathlib.Path, device) -> dict[str, str]:
@@ -413,14 +530,23 @@ def _final_grids(ckpt: pathlib.Path, spec: RunSpec, out: pathlib.Path, device) -
         g = torch.Generator(device=device).manual_seed(EVAL_SEED)
         noise = torch.randn(shape, generator=g, device=device)  # (N, C, H, W) x_T
         images = sample(model, diffusion, labels, cfg_scale=scale, steps=spec.final_steps, noise=noise, generator=g)
-        grids[f"{scale:g}"] = str(save_image_grid(images, out / f"grid_{spec.name}_final_cfg{scale:g}.png",
-                                                  nrow=GRID_PER_CLASS))
+        grids[f"{scale:g}"] = str(
+            save_image_grid(images, out / f"grid_{spec.name}_final_cfg{scale:g}.png", nrow=GRID_PER_CLASS)
+        )
     return grids
 
 
-def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=None,
-            evaluate: Callable[..., dict] = evaluate_samples, log: Callable = print,
-            progress: bool = True) -> dict:
+def run_one(
+    spec: RunSpec,
+    results_dir,
+    runs_dir,
+    data,
+    deadline: float,
+    device=None,
+    evaluate: Callable[..., dict] = evaluate_samples,
+    log: Callable = print,
+    progress: bool = True,
+) -> dict:
     """Train (or resume) one run, then evaluate its checkpoints, writing the record after each stage.
 
     deadline: time.monotonic() value after which nothing new starts; training gets what is left minus an
@@ -436,8 +562,10 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
         return record
     state = run_dir / "state.pt"
     if record["trained_steps"] > 0 and not state.is_file():
-        log(f"{spec.name}: the record says {record['trained_steps']} steps, but {state} is gone "
-            "(a fresh machine?); training this run again from step 0")
+        log(
+            f"{spec.name}: the record says {record['trained_steps']} steps, but {state} is gone "
+            "(a fresh machine?); training this run again from step 0"
+        )
         record = _new_record(spec)
 
     def save(status: str) -> None:
@@ -461,8 +589,10 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
             record["grids"][f"train_{int(pathlib.Path(png).stem)}"] = str(target.relative_to(results_dir))
         save("training" if record["trained_steps"] < spec.steps else "trained")
         rates = sorted(history["img_per_s"][1:] or history["img_per_s"])  # the first interval includes compiling
-        log(f"{spec.name}: at step {record['trained_steps']} of {spec.steps} after {history['wall_time'][-1]:.0f} s "
-            f"of training, {rates[len(rates) // 2] if rates else float('nan'):,.0f} img/s (median)")
+        log(
+            f"{spec.name}: at step {record['trained_steps']} of {spec.steps} after {history['wall_time'][-1]:.0f} s "
+            f"of training, {rates[len(rates) // 2] if rates else float('nan'):,.0f} img/s (median)"
+        )
         if record["trained_steps"] < spec.steps:
             log(f"{spec.name}: stopped at step {record['trained_steps']} of {spec.steps} by the budget")
             return record
@@ -487,12 +617,23 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
             per_class = spec.per_class_fid and final and scale == 1.0 and n == num
             extra = {"bootstrap": spec.bootstrap} if spec.bootstrap and final and n == num else {}
             report = evaluate(images[:n], labels[:n], per_class=per_class, kid_subsets=spec.kid_subsets, **extra)
-            record["evals"].append({"step": step, "num_samples": n, "cfg_scale": scale, "sampling_steps": steps,
-                                    "metrics": report["samples"], "floor": report["real_floor"],
-                                    "sample_time_s": round(sample_s, 2), "time_s": round(time.monotonic() - start, 2)})
-            log(f"{spec.name}: step {step}, {n} samples, cfg {scale:g}, DDPM-{steps}: FID {report['samples']['fid']:.2f}"
+            record["evals"].append(
+                {
+                    "step": step,
+                    "num_samples": n,
+                    "cfg_scale": scale,
+                    "sampling_steps": steps,
+                    "metrics": report["samples"],
+                    "floor": report["real_floor"],
+                    "sample_time_s": round(sample_s, 2),
+                    "time_s": round(time.monotonic() - start, 2),
+                }
+            )
+            log(
+                f"{spec.name}: step {step}, {n} samples, cfg {scale:g}, DDPM-{steps}: FID {report['samples']['fid']:.2f}"
                 f", class accuracy {report['samples'].get('class_accuracy', float('nan')):.1%} "
-                f"(real floor {report['real_floor']['fid']:.2f})")
+                f"(real floor {report['real_floor']['fid']:.2f})"
+            )
             save(record["status"])  # each score is kept at once: an interrupted evaluation resumes after it
         record["eval_time_s"] = round(record["eval_time_s"] + time.monotonic() - start, 2)
         save(record["status"])
@@ -509,9 +650,20 @@ def run_one(spec: RunSpec, results_dir, runs_dir, data, deadline: float, device=
 # ----------------------------------------------------------------------------- one part
 
 
-def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, budget_minutes: float | None = None,
-             device=None, data=None, compile: bool | None = None, evaluate: Callable = evaluate_samples,
-             log: Callable = print, progress: bool = True, only: Sequence[str] | None = None) -> dict:
+def run_part(
+    part: str,
+    quick: bool = False,
+    results_dir=None,
+    runs_dir=None,
+    budget_minutes: float | None = None,
+    device=None,
+    data=None,
+    compile: bool | None = None,
+    evaluate: Callable = evaluate_samples,
+    log: Callable = print,
+    progress: bool = True,
+    only: Sequence[str] | None = None,
+) -> dict:
     """Run (or continue) every run of a part within the budget; writes <results>/part_<X>.json and returns it.
 
     only: run names (`RunSpec.name`) to run now, the others untouched -- so several processes (one per GPU,
@@ -538,7 +690,6 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
     runs_dir = pathlib.Path(runs_dir) if runs_dir else default_runs_dir()
     device = get_device(device)
     if data is None:
-
         data = load_fashion_mnist("train")
     data = data.to(device)
     log(plan(part, quick, results_dir))
@@ -553,19 +704,32 @@ def run_part(part: str, quick: bool = False, results_dir=None, runs_dir=None, bu
     with _locked(results_dir / f".part_{part}.lock"):
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"part": part, "sessions": []}
         done = [r.name for r in spec.runs if (load_record(results_dir, r) or {}).get("status") == "done"]
-        summary.update(title=spec.title, quick=quick, runs=[r.name for r in spec.runs], done=done,
-                       complete=len(done) == len(spec.runs))
+        summary.update(
+            title=spec.title,
+            quick=quick,
+            runs=[r.name for r in spec.runs],
+            done=done,
+            complete=len(done) == len(spec.runs),
+        )
         command = f"MINIDIT_QUICK={int(quick)} MINIDIT_PART={part} python notebooks/{EXPERIMENT}.py"
         if only:
-            command = f"python -m minidit.tools.experiments {part} --only {' '.join(only)}" + (" --quick" if quick else "")
-        summary["sessions"].append({
-            "started": wall_start.isoformat(timespec="seconds"), "wall_time_s": round(time.monotonic() - started, 1),
-            "budget_minutes": budget, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-            "torch_version": torch.__version__, "python": sys.version.split()[0], "command": command,
-            "runs": [r["name"] for r in records],
-            "env": {k: v for k, v in os.environ.items() if k.startswith("MINIDIT_") or k == "CUDA_VISIBLE_DEVICES"},
-        })
+            command = f"python -m minidit.tools.experiments {part} --only {' '.join(only)}" + (
+                " --quick" if quick else ""
+            )
+        summary["sessions"].append(
+            {
+                "started": wall_start.isoformat(timespec="seconds"),
+                "wall_time_s": round(time.monotonic() - started, 1),
+                "budget_minutes": budget,
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+                "torch_version": torch.__version__,
+                "python": sys.version.split()[0],
+                "command": command,
+                "runs": [r["name"] for r in records],
+                "env": {k: v for k, v in os.environ.items() if k.startswith("MINIDIT_") or k == "CUDA_VISIBLE_DEVICES"},
+            }
+        )
         summary["wall_time_s"] = round(sum(s["wall_time_s"] for s in summary["sessions"]), 1)
         atomic_write_json(summary_path, summary)
     state = "complete" if summary["complete"] else "NOT complete: run the same command again to continue"
@@ -612,7 +776,6 @@ def elapsed_seconds(summary: dict) -> float:
     return total
 
 
-
 def load_part(part: str, quick: bool = False, results_dir=None) -> dict[str, dict]:
     """{run name: record} for the part's runs that have a record (possibly unfinished)."""
     results_dir = pathlib.Path(results_dir) if results_dir else default_results_dir()
@@ -628,8 +791,11 @@ def curve(record: dict, metric: str = "fid", cfg_scale: float = 1.0) -> tuple[li
     """The metric against training steps (curve_samples samples, the curve's DDPM steps)."""
     spec = record["spec"]
     n, steps = spec["curve_samples"], spec["sampling_steps"]
-    points = sorted((e["step"], e["metrics"][metric]) for e in record["evals"] if e["num_samples"] == n
-                    and e["cfg_scale"] == cfg_scale and e.get("sampling_steps", steps) == steps)
+    points = sorted(
+        (e["step"], e["metrics"][metric])
+        for e in record["evals"]
+        if e["num_samples"] == n and e["cfg_scale"] == cfg_scale and e.get("sampling_steps", steps) == steps
+    )
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -647,18 +813,29 @@ def ablation_rows(records: dict[str, dict], blocks=BLOCK_ORDER) -> list[dict]:
     and the paper's numbers."""
     rows = []
     for block in blocks:
-        done = sorted((r for r in records.values() if r["spec"]["block"] == block and final_eval(r) is not None),
-                      key=lambda r: r["spec"]["seed"])
+        done = sorted(
+            (r for r in records.values() if r["spec"]["block"] == block and final_eval(r) is not None),
+            key=lambda r: r["spec"]["seed"],
+        )
         if not done:
             continue
         finals = [final_eval(r) for r in done]
-        mean = {k: sum(f["metrics"][k] for f in finals) / len(finals)
-                for k in ("fid", "precision", "recall", "class_accuracy")}
-        row = {"block": block, "gflops": done[0]["gflops"], "params": done[0]["history"]["num_params"], **mean,
-               "fid_seeds": [f["metrics"]["fid"] for f in finals], "seeds": [r["spec"]["seed"] for r in done],
-               "fid_ci_seeds": [f["metrics"].get("fid_ci") for f in finals],
-               "class_accuracy_of_real": mean["class_accuracy"] / _mean(f["floor"]["class_accuracy"] for f in finals),
-               "paper_fid": PAPER_FIG5[block]["fid"], "paper_gflops": PAPER_FIG5[block]["gflops"]}
+        mean = {
+            k: sum(f["metrics"][k] for f in finals) / len(finals)
+            for k in ("fid", "precision", "recall", "class_accuracy")
+        }
+        row = {
+            "block": block,
+            "gflops": done[0]["gflops"],
+            "params": done[0]["history"]["num_params"],
+            **mean,
+            "fid_seeds": [f["metrics"]["fid"] for f in finals],
+            "seeds": [r["spec"]["seed"] for r in done],
+            "fid_ci_seeds": [f["metrics"].get("fid_ci") for f in finals],
+            "class_accuracy_of_real": mean["class_accuracy"] / _mean(f["floor"]["class_accuracy"] for f in finals),
+            "paper_fid": PAPER_FIG5[block]["fid"],
+            "paper_gflops": PAPER_FIG5[block]["gflops"],
+        }
         guided = [final_eval(r, 1.5) for r in done]
         if all(g is not None for g in guided):
             row["class_accuracy_cfg1.5"] = _mean(g["metrics"]["class_accuracy"] for g in guided)
@@ -707,16 +884,20 @@ def ablation_summary(rows: list[dict], records: dict[str, dict]) -> str:
     spec, floor = finished[0]["spec"], final_eval(finished[0])["floor"]
     ranked = sorted(rows, key=lambda r: r["fid"])
     seeds = max(len(r["fid_seeds"]) for r in rows)
-    lines = [f"After {spec['steps']:,} steps of {spec['model']} at batch {spec['batch_size']} "
-             f"(FID of {spec['final_samples']:,} samples, no guidance, real-vs-real floor {floor['fid']:.2f}; "
-             f"the evaluator classifies {floor['class_accuracy']:.1%} of real test images correctly), "
-             f"mean over {seeds} seed(s) [range]:"]
+    lines = [
+        f"After {spec['steps']:,} steps of {spec['model']} at batch {spec['batch_size']} "
+        f"(FID of {spec['final_samples']:,} samples, no guidance, real-vs-real floor {floor['fid']:.2f}; "
+        f"the evaluator classifies {floor['class_accuracy']:.1%} of real test images correctly), "
+        f"mean over {seeds} seed(s) [range]:"
+    ]
     for r in ranked:
         acc = f"class accuracy {r['class_accuracy']:.1%} ({r['class_accuracy_of_real']:.0%} of real)"
         if "class_accuracy_cfg1.5" in r:
             acc += f", {r['class_accuracy_cfg1.5']:.1%} at guidance 1.5"
-        lines.append(f"  {r['block']:<16} FID {r['fid']:6.2f} [{min(r['fid_seeds']):.2f}-{max(r['fid_seeds']):.2f}]"
-                     f"   {acc}   (paper, XL/2 at 400K steps: FID {r['paper_fid']:.2f})")
+        lines.append(
+            f"  {r['block']:<16} FID {r['fid']:6.2f} [{min(r['fid_seeds']):.2f}-{max(r['fid_seeds']):.2f}]"
+            f"   {acc}   (paper, XL/2 at 400K steps: FID {r['paper_fid']:.2f})"
+        )
     measured = [r["block"] for r in ranked]
     paper = [b for b in BLOCK_ORDER if b in measured]
     lines.append("Measured order: " + " < ".join(measured) + ".  Paper's order: " + " < ".join(paper) + ".")
@@ -731,8 +912,10 @@ def ablation_summary(rows: list[dict], records: dict[str, dict]) -> str:
         shown = [f"[{ci[0]:.2f}, {ci[1]:.2f}]" for ci in intervals if ci is not None]
         if shown:
             excluded = all(ci is not None and ci[0] > 0 for ci in intervals)
-            verdict += (f"; paired bootstrap 95% interval of the gap per seed {', '.join(shown)}"
-                        f"{' (all exclude 0)' if excluded else ' (not all exclude 0)'}")
+            verdict += (
+                f"; paired bootstrap 95% interval of the gap per seed {', '.join(shown)}"
+                f"{' (all exclude 0)' if excluded else ' (not all exclude 0)'}"
+            )
         lines.append(f"  {better['block']} vs {worse['block']}: gap {worse['fid'] - better['fid']:.2f} FID; {verdict}")
     if seeds < 2:
         lines.append("Only one seed per block so far: no gap can be told from training noise yet.")
@@ -746,9 +929,15 @@ def scaling_rows(records: dict[str, dict]) -> list[dict]:
         f = final_eval(r)
         if f is None:
             continue
-        rows.append({"model": r["spec"]["model"], "gflops": r["gflops"], "params": r["history"]["num_params"],
-                     "gflops_paper_setting": r["gflops_paper_setting"],
-                     **{k: f["metrics"][k] for k in ("fid", "precision", "recall", "class_accuracy")}})
+        rows.append(
+            {
+                "model": r["spec"]["model"],
+                "gflops": r["gflops"],
+                "params": r["history"]["num_params"],
+                "gflops_paper_setting": r["gflops_paper_setting"],
+                **{k: f["metrics"][k] for k in ("fid", "precision", "recall", "class_accuracy")},
+            }
+        )
     return sorted(rows, key=lambda row: row["gflops"])
 
 
@@ -756,8 +945,10 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """rows -> a Markdown table; columns: (key, header, format spec)."""
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(format(row[k], f) if row.get(k) is not None else "—" for k, _, f in columns) + " |"
-            for row in rows]
+    body = [
+        "| " + " | ".join(format(row[k], f) if row.get(k) is not None else "—" for k, _, f in columns) + " |"
+        for row in rows
+    ]
     return "\n".join([head, rule, *body])
 
 
@@ -776,7 +967,8 @@ def goals_summary(record: dict) -> str:
             f"cfg {scale:g} ({e['num_samples']:,} samples, DDPM-{steps}): class accuracy {m['class_accuracy']:.1%} = "
             f"{acc_ratio:.0%} of the evaluator's {f['class_accuracy']:.1%} on real test images (goal >= 90%: "
             f"{'met' if acc_ratio >= 0.9 else 'not met'}); FID {m['fid']:.2f} = {fid_ratio:.1f}x the floor "
-            f"{f['fid']:.2f} (goal <= 3x: {'met' if fid_ratio <= 3 else 'not met'})")
+            f"{f['fid']:.2f} (goal <= 3x: {'met' if fid_ratio <= 3 else 'not met'})"
+        )
     return "\n".join(lines) or "Part A has no final evaluation yet."
 
 
@@ -791,23 +983,55 @@ def readme_tables(results_dir=None) -> str:
             e = final_eval(record, scale)
             if e is not None:
                 m, f = e["metrics"], e["floor"]
-                rows.append({"scale": f"{scale:g}", "n": f"{e['num_samples']:,}", "fid": m["fid"], "floor": f["fid"],
-                             "precision": m["precision"], "recall": m["recall"], "acc": m["class_accuracy"],
-                             "real": f["class_accuracy"]})
-        out.append(format_table(rows, [("scale", "guidance", ""), ("n", "samples", ""), ("fid", "FID", ".2f"),
-                                       ("floor", "real floor", ".2f"), ("precision", "precision", ".2f"),
-                                       ("recall", "recall", ".2f"), ("acc", "class accuracy", ".1%"),
-                                       ("real", "on real images", ".1%")]))
+                rows.append(
+                    {
+                        "scale": f"{scale:g}",
+                        "n": f"{e['num_samples']:,}",
+                        "fid": m["fid"],
+                        "floor": f["fid"],
+                        "precision": m["precision"],
+                        "recall": m["recall"],
+                        "acc": m["class_accuracy"],
+                        "real": f["class_accuracy"],
+                    }
+                )
+        out.append(
+            format_table(
+                rows,
+                [
+                    ("scale", "guidance", ""),
+                    ("n", "samples", ""),
+                    ("fid", "FID", ".2f"),
+                    ("floor", "real floor", ".2f"),
+                    ("precision", "precision", ".2f"),
+                    ("recall", "recall", ".2f"),
+                    ("acc", "class accuracy", ".1%"),
+                    ("real", "on real images", ".1%"),
+                ],
+            )
+        )
     rows = ablation_rows(load_part("B", results_dir=results_dir))
     for row in rows:
         row["fid_each_seed"] = " / ".join(f"{v:.1f}" for v in row["fid_seeds"])
-        row["ci_each_seed"] = " / ".join("—" if ci is None else f"{ci[0]:.1f}–{ci[1]:.1f}" for ci in row["fid_ci_seeds"])
+        row["ci_each_seed"] = " / ".join(
+            "—" if ci is None else f"{ci[0]:.1f}–{ci[1]:.1f}" for ci in row["fid_ci_seeds"]
+        )
     if rows:
-        out.append(format_table(rows, [
-            ("block", "block", ""), ("gflops", "Gflops", ".2f"), ("fid", "FID (mean)", ".1f"),
-            ("fid_each_seed", "FID per seed", ""), ("ci_each_seed", "bootstrap 95% per seed", ""),
-            ("class_accuracy", "class acc. (cfg 1)", ".1%"), ("class_accuracy_cfg1.5", "class acc. (cfg 1.5)", ".1%"),
-            ("paper_fid", "paper FID (XL/2, 400K)", ".2f")]))
+        out.append(
+            format_table(
+                rows,
+                [
+                    ("block", "block", ""),
+                    ("gflops", "Gflops", ".2f"),
+                    ("fid", "FID (mean)", ".1f"),
+                    ("fid_each_seed", "FID per seed", ""),
+                    ("ci_each_seed", "bootstrap 95% per seed", ""),
+                    ("class_accuracy", "class acc. (cfg 1)", ".1%"),
+                    ("class_accuracy_cfg1.5", "class acc. (cfg 1.5)", ".1%"),
+                    ("paper_fid", "paper FID (XL/2, 400K)", ".2f"),
+                ],
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -826,9 +1050,14 @@ def main(argv: list[str] | None = None) -> int:
     Runs (or continues) a part without the notebook; --only lets several processes share a part.
     Notebook 08 draws the figures from the records afterwards (MINIDIT_SAVE_FIGURES=1 also saves them).
     """
-    parser = argparse.ArgumentParser(prog="python -m minidit.tools.experiments", description=main.__doc__.split("\n")[0])
-    parser.add_argument("part", choices=(*part_specs(), "tables"),
-                        help="a part to run, or 'tables': print the README's Markdown tables from the records")
+    parser = argparse.ArgumentParser(
+        prog="python -m minidit.tools.experiments", description=main.__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "part",
+        choices=(*part_specs(), "tables"),
+        help="a part to run, or 'tables': print the README's Markdown tables from the records",
+    )
     parser.add_argument("--only", nargs="+", default=None, help="run names to work on (default: all of the part)")
     parser.add_argument("--budget", type=float, default=None, help="minutes for this call (default: the part's)")
     parser.add_argument("--quick", action="store_true", help="tiny CPU sizes (tests)")
@@ -850,8 +1079,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(run.name)
         return 0
     try:
-        summary = run_part(args.part, quick=args.quick, results_dir=args.results_dir, runs_dir=args.runs_dir,
-                           budget_minutes=args.budget, only=args.only, progress=False)
+        summary = run_part(
+            args.part,
+            quick=args.quick,
+            results_dir=args.results_dir,
+            runs_dir=args.runs_dir,
+            budget_minutes=args.budget,
+            only=args.only,
+            progress=False,
+        )
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     return 0 if all(n in summary["done"] for n in (args.only or summary["runs"])) else 1

@@ -76,8 +76,17 @@ class LatentRunConfig:
     def __post_init__(self):
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"num_train must be >= 1 (or None for all), got {self.num_train}")
-        for name in ("ae_max_steps", "ae_batch_size", "batch_size", "max_pixel_steps", "num_recon", "num_samples",
-                     "sample_steps", "sample_batch", "log_every"):
+        for name in (
+            "ae_max_steps",
+            "ae_batch_size",
+            "batch_size",
+            "max_pixel_steps",
+            "num_recon",
+            "num_samples",
+            "sample_steps",
+            "sample_batch",
+            "log_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (0 < self.ae_share < 1 and 0 < self.latent_share < 1):
@@ -90,10 +99,26 @@ class LatentRunConfig:
 
 PRESETS = {
     "gpu": LatentRunConfig(),
-    "quick": LatentRunConfig(ae=_latent.AEConfig(widths=(8, 16, 16)), num_train=500, ae_max_steps=10, ae_batch_size=16,
-                             ae_lr=2e-3, model="DiT-T/2", batch_size=8, lr=1e-3, max_pixel_steps=2, num_recon=100,
-                             num_samples=40, sample_steps=4, sample_batch=20, eval_reserve_s=60.0, end_margin_s=2.0,
-                             precision="fp32", compile=False, log_every=10),
+    "quick": LatentRunConfig(
+        ae=_latent.AEConfig(widths=(8, 16, 16)),
+        num_train=500,
+        ae_max_steps=10,
+        ae_batch_size=16,
+        ae_lr=2e-3,
+        model="DiT-T/2",
+        batch_size=8,
+        lr=1e-3,
+        max_pixel_steps=2,
+        num_recon=100,
+        num_samples=40,
+        sample_steps=4,
+        sample_batch=20,
+        eval_reserve_s=60.0,
+        end_margin_s=2.0,
+        precision="fp32",
+        compile=False,
+        log_every=10,
+    ),
 }
 
 
@@ -126,8 +151,11 @@ def _median_img_per_s(history: dict) -> float | None:
 
 def _scores(report: dict) -> dict:
     keys = ("fid", "precision", "recall", "class_accuracy", "kid", "sfid", "inception_score", "density", "coverage")
-    return {"num_samples": report["num_samples"], **{k: report["samples"].get(k) for k in keys},
-            "floor": {k: report["real_floor"].get(k) for k in keys}}
+    return {
+        "num_samples": report["num_samples"],
+        **{k: report["samples"].get(k) for k in keys},
+        "floor": {k: report["real_floor"].get(k) for k in keys},
+    }
 
 
 def _grid(images: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -151,7 +179,6 @@ def _figures(out_dir: pathlib.Path, summary: dict, pictures: dict) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # heavy: only the figures need it
 
-
     written = []
     if "reconstructions" in pictures:
         real, rec = pictures["reconstructions"]
@@ -165,8 +192,9 @@ def _figures(out_dir: pathlib.Path, summary: dict, pictures: dict) -> list[str]:
     grids = pictures.get("samples", {})
     if grids:
         per_class = max(len(imgs) for imgs in grids.values()) // len(CLASS_NAMES)
-        fig, axes = plt.subplots(1, len(grids), figsize=(len(grids) * (0.55 * per_class + 0.4), 6), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            1, len(grids), figsize=(len(grids) * (0.55 * per_class + 0.4), 6), squeeze=False, layout="constrained"
+        )
         for ax, (title, imgs) in zip(axes[0], grids.items()):
             ax.imshow(make_grid(imgs, nrow=per_class), cmap="gray", vmin=0, vmax=255)
             ax.set_title(title, fontsize=9)
@@ -211,24 +239,44 @@ def _sample_and_score(model, diffusion, cfg: LatentRunConfig, cfg_scale: float, 
             break
         t0 = time.monotonic()
         # compile=False: two models x (guided, unguided) would be four cold compiles, more than they save here
-        x = sample(model, diffusion, labels[i:i + cfg.sample_batch].to(device), cfg_scale=cfg_scale, sampler="ddim",
-                   steps=cfg.sample_steps, generator=generator, clip_denoised=decode is None,  # latents: no clip
-                   compile=False)
+        x = sample(
+            model,
+            diffusion,
+            labels[i : i + cfg.sample_batch].to(device),
+            cfg_scale=cfg_scale,
+            sampler="ddim",
+            steps=cfg.sample_steps,
+            generator=generator,
+            clip_denoised=decode is None,  # latents: no clip
+            compile=False,
+        )
         images.append((x if decode is None else decode(x)).float().cpu())  # (n, 1, 32, 32)
         chunk_s = time.monotonic() - t0
     images = torch.cat(images)
     sample_s = time.monotonic() - start
-    report = evaluation_report(images, labels[:len(images)], num_reference=cfg.num_samples, seed=cfg.seed,
-                               device=device, data_dir=data_dir)
-    return images, {**_scores(report), "cfg_scale": cfg_scale, "sample_seconds": round(sample_s, 2),
-                    "complete": len(images) == cfg.num_samples}
+    report = evaluation_report(
+        images, labels[: len(images)], num_reference=cfg.num_samples, seed=cfg.seed, device=device, data_dir=data_dir
+    )
+    return images, {
+        **_scores(report),
+        "cfg_scale": cfg_scale,
+        "sample_seconds": round(sample_s, 2),
+        "complete": len(images) == cfg.num_samples,
+    }
 
 
 # ----------------------------------------------------------------------------- the experiment
 
 
-def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_latent_diffusion",
-        command: str | None = None, data_dir=None, log=print) -> dict:
+def run(
+    cfg: LatentRunConfig,
+    out_dir,
+    minutes: float = 8.0,
+    work_dir="runs/10_latent_diffusion",
+    command: str | None = None,
+    data_dir=None,
+    log=print,
+) -> dict:
     """Run the five phases within `minutes`; returns the summary that results.json holds."""
 
     start = time.monotonic()
@@ -244,10 +292,13 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         "command": command or "minidit.tools.latent_experiment.run",
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch_version": torch.__version__, "minutes_budget": minutes, "config": dataclasses.asdict(cfg),
-        "status": "autoencoder", "wall_seconds": {},
+        "torch_version": torch.__version__,
+        "minutes_budget": minutes,
+        "config": dataclasses.asdict(cfg),
+        "status": "autoencoder",
+        "wall_seconds": {},
         "notes": "Gflops are the paper's: multiply-accumulates of one forward pass per image (minidit.flops); "
-                 "training compute = Gflops x images seen = Gflops x steps x batch size",
+        "training compute = Gflops x images seen = Gflops x steps x batch size",
     }
     pictures: dict = {}
 
@@ -262,23 +313,35 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
     try:
         train_data = load_fashion_mnist("train", root=data_dir)
         if cfg.num_train is not None:
-            train_data = FashionMNIST(train_data.images[:cfg.num_train], train_data.labels[:cfg.num_train], "train")
+            train_data = FashionMNIST(train_data.images[: cfg.num_train], train_data.labels[: cfg.num_train], "train")
         train_data = train_data.to(device)
         test_data = load_fashion_mnist("test", root=data_dir)
 
         # 1. the autoencoder
         t0 = time.monotonic()
         log(f"minidit.tools.latent_experiment: training the autoencoder for up to {cfg.ae_share * budget:.0f} s")
-        ae, ae_hist = _latent.train_autoencoder(train_data.images, cfg.ae, steps=cfg.ae_max_steps,
-                                                max_seconds=min(cfg.ae_share * budget, max(left(), 1.0)),
-                                                batch_size=cfg.ae_batch_size, lr=cfg.ae_lr, seed=cfg.seed,
-                                                log_every=10 * cfg.log_every, log=log)
+        ae, ae_hist = _latent.train_autoencoder(
+            train_data.images,
+            cfg.ae,
+            steps=cfg.ae_max_steps,
+            max_seconds=min(cfg.ae_share * budget, max(left(), 1.0)),
+            batch_size=cfg.ae_batch_size,
+            lr=cfg.ae_lr,
+            seed=cfg.seed,
+            log_every=10 * cfg.log_every,
+            log=log,
+        )
         ae_gflops = _ae_gflops(ae, device)
-        summary["autoencoder"] = {"config": dataclasses.asdict(cfg.ae), "factor": cfg.ae.factor, **ae_hist,
-                                  **{f"{k}_gflops": v for k, v in ae_gflops.items()}}
+        summary["autoencoder"] = {
+            "config": dataclasses.asdict(cfg.ae),
+            "factor": cfg.ae.factor,
+            **ae_hist,
+            **{f"{k}_gflops": v for k, v in ae_gflops.items()},
+        }
         if ae_gflops:  # in the DiTs' unit: forward Gflops x images seen
-            summary["autoencoder"]["training_compute"] = (ae_hist["steps"] * cfg.ae_batch_size
-                                                          * (ae_gflops["encoder"] + ae_gflops["decoder"]))
+            summary["autoencoder"]["training_compute"] = (
+                ae_hist["steps"] * cfg.ae_batch_size * (ae_gflops["encoder"] + ae_gflops["decoder"])
+            )
         phase_done("autoencoder_train", t0)
 
         # 2. its reconstructions, in the course's evaluator
@@ -286,16 +349,27 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         n_rec = min(cfg.num_recon, len(test_data))
         real = to_model_range(test_data.images[:n_rec]).to(device)  # (n, 1, 32, 32)
         rec = _latent.decode_latents(ae, _latent.encode_images(ae, real, sample=False), 1.0).float()
-        report = evaluation_report(rec.cpu(), test_data.labels[:n_rec], num_reference=cfg.num_samples,
-                                   seed=cfg.seed, device=device, data_dir=data_dir)  # the samples' reference
+        report = evaluation_report(
+            rec.cpu(),
+            test_data.labels[:n_rec],
+            num_reference=cfg.num_samples,
+            seed=cfg.seed,
+            device=device,
+            data_dir=data_dir,
+        )  # the samples' reference
         summary["autoencoder"]["reconstruction"] = {
-            "latent": "posterior mean", "psnr": psnr(rec, real).mean().item(), "ssim": ssim(rec, real).mean().item(),
-            **_scores(report)}
+            "latent": "posterior mean",
+            "psnr": psnr(rec, real).mean().item(),
+            "ssim": ssim(rec, real).mean().item(),
+            **_scores(report),
+        }
         pictures["reconstructions"] = (real[:32].cpu(), rec[:32].cpu())
         phase_done("autoencoder_eval", t0)
         r = summary["autoencoder"]["reconstruction"]
-        log(f"minidit.tools.latent_experiment: reconstructions PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, "
-            f"FID {r['fid']:.2f} (real floor {r['floor']['fid']:.2f})")
+        log(
+            f"minidit.tools.latent_experiment: reconstructions PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, "
+            f"FID {r['fid']:.2f} (real floor {r['floor']['fid']:.2f})"
+        )
         save("latents")
 
         # 3. the latents, once, on the device
@@ -304,29 +378,44 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         raw = latents.images / scale  # (2N, 4, 8, 8) the encoder's own scale
         posterior = ae.encode(to_model_range(train_data.images[:2048]))
         summary["latents"] = {
-            "shape": list(latents.images.shape[1:]), "num": len(latents), "scale_factor": scale,
-            "sd_vae_scale_factor": SD_VAE_SCALE_FACTOR, "raw_mean": raw.mean().item(), "raw_std": raw.std().item(),
-            "raw_channel_std": raw.std(dim=(0, 2, 3)).tolist(), "raw_abs_max": raw.abs().max().item(),
+            "shape": list(latents.images.shape[1:]),
+            "num": len(latents),
+            "scale_factor": scale,
+            "sd_vae_scale_factor": SD_VAE_SCALE_FACTOR,
+            "raw_mean": raw.mean().item(),
+            "raw_std": raw.std().item(),
+            "raw_channel_std": raw.std(dim=(0, 2, 3)).tolist(),
+            "raw_abs_max": raw.abs().max().item(),
             "scaled_std": latents.images.std().item(),
             "posterior_std_mean": posterior.logvar.mul(0.5).exp().mean().item(),
             "posterior_mean_std": posterior.mean.std().item(),
         }
         del raw
         phase_done("latents", t0)
-        log(f"minidit.tools.latent_experiment: {len(latents)} latents {tuple(latents.images.shape[1:])}, raw std "
-            f"{summary['latents']['raw_std']:.3f}: scale factor {scale:.4f} (SD VAE: {SD_VAE_SCALE_FACTOR})")
+        log(
+            f"minidit.tools.latent_experiment: {len(latents)} latents {tuple(latents.images.shape[1:])}, raw std "
+            f"{summary['latents']['raw_std']:.3f}: scale factor {scale:.4f} (SD VAE: {SD_VAE_SCALE_FACTOR})"
+        )
         save("training")
 
         # 4. the two DiTs, at equal training compute
-        spaces = {"latent": dict(data=latents, input_size=32 // cfg.ae.factor,
-                                 in_channels=cfg.ae.latent_channels, flip=False),
-                  "pixel": dict(data=train_data, input_size=32, in_channels=1, flip=True)}
+        spaces = {
+            "latent": dict(
+                data=latents, input_size=32 // cfg.ae.factor, in_channels=cfg.ae.latent_channels, flip=False
+            ),
+            "pixel": dict(data=train_data, input_size=32, in_channels=1, flip=True),
+        }
         models = summary["models"] = {}
         for name, s in spaces.items():
             p = int(cfg.model.split("/")[1])
-            models[name] = {"model": cfg.model, "input_size": s["input_size"], "in_channels": s["in_channels"],
-                            "tokens_per_image": (s["input_size"] // p) ** 2, "batch_size": cfg.batch_size,
-                            "gflops": dit_gflops(cfg.model, input_size=s["input_size"], in_channels=s["in_channels"])}
+            models[name] = {
+                "model": cfg.model,
+                "input_size": s["input_size"],
+                "in_channels": s["in_channels"],
+                "tokens_per_image": (s["input_size"] // p) ** 2,
+                "batch_size": cfg.batch_size,
+                "gflops": dit_gflops(cfg.model, input_size=s["input_size"], in_channels=s["in_channels"]),
+            }
         ratio = models["pixel"]["gflops"] / models["latent"]["gflops"]
         target_latent_steps = math.ceil(cfg.max_pixel_steps * ratio)
         window = left() - cfg.eval_reserve_s
@@ -345,31 +434,55 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
                 log(f"minidit.tools.latent_experiment: no time left to train the {name} DiT")
                 m.update(steps=0, status="skipped: no time left")
                 continue
-            log(f"minidit.tools.latent_experiment: training the {name} DiT ({cfg.model}, {m['tokens_per_image']} tokens, "
-                f"{m['gflops']:.3f} Gflops) for {steps} steps or {seconds:.0f} s")
-            tcfg = TrainConfig(model=cfg.model, global_batch_size=cfg.batch_size, steps=steps, lr=cfg.lr,
-                               ema_warmup="ema_warmup", seed=cfg.seed, flip=s["flip"], precision=cfg.precision,
-                               compile=cfg.compile, out_dir=str(work_dir / name), log_every=cfg.log_every, ckpt_every=0,
-                               sample_every=0, max_minutes=seconds / 60, device=cfg.device, progress=False,
-                               overwrite=True,  # the work dir is this experiment's scratch: a re-run starts afresh
-                               data_dir=None if data_dir is None else str(data_dir))
+            log(
+                f"minidit.tools.latent_experiment: training the {name} DiT ({cfg.model}, {m['tokens_per_image']} tokens, "
+                f"{m['gflops']:.3f} Gflops) for {steps} steps or {seconds:.0f} s"
+            )
+            tcfg = TrainConfig(
+                model=cfg.model,
+                global_batch_size=cfg.batch_size,
+                steps=steps,
+                lr=cfg.lr,
+                ema_warmup="ema_warmup",
+                seed=cfg.seed,
+                flip=s["flip"],
+                precision=cfg.precision,
+                compile=cfg.compile,
+                out_dir=str(work_dir / name),
+                log_every=cfg.log_every,
+                ckpt_every=0,
+                sample_every=0,
+                max_minutes=seconds / 60,
+                device=cfg.device,
+                progress=False,
+                overwrite=True,  # the work dir is this experiment's scratch: a re-run starts afresh
+                data_dir=None if data_dir is None else str(data_dir),
+            )
             history = train(tcfg, s["data"])
-            m.update(steps=history["final_step"], stopped_by_budget=history["stopped_by_budget"],
-                     compiled=history.get("compiled"), precision=history.get("precision"),
-                     num_params=history.get("num_params"), img_per_s=_median_img_per_s(history),
-                     # achieved training throughput: forward + backward ~ 3 forwards, 2 FLOPs per multiply-accumulate
-                     tflops_per_s=(_median_img_per_s(history) or 0.0) * m["gflops"] * 6 / 1e3,
-                     train_seconds=history["wall_time"][-1] if history["wall_time"] else None,
-                     seconds_to_first_log=history["wall_time"][0] if history["wall_time"] else None,  # compile
-                     training_compute=history["final_step"] * cfg.batch_size * m["gflops"],
-                     checkpoint=history["checkpoints"][-1], status="trained",
-                     history={k: history[k] for k in ("step", "loss", "img_per_s", "wall_time")})
+            m.update(
+                steps=history["final_step"],
+                stopped_by_budget=history["stopped_by_budget"],
+                compiled=history.get("compiled"),
+                precision=history.get("precision"),
+                num_params=history.get("num_params"),
+                img_per_s=_median_img_per_s(history),
+                # achieved training throughput: forward + backward ~ 3 forwards, 2 FLOPs per multiply-accumulate
+                tflops_per_s=(_median_img_per_s(history) or 0.0) * m["gflops"] * 6 / 1e3,
+                train_seconds=history["wall_time"][-1] if history["wall_time"] else None,
+                seconds_to_first_log=history["wall_time"][0] if history["wall_time"] else None,  # compile
+                training_compute=history["final_step"] * cfg.batch_size * m["gflops"],
+                checkpoint=history["checkpoints"][-1],
+                status="trained",
+                history={k: history[k] for k in ("step", "loss", "img_per_s", "wall_time")},
+            )
             phase_done(f"train_{name}", t0)
             save("training")
         lat, pix = models["latent"], models["pixel"]
         if lat.get("steps") and pix.get("steps"):
-            summary["equal_compute"] = {"gflops_ratio": ratio, "compute_ratio_pixel_to_latent":
-                                        pix["training_compute"] / lat["training_compute"]}
+            summary["equal_compute"] = {
+                "gflops_ratio": ratio,
+                "compute_ratio_pixel_to_latent": pix["training_compute"] / lat["training_compute"],
+            }
 
         # 5. samples, decoded, scored
         t0 = time.monotonic()
@@ -393,15 +506,19 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
                     continue
                 summary["samples"][name][key] = result
                 pictures["samples"][f"{name} DiT, guidance {key}"] = _grid(images, 8)
-                log(f"minidit.tools.latent_experiment: {name} DiT, guidance {key}, {result['num_samples']} samples: FID "
+                log(
+                    f"minidit.tools.latent_experiment: {name} DiT, guidance {key}, {result['num_samples']} samples: FID "
                     f"{result['fid']:.2f}, class accuracy {result['class_accuracy']:.3f}, precision "
-                    f"{result['precision']:.3f}, recall {result['recall']:.3f}")
+                    f"{result['precision']:.3f}, recall {result['recall']:.3f}"
+                )
                 save("sampling")
         phase_done("sample_and_score", t0)
     except Exception as err:  # keep what was measured: results.json says where and why the run stopped
         summary["error"] = f"{type(err).__name__}: {err} (in phase {summary['status']!r})"
         summary["traceback"] = traceback.format_exc()[-4000:]
-        log(f"minidit.tools.latent_experiment: stopped by an error in phase {summary['status']!r}:\n{summary['traceback']}")
+        log(
+            f"minidit.tools.latent_experiment: stopped by an error in phase {summary['status']!r}:\n{summary['traceback']}"
+        )
 
     # figures: never lose the numbers to a plot
     try:
@@ -410,33 +527,44 @@ def run(cfg: LatentRunConfig, out_dir, minutes: float = 8.0, work_dir="runs/10_l
         summary["figures"] = []
         log(f"minidit.tools.latent_experiment: figures failed ({type(err).__name__}: {err})")
     save("failed" if "error" in summary else "done")
-    log(f"minidit.tools.latent_experiment: wrote {out_dir / 'results.json'} and {', '.join(summary['figures'])} "
-        f"in {summary['wall_seconds']['total']:.0f} s on {summary['device_name']}")
+    log(
+        f"minidit.tools.latent_experiment: wrote {out_dir / 'results.json'} and {', '.join(summary['figures'])} "
+        f"in {summary['wall_seconds']['total']:.0f} s on {summary['device_name']}"
+    )
     return summary
 
 
 def format_table(summary: dict) -> str:
     """The comparison as aligned text."""
-    lines = [f"{'model':<8}{'tokens':>7}{'Gflops':>8}{'steps':>8}{'img/s':>9}{'cfg':>5}{'FID':>8}{'acc':>7}"
-             f"{'prec':>7}{'recall':>7}"]
+    lines = [
+        f"{'model':<8}{'tokens':>7}{'Gflops':>8}{'steps':>8}{'img/s':>9}{'cfg':>5}{'FID':>8}{'acc':>7}"
+        f"{'prec':>7}{'recall':>7}"
+    ]
     for name, m in summary.get("models", {}).items():
         for scale, r in summary.get("samples", {}).get(name, {}).items():
             if "error" in r:
                 lines.append(f"{name:<8} guidance {scale}: {r['error']}")
                 continue
-            lines.append(f"{name:<8}{m['tokens_per_image']:>7}{m['gflops']:>8.3f}{m.get('steps', 0):>8}"
-                         f"{m.get('img_per_s') or 0:>9.0f}{scale:>5}{r['fid']:>8.2f}{r['class_accuracy']:>7.3f}"
-                         f"{r['precision']:>7.3f}{r['recall']:>7.3f}")
+            lines.append(
+                f"{name:<8}{m['tokens_per_image']:>7}{m['gflops']:>8.3f}{m.get('steps', 0):>8}"
+                f"{m.get('img_per_s') or 0:>9.0f}{scale:>5}{r['fid']:>8.2f}{r['class_accuracy']:>7.3f}"
+                f"{r['precision']:>7.3f}{r['recall']:>7.3f}"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m minidit.tools.latent_experiment --out DIR [--minutes 8] [--quick] [--work-dir DIR] [--device D]."""
-    parser = argparse.ArgumentParser(prog="python -m minidit.tools.latent_experiment", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m minidit.tools.latent_experiment", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", required=True, help="folder for results.json and the figures")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole run (default 8)")
-    parser.add_argument("--quick", action="store_true",
-                        help="CPU-sized: tiny models, a few steps, 40 samples per model (default budget 3 min)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU-sized: tiny models, a few steps, 40 samples per model (default budget 3 min)",
+    )
     parser.add_argument("--work-dir", default=None, help="DiT checkpoints (default runs/10_latent_diffusion)")
     parser.add_argument("--num-samples", type=int, default=None, help="per model and guidance scale (default 5000)")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: minidit.data.find_data_dir)")

@@ -119,8 +119,15 @@ class Run:
         return self.name.replace("/", "_")
 
 
-def plan_runs(models: list[str], curve_models: list[str], gpus: int, per_gpu_batch: int, speed_steps: int,
-              curve_steps: int, controls: bool = True) -> list[Run]:
+def plan_runs(
+    models: list[str],
+    curve_models: list[str],
+    gpus: int,
+    per_gpu_batch: int,
+    speed_steps: int,
+    curve_steps: int,
+    controls: bool = True,
+) -> list[Run]:
     """The runs of a scaling study, in the order a one-at-a-time study makes them."""
     runs, b = [], per_gpu_batch
     for model in models:
@@ -132,16 +139,34 @@ def plan_runs(models: list[str], curve_models: list[str], gpus: int, per_gpu_bat
         if model in curve_models:
             runs.append(Run(f"1x{model}{SAMEGLOBAL}", model, 1, gpus * b, curve_steps, "reference"))
         if control:
-            runs.append(Run(f"1x{model}{SAMEGLOBAL}{MODELSCOPE}", model, 1, gpus * b, curve_steps,
-                            "reference-modelscope", "model"))
+            runs.append(
+                Run(
+                    f"1x{model}{SAMEGLOBAL}{MODELSCOPE}",
+                    model,
+                    1,
+                    gpus * b,
+                    curve_steps,
+                    "reference-modelscope",
+                    "model",
+                )
+            )
     return runs
 
 
 def run_settings(run: Run, args: argparse.Namespace) -> dict:
     """What must be equal for an earlier result of this run to count (paths and the machine excluded)."""
-    return {"model": run.model, "processes": run.processes, "global_batch": run.global_batch, "steps": run.steps,
-            "log_every": args.log_every, "seed": args.seed, "precision": args.precision, "compile": args.compile,
-            "device": args.device, "compile_scope": run.compile_scope}
+    return {
+        "model": run.model,
+        "processes": run.processes,
+        "global_batch": run.global_batch,
+        "steps": run.steps,
+        "log_every": args.log_every,
+        "seed": args.seed,
+        "precision": args.precision,
+        "compile": args.compile,
+        "device": args.device,
+        "compile_scope": run.compile_scope,
+    }
 
 
 def recorded_settings(record: dict) -> dict:
@@ -163,15 +188,39 @@ def settings_match(record: dict | None, run: Run, args: argparse.Namespace) -> b
 
 def train_command(run: Run, args: argparse.Namespace) -> list[str]:
     """torchrun ... -m minidit.train ... for one run."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.processes}",
-               "-m", "minidit.train", "--model", run.model, "--global-batch-size", str(run.global_batch),
-               "--steps", str(run.steps), "--log-every", str(args.log_every), "--seed", str(args.seed),
-               "--out-dir", str(pathlib.Path(args.runs_dir) / run.slug)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={run.processes}",
+        "-m",
+        "minidit.train",
+        "--model",
+        run.model,
+        "--global-batch-size",
+        str(run.global_batch),
+        "--steps",
+        str(run.steps),
+        "--log-every",
+        str(args.log_every),
+        "--seed",
+        str(args.seed),
+        "--out-dir",
+        str(pathlib.Path(args.runs_dir) / run.slug),
+    ]
     for field, value in FIXED_TRAIN_FLAGS.items():
         flag = "--" + field.replace("_", "-")
         command += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
-    command += ["--precision", args.precision, "--compile" if args.compile else "--no-compile",
-                "--compile-scope", run.compile_scope, "--device", args.device]
+    command += [
+        "--precision",
+        args.precision,
+        "--compile" if args.compile else "--no-compile",
+        "--compile-scope",
+        run.compile_scope,
+        "--device",
+        args.device,
+    ]
     if args.data_dir is not None:
         command += ["--data-dir", str(args.data_dir)]
     return command
@@ -208,25 +257,40 @@ def history_fields(history: dict, processes: int) -> dict:
     """The fields a record takes from a run's history.json: speed, loss curve, machine."""
     img_per_s = median_img_per_s(history["img_per_s"])
     return dict(
-        img_per_s=img_per_s, img_per_s_per_gpu=None if img_per_s is None else img_per_s / processes,
+        img_per_s=img_per_s,
+        img_per_s_per_gpu=None if img_per_s is None else img_per_s / processes,
         train_time_s=history["wall_time"][-1] if history["wall_time"] else None,
-        world_size=history["world_size"], compiled=history["compiled"], precision=history["precision"],
+        world_size=history["world_size"],
+        compiled=history["compiled"],
+        precision=history["precision"],
         compile_scope=history.get("compile_scope"),  # the scope the run used; None: not compiled (or fell back)
-        device_name=history["device_name"], torch_version=history["torch_version"],
-        num_params=history["num_params"], step=history["step"], loss=history["loss"],
+        device_name=history["device_name"],
+        torch_version=history["torch_version"],
+        num_params=history["num_params"],
+        step=history["step"],
+        loss=history["loss"],
         img_per_s_intervals=history["img_per_s"],
     )
 
 
 def _record(run: Run, args: argparse.Namespace, **fields) -> dict:
     """The fields every record has (what the run was and its settings), then `fields`."""
-    return {"name": run.name, "model": run.model, "role": run.role, "processes": run.processes,
-            "per_gpu_batch": run.global_batch // run.processes, "global_batch": run.global_batch,
-            "steps": run.steps, "settings": run_settings(run, args), **fields}
+    return {
+        "name": run.name,
+        "model": run.model,
+        "role": run.role,
+        "processes": run.processes,
+        "per_gpu_batch": run.global_batch // run.processes,
+        "global_batch": run.global_batch,
+        "steps": run.steps,
+        "settings": run_settings(run, args),
+        **fields,
+    }
 
 
-def run_record(run: Run, args: argparse.Namespace, exit_code: int, wall_s: float, log_path: pathlib.Path,
-               gpu: int | None) -> dict:
+def run_record(
+    run: Run, args: argparse.Namespace, exit_code: int, wall_s: float, log_path: pathlib.Path, gpu: int | None
+) -> dict:
     """The results entry of a finished run, from its exit code and out_dir/history.json."""
     record = _record(run, args, exit_code=exit_code, wall_time_s=wall_s, log=str(log_path), pinned_gpu=gpu)
     history_path = pathlib.Path(args.runs_dir) / run.slug / "history.json"
@@ -245,11 +309,15 @@ def launch(run: Run, args: argparse.Namespace, threads: int, gpu: int | None) ->
     log_path = pathlib.Path(args.runs_dir) / f"{run.slug}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     where = "" if gpu is None else f" on GPU {gpu}"
-    print(f"minidit.tools.scaling: start {run.name}: {run.processes} process(es), global batch {run.global_batch}, "
-          f"{run.steps} steps, compile scope {run.compile_scope}{where} (log {log_path})", flush=True)
+    print(
+        f"minidit.tools.scaling: start {run.name}: {run.processes} process(es), global batch {run.global_batch}, "
+        f"{run.steps} steps, compile scope {run.compile_scope}{where} (log {log_path})",
+        flush=True,
+    )
     with open(log_path, "w") as log:  # the child keeps its own handle
-        proc = subprocess.Popen(train_command(run, args), stdout=log, stderr=subprocess.STDOUT,
-                                env=child_env(threads, gpu))
+        proc = subprocess.Popen(
+            train_command(run, args), stdout=log, stderr=subprocess.STDOUT, env=child_env(threads, gpu)
+        )
     return proc, log_path
 
 
@@ -274,11 +342,17 @@ def execute(runs: list[Run], args: argparse.Namespace, slots: int, on_done: Call
                 record = run_record(run, args, proc.returncode, time.monotonic() - start, log_path, gpu)
                 if record["exit_code"] == 0:
                     speed = "-" if record["img_per_s"] is None else f"{record['img_per_s']:,.0f} img/s"
-                    print(f"minidit.tools.scaling: done  {run.name} in {record['wall_time_s']:.0f} s: {speed}, "
-                          f"last loss {record['loss'][-1]:.4f}", flush=True)
+                    print(
+                        f"minidit.tools.scaling: done  {run.name} in {record['wall_time_s']:.0f} s: {speed}, "
+                        f"last loss {record['loss'][-1]:.4f}",
+                        flush=True,
+                    )
                 else:
-                    print(f"minidit.tools.scaling: FAILED {run.name} (exit code {record['exit_code']}); last lines of "
-                          f"{log_path}:\n{record.get('error') or record['log_tail']}", flush=True)
+                    print(
+                        f"minidit.tools.scaling: FAILED {run.name} (exit code {record['exit_code']}); last lines of "
+                        f"{log_path}:\n{record.get('error') or record['log_tail']}",
+                        flush=True,
+                    )
                 on_done(record)
     finally:  # interrupted (Ctrl-C, an error in on_done): no torchrun outlives the tool
         for *_, proc, _ in active:
@@ -316,24 +390,56 @@ def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int
     scope = cfg["compile_scope"]
     if "compile_scope" not in history and history["world_size"] > 1:
         scope = "model"  # a history written before minidit.train compiled the whole step under DDP
-    found = {"model": cfg["model"], "processes": history["world_size"], "global_batch": cfg["global_batch_size"],
-             "compile_scope": scope if cfg["compile"] else run.compile_scope}
+    found = {
+        "model": cfg["model"],
+        "processes": history["world_size"],
+        "global_batch": cfg["global_batch_size"],
+        "compile_scope": scope if cfg["compile"] else run.compile_scope,
+    }
     for key, value in found.items():
         if value != getattr(run, key):
             raise ValueError(f"{history_path}: {key} is {value!r}, but run {name} has {getattr(run, key)!r}")
-    fixed = {f.name: FIXED_TRAIN_FLAGS.get(f.name, f.default) for f in dataclasses.fields(TrainConfig)
-             if f.name not in ("out_dir", "data_dir", "model", "global_batch_size", "steps", "log_every", "seed",
-                               "precision", "compile", "compile_scope", "device")}
+    fixed = {
+        f.name: FIXED_TRAIN_FLAGS.get(f.name, f.default)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name
+        not in (
+            "out_dir",
+            "data_dir",
+            "model",
+            "global_batch_size",
+            "steps",
+            "log_every",
+            "seed",
+            "precision",
+            "compile",
+            "compile_scope",
+            "device",
+        )
+    }
     for key, value in fixed.items():
         if cfg.get(key) != value:
             raise ValueError(f"{history_path}: {key} is {cfg.get(key)!r}; the tool's runs use {value!r}")
     if history["final_step"] != cfg["steps"] or history.get("stopped_by_budget"):
         raise ValueError(f"{history_path}: the run stopped at step {history['final_step']} of {cfg['steps']}")
     run = dataclasses.replace(run, steps=cfg["steps"])
-    flags = argparse.Namespace(log_every=cfg["log_every"], seed=cfg["seed"], precision=cfg["precision"],
-                               compile=cfg["compile"], device=cfg["device"])
-    record = _record(run, flags, exit_code=0, wall_time_s=None, log=None, pinned_gpu=None,
-                     imported_from=str(history_path), import_command=command)
+    flags = argparse.Namespace(
+        log_every=cfg["log_every"],
+        seed=cfg["seed"],
+        precision=cfg["precision"],
+        compile=cfg["compile"],
+        device=cfg["device"],
+    )
+    record = _record(
+        run,
+        flags,
+        exit_code=0,
+        wall_time_s=None,
+        log=None,
+        pinned_gpu=None,
+        imported_from=str(history_path),
+        import_command=command,
+    )
     record.update(history_fields(history, run.processes))
     return record
 
@@ -388,50 +494,68 @@ def compare_curves(steps_a: list[int], loss_a: list[float], steps_b: list[int], 
     if not common:
         return {"steps": [], "max_abs_diff": None, "mean_abs_diff": None, "max_rel_diff": None, "n_below": None}
     diffs = [abs(a - b) for _, a, b in common]
-    return {"steps": [s for s, _, _ in common], "max_abs_diff": max(diffs),
-            "mean_abs_diff": sum(diffs) / len(diffs),
-            "max_rel_diff": max(d / abs(b) if b else math.inf for d, (_, _, b) in zip(diffs, common)),
-            "n_below": sum(a < b for _, a, b in common)}
+    return {
+        "steps": [s for s, _, _ in common],
+        "max_abs_diff": max(diffs),
+        "mean_abs_diff": sum(diffs) / len(diffs),
+        "max_rel_diff": max(d / abs(b) if b else math.inf for d, (_, _, b) in zip(diffs, common)),
+        "n_below": sum(a < b for _, a, b in common),
+    }
 
 
-def curve_verdict(model: str, gpus: int, global_batch: int, cmp: dict, precision: str,
-                  floor: dict | None = None) -> str:
+def curve_verdict(
+    model: str, gpus: int, global_batch: int, cmp: dict, precision: str, floor: dict | None = None
+) -> str:
     """Sentences, from the measured numbers, on how the N-process curve compares with the 1-process one:
     against the floor (the 1-process curve with the model compiled alone vs the whole step) where it was
     measured."""
     if not cmp["steps"]:
         return f"{model}: the two loss curves share no logged step, so they cannot be compared."
     n = len(cmp["steps"])
-    numbers = (f"{model}, global batch {global_batch}, {precision}, {n} logged steps up to step {cmp['steps'][-1]}: "
-               f"the {gpus}-process loss curve differs from the 1-process curve by at most {cmp['max_rel_diff']:.2e} "
-               f"relative ({cmp['max_abs_diff']:.2e} absolute, mean absolute {cmp['mean_abs_diff']:.2e}) and is "
-               f"below it at {cmp['n_below']} of {n} steps")
+    numbers = (
+        f"{model}, global batch {global_batch}, {precision}, {n} logged steps up to step {cmp['steps'][-1]}: "
+        f"the {gpus}-process loss curve differs from the 1-process curve by at most {cmp['max_rel_diff']:.2e} "
+        f"relative ({cmp['max_abs_diff']:.2e} absolute, mean absolute {cmp['mean_abs_diff']:.2e}) and is "
+        f"below it at {cmp['n_below']} of {n} steps"
+    )
     checked = "The arithmetic of DDP itself is checked in fp32 on the CPU by tests/test_scaling.py."
     if floor and floor["steps"] and floor["max_rel_diff"]:
         ratio = cmp["max_rel_diff"] / floor["max_rel_diff"]
-        numbers += (f". Changing only the compiled kernels on 1 process (compile scope 'model' instead of "
-                    f"'loss') moves that curve by at most {floor['max_rel_diff']:.2e} (mean absolute "
-                    f"{floor['mean_abs_diff']:.2e}, below it at {floor['n_below']} of {len(floor['steps'])} steps): "
-                    "the floor, measured, of what other kernels alone do to this trajectory")
+        numbers += (
+            f". Changing only the compiled kernels on 1 process (compile scope 'model' instead of "
+            f"'loss') moves that curve by at most {floor['max_rel_diff']:.2e} (mean absolute "
+            f"{floor['mean_abs_diff']:.2e}, below it at {floor['n_below']} of {len(floor['steps'])} steps): "
+            "the floor, measured, of what other kernels alone do to this trajectory"
+        )
         if ratio <= 1:
-            return (f"Within the floor: {numbers}. The {gpus}-process run is as close to the 1-process run as a "
-                    f"change of kernels alone makes two runs: the same training, rounded differently. This does not "
-                    f"show that the curves are equal in {precision}. {checked}")
+            return (
+                f"Within the floor: {numbers}. The {gpus}-process run is as close to the 1-process run as a "
+                f"change of kernels alone makes two runs: the same training, rounded differently. This does not "
+                f"show that the curves are equal in {precision}. {checked}"
+            )
         if ratio < ORDER_OF_MAGNITUDE:
-            return (f"Same order as the floor: {numbers}. The {gpus}-process difference is {ratio:.1f} times the "
-                    f"floor. A difference of this order is what rounding alone does to this curve, and the "
-                    f"{gpus}-process run changes more kernels ({global_batch // gpus} images per GPU instead of "
-                    f"{global_batch}, gradients summed over processes); but one floor run of one seed cannot show "
-                    f"whether the factor {ratio:.1f} is rounding too or a small real difference. {checked}")
-        return (f"Above the floor: {numbers}. The {gpus}-process difference is {ratio:.0f} times what other kernels "
-                f"alone do: more than rounding explains here; look for a difference between the runs (seed, data, "
-                f"flags, code) before trusting the {gpus}-process curve.")
+            return (
+                f"Same order as the floor: {numbers}. The {gpus}-process difference is {ratio:.1f} times the "
+                f"floor. A difference of this order is what rounding alone does to this curve, and the "
+                f"{gpus}-process run changes more kernels ({global_batch // gpus} images per GPU instead of "
+                f"{global_batch}, gradients summed over processes); but one floor run of one seed cannot show "
+                f"whether the factor {ratio:.1f} is rounding too or a small real difference. {checked}"
+            )
+        return (
+            f"Above the floor: {numbers}. The {gpus}-process difference is {ratio:.0f} times what other kernels "
+            f"alone do: more than rounding explains here; look for a difference between the runs (seed, data, "
+            f"flags, code) before trusting the {gpus}-process curve."
+        )
     if precision == "fp32" and cmp["max_rel_diff"] <= FP32_CURVE_TOLERANCE:
-        return (f"Same curve: {numbers}, within the {FP32_CURVE_TOLERANCE:g} of fp32 rounding; {gpus} data-parallel "
-                f"processes train the same model as one process does, with the work of each step split {gpus} ways.")
-    return (f"No measured floor: {numbers}. Without the 1-process control that compiles the model alone "
-            f"(1x{model}{SAMEGLOBAL}{MODELSCOPE}: --compile, no --no-controls) nothing measured says how much rounding "
-            "alone moves this curve.")
+        return (
+            f"Same curve: {numbers}, within the {FP32_CURVE_TOLERANCE:g} of fp32 rounding; {gpus} data-parallel "
+            f"processes train the same model as one process does, with the work of each step split {gpus} ways."
+        )
+    return (
+        f"No measured floor: {numbers}. Without the 1-process control that compiles the model alone "
+        f"(1x{model}{SAMEGLOBAL}{MODELSCOPE}: --compile, no --no-controls) nothing measured says how much rounding "
+        "alone moves this curve."
+    )
 
 
 def used_scope(record: dict) -> str | None:
@@ -445,20 +569,26 @@ def used_scope(record: dict) -> str | None:
 def scaling_reading(model: str, s: dict, unit: str = "GPU") -> str:
     """One sentence on a model's speed-up, whether both sides ran the same step, and what the control says."""
     n, units = s["gpus"], unit + ("es" if unit.endswith("s") else "s")
-    text = (f"{model}: {s['img_per_s_n']:,.0f} img/s on {n} {units}, {s['speedup']:.2f}x the "
-            f"{s['img_per_s_1']:,.0f} of one {unit} (scaling efficiency {s['scaling_efficiency']:.0%}")
+    text = (
+        f"{model}: {s['img_per_s_n']:,.0f} img/s on {n} {units}, {s['speedup']:.2f}x the "
+        f"{s['img_per_s_1']:,.0f} of one {unit} (scaling efficiency {s['scaling_efficiency']:.0%}"
+    )
     scope_1, scope_n = s["compile_scope_1"], s["compile_scope_n"]
     if scope_1 != scope_n:
-        text += (f"; the two ran different steps, compile scope {scope_1!r} on one {unit} and {scope_n!r} on {n}, "
-                 "so this efficiency mixes the cost of N processes with that of the compile scope)")
+        text += (
+            f"; the two ran different steps, compile scope {scope_1!r} on one {unit} and {scope_n!r} on {n}, "
+            "so this efficiency mixes the cost of N processes with that of the compile scope)"
+        )
     elif scope_1 is not None:
         text += f", the same compiled step on both: compile scope {scope_1!r})"
     else:
         text += ", neither compiled)"
     if s["img_per_s_1_model_scope"] is not None:
-        text += (f". One {unit} compiling the model alone, the loss eager (as minidit.train did under DDP before "
-                 f"it compiled the whole step there), runs {s['img_per_s_1_model_scope']:,.0f} img/s, "
-                 f"{s['model_scope_factor']:.0%} of the whole compiled step")
+        text += (
+            f". One {unit} compiling the model alone, the loss eager (as minidit.train did under DDP before "
+            f"it compiled the whole step there), runs {s['img_per_s_1_model_scope']:,.0f} img/s, "
+            f"{s['model_scope_factor']:.0%} of the whole compiled step"
+        )
     return text + "."
 
 
@@ -470,23 +600,31 @@ def summarise(records: dict[str, dict], models: list[str], gpus: int, unit: str 
         one, many = ok.get(f"1x{model}"), ok.get(f"{gpus}x{model}")
         alone = ok.get(f"1x{model}{MODELSCOPE}")
         if one and many and one.get("img_per_s") and many.get("img_per_s"):
-            s = {"gpus": gpus, "per_gpu_batch": one["per_gpu_batch"],
-                 "compile_scope_1": used_scope(one), "compile_scope_n": used_scope(many),
-                 "img_per_s_1": one["img_per_s"], "img_per_s_n": many["img_per_s"],
-                 "speedup": many["img_per_s"] / one["img_per_s"],
-                 "scaling_efficiency": many["img_per_s"] / (gpus * one["img_per_s"]),
-                 "img_per_s_1_model_scope": None, "model_scope_factor": None}
+            s = {
+                "gpus": gpus,
+                "per_gpu_batch": one["per_gpu_batch"],
+                "compile_scope_1": used_scope(one),
+                "compile_scope_n": used_scope(many),
+                "img_per_s_1": one["img_per_s"],
+                "img_per_s_n": many["img_per_s"],
+                "speedup": many["img_per_s"] / one["img_per_s"],
+                "scaling_efficiency": many["img_per_s"] / (gpus * one["img_per_s"]),
+                "img_per_s_1_model_scope": None,
+                "model_scope_factor": None,
+            }
             if alone and alone.get("img_per_s"):
-                s.update(img_per_s_1_model_scope=alone["img_per_s"],
-                         model_scope_factor=alone["img_per_s"] / one["img_per_s"])
+                s.update(
+                    img_per_s_1_model_scope=alone["img_per_s"], model_scope_factor=alone["img_per_s"] / one["img_per_s"]
+                )
             s["reading"] = scaling_reading(model, s, unit)
             scaling[model] = s
         ref, control = ok.get(f"1x{model}{SAMEGLOBAL}"), ok.get(f"1x{model}{SAMEGLOBAL}{MODELSCOPE}")
         if many and ref:
             cmp = compare_curves(many["step"], many["loss"], ref["step"], ref["loss"])
             cmp["precision"] = many["precision"]
-            cmp["floor"] = compare_curves(control["step"], control["loss"], ref["step"], ref["loss"]) if control \
-                else None
+            cmp["floor"] = (
+                compare_curves(control["step"], control["loss"], ref["step"], ref["loss"]) if control else None
+            )
             cmp["verdict"] = curve_verdict(model, gpus, many["global_batch"], cmp, many["precision"], cmp["floor"])
             curves[model] = cmp
     return {"scaling": scaling, "loss_curves": curves}
@@ -495,11 +633,11 @@ def summarise(records: dict[str, dict], models: list[str], gpus: int, unit: str 
 DEFINITIONS = {
     "img_per_s_definition": "median images/s (global batch) over the logging intervals after the first",
     "scaling_efficiency_definition": "img/s on N GPUs / (N x img/s on 1 GPU); compile_scope_1, compile_scope_n: "
-                                     "the compile scope each of the two used ('loss': model and loss compiled "
-                                     "together); model_scope_factor: img/s of the 1-GPU run that compiles the model "
-                                     "alone / img/s of the 1-GPU run",
+    "the compile scope each of the two used ('loss': model and loss compiled "
+    "together); model_scope_factor: img/s of the 1-GPU run that compiles the model "
+    "alone / img/s of the 1-GPU run",
     "loss_curves_definition": "N-process curve vs 1-process curve, same global batch; floor: 1-process curve with "
-                              "the model compiled alone vs the 1-process curve",
+    "the model compiled alone vs the 1-process curve",
 }
 
 
@@ -519,13 +657,16 @@ def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
     for model in results["loss_curves"]:
         ref, many = records[f"1x{model}{SAMEGLOBAL}"], records[f"{gpus}x{model}"]
         control = records.get(f"1x{model}{SAMEGLOBAL}{MODELSCOPE}")
-        curves = [(ref, dict(lw=3, alpha=0.45, color="tab:blue"),
-                   scoped("1 process", used_scope(ref)) + " (reference)")]
+        curves = [
+            (ref, dict(lw=3, alpha=0.45, color="tab:blue"), scoped("1 process", used_scope(ref)) + " (reference)")
+        ]
         if results["loss_curves"][model].get("floor"):
-            curves.append((control, dict(ls=":", lw=2, color="tab:green"),
-                           scoped("1 process", used_scope(control)) + " (floor)"))
-        curves.append((many, dict(ls="--", marker=".", color="tab:orange"),
-                       scoped(f"{gpus} processes", used_scope(many))))
+            curves.append(
+                (control, dict(ls=":", lw=2, color="tab:green"), scoped("1 process", used_scope(control)) + " (floor)")
+            )
+        curves.append(
+            (many, dict(ls="--", marker=".", color="tab:orange"), scoped(f"{gpus} processes", used_scope(many)))
+        )
         at = dict(zip(ref["step"], ref["loss"]))
         for record, style, label in curves:
             ax_loss.plot(record["step"], record["loss"], **style, label=f"{model}, {label}")
@@ -533,12 +674,17 @@ def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
                 steps = [s for s in record["step"] if s in at]
                 rel = [100 * (a - at[s]) / at[s] for s, a in zip(record["step"], record["loss"]) if s in at]
                 ax_diff.plot(steps, rel, **{k: v for k, v in style.items() if k != "alpha"}, label=f"{model}, {label}")
-    batch = ", ".join([f"global batch {gpus * results['per_gpu_batch']}",
-                       *dict.fromkeys(c["precision"] for c in results["loss_curves"].values())])
+    batch = ", ".join(
+        [
+            f"global batch {gpus * results['per_gpu_batch']}",
+            *dict.fromkeys(c["precision"] for c in results["loss_curves"].values()),
+        ]
+    )
     ax_loss.set(ylabel="training loss (log scale)", yscale="log", title=f"Loss curves, {batch}")
     ax_diff.axhline(0, color="tab:blue", lw=3, alpha=0.45, label="reference")
-    ax_diff.set(xlabel="step", ylabel="difference from reference (%)",
-                title="Relative difference from the 1-process reference")
+    ax_diff.set(
+        xlabel="step", ylabel="difference from reference (%)", title="Relative difference from the 1-process reference"
+    )
     for ax in (ax_loss, ax_diff):
         if results["loss_curves"]:
             ax.legend(fontsize=8)
@@ -554,14 +700,29 @@ def plot(results: dict, path: pathlib.Path) -> pathlib.Path:
         if s.get("img_per_s_1_model_scope"):
             bars.append((i, s["img_per_s_1_model_scope"], "tab:green", f"1 {unit}, scope 'model' (loss eager)"))
         elif with_control:
-            ax_speed.text(i, 0, f" 1 {unit}, scope 'model': not measured", rotation=90, ha="center", va="bottom",
-                          fontsize=8, color="gray")
+            ax_speed.text(
+                i,
+                0,
+                f" 1 {unit}, scope 'model': not measured",
+                rotation=90,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="gray",
+            )
         bars.append((right, s["img_per_s_n"], "tab:orange", scoped(f"{gpus} {units}", s.get("compile_scope_n"))))
         for x, value, color, label in bars:
             ax_speed.bar(x, value, width, color=color, label=label if first else None)
             ax_speed.text(x, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)
-        ax_speed.bar(right, gpus * s["img_per_s_1"], width, fill=False, ls=":", edgecolor="gray",
-                     label=f"ideal: {gpus} x 1 {unit}" if first else None)
+        ax_speed.bar(
+            right,
+            gpus * s["img_per_s_1"],
+            width,
+            fill=False,
+            ls=":",
+            edgecolor="gray",
+            label=f"ideal: {gpus} x 1 {unit}" if first else None,
+        )
         text = f"{s['speedup']:.2f}x, {s['scaling_efficiency']:.0%} eff."
         top = max(s["img_per_s_n"], gpus * s["img_per_s_1"])
         ax_speed.annotate(text, (right, top), ha="center", va="bottom", fontsize=9)
@@ -582,8 +743,11 @@ def write_results(results: dict, records: dict[str, dict], models: list[str], ou
     """Fill in device_name and the summaries of `records`, write results to `out` and the figure beside it."""
     names = [rec["device_name"] for rec in records.values() if rec.get("device_name")]
     unit = "GPU" if results["device"] == "cuda" else "CPU process"
-    results.update(device_name=names[0] if names else results["device"], **DEFINITIONS,
-                   **summarise(records, models, results["gpus"], unit))
+    results.update(
+        device_name=names[0] if names else results["device"],
+        **DEFINITIONS,
+        **summarise(records, models, results["gpus"], unit),
+    )
     atomic_write_json(out, results)
     return plot(results, out.parent / "scaling.png")
 
@@ -600,37 +764,76 @@ def _report(results: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
 
-    parser = ArgumentParser(prog="python -m minidit.tools.scaling", description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    parser = ArgumentParser(
+        prog="python -m minidit.tools.scaling",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
+    )
     parser.add_argument("--models", default="DiT-S/2,DiT-B/2", help="comma-separated DiT configs")
-    parser.add_argument("--curve-models", default=None, help="models that get the 1-process reference loss "
-                        "curve at the N-GPU global batch (default: the first model)")
-    parser.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True, help="for the curve "
-                        "models, the 1-process runs that compile the model alone (1x<model>-modelscope, "
-                        "1x<model>-sameglobal-modelscope); skipped without --compile")
-    parser.add_argument("--gpus", type=int, default=None, help="N, the processes of the data-parallel runs "
-                        "(default: every visible GPU; on CPU: processes)")
+    parser.add_argument(
+        "--curve-models",
+        default=None,
+        help="models that get the 1-process reference loss curve at the N-GPU global batch (default: the first model)",
+    )
+    parser.add_argument(
+        "--controls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="for the curve "
+        "models, the 1-process runs that compile the model alone (1x<model>-modelscope, "
+        "1x<model>-sameglobal-modelscope); skipped without --compile",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="N, the processes of the data-parallel runs (default: every visible GPU; on CPU: processes)",
+    )
     parser.add_argument("--per-gpu-batch", type=int, default=256, help="images per process and step")
     parser.add_argument("--speed-steps", type=int, default=300, help="steps of the 1-process speed runs")
     parser.add_argument("--curve-steps", type=int, default=600, help="steps of the N-process and reference runs")
     parser.add_argument("--log-every", type=int, default=50, help="steps per logging (and timing) interval")
-    parser.add_argument("--parallel-single", action="store_true", help="run the 1-process runs at the same "
-                        "time, one per GPU, before the N-process runs")
+    parser.add_argument(
+        "--parallel-single",
+        action="store_true",
+        help="run the 1-process runs at the same time, one per GPU, before the N-process runs",
+    )
     parser.add_argument("--only", default=None, help="comma-separated run names to make now (e.g. 2xDiT-S/2)")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                        help="cuda (NCCL) or cpu (gloo) (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default=None,
+        help="cuda (NCCL) or cpu (gloo) (default: cuda when available)",
+    )
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: minidit.data.find_data_dir)")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="out_dirs and logs of the runs")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON; scaling.png goes beside it")
-    parser.add_argument("--merge", nargs="+", metavar="FILE", default=None, help="run nothing: merge these "
-                        "results files (by run name, the newest file's record wins) into --out, re-summarise, re-plot")
-    parser.add_argument("--import-history", action="append", default=[], metavar="NAME=PATH", help="run nothing: "
-                        "add the history.json of a run made by hand as run NAME (with --merge, or into --out)")
-    parser.add_argument("--import-command", action="append", default=[], metavar="NAME=TEXT",
-                        help="the command that made the imported run NAME, kept in its record (required)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="FILE",
+        default=None,
+        help="run nothing: merge these "
+        "results files (by run name, the newest file's record wins) into --out, re-summarise, re-plot",
+    )
+    parser.add_argument(
+        "--import-history",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="run nothing: add the history.json of a run made by hand as run NAME (with --merge, or into --out)",
+    )
+    parser.add_argument(
+        "--import-command",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT",
+        help="the command that made the imported run NAME, kept in its record (required)",
+    )
     return parser
 
 
@@ -648,8 +851,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tu
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     for flag in ("speed_steps", "curve_steps"):
         if getattr(args, flag) <= args.log_every:
-            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} gives no timed interval after the first "
-                         f"(compilation) one; use more than --log-every {args.log_every} steps")
+            parser.error(
+                f"--{flag.replace('_', '-')} {getattr(args, flag)} gives no timed interval after the first "
+                f"(compilation) one; use more than --log-every {args.log_every} steps"
+            )
     # device_count() does not create a CUDA context: the parent leaves the GPUs to the runs
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if args.device is None:
@@ -706,8 +911,10 @@ def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, comman
     histories = _pairs(parser, "--import-history", args.import_history)
     commands = _pairs(parser, "--import-command", args.import_command)
     if set(histories) != set(commands):
-        parser.error(f"each --import-history NAME needs one --import-command NAME=TEXT and back: histories for "
-                     f"{sorted(histories)}, commands for {sorted(commands)}")
+        parser.error(
+            f"each --import-history NAME needs one --import-command NAME=TEXT and back: histories for "
+            f"{sorted(histories)}, commands for {sorted(commands)}"
+        )
     gpus, per_gpu_batch = sources[0]["gpus"], sources[0]["per_gpu_batch"]
     records = merge_records(sources)
     for name, path in histories.items():
@@ -723,19 +930,30 @@ def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, comman
     newest = by_date(sources)[-1]
     flat = [c for s in by_date(sources) for c in (s["command"] if isinstance(s["command"], list) else [s["command"]])]
     results = {
-        "device": newest["device"], "gpus": gpus, "gpu_count": newest.get("gpu_count"),
-        "torch_version": newest.get("torch_version"), "cuda_version": newest.get("cuda_version"),
+        "device": newest["device"],
+        "gpus": gpus,
+        "gpu_count": newest.get("gpu_count"),
+        "torch_version": newest.get("torch_version"),
+        "cuda_version": newest.get("cuda_version"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         # the calls that wrote the merged files (oldest first), the commands of the imported runs, this one
         "command": flat + [commands[name] for name in histories] + [command],
         "per_gpu_batch": per_gpu_batch,
-        "this_call": {"ran": [], "merged": [{"file": str(f), "date": s["date"], "runs": [r["name"] for r in s["runs"]]}
-                                            for f, s in zip(files, sources)], "imported": list(histories)},
+        "this_call": {
+            "ran": [],
+            "merged": [
+                {"file": str(f), "date": s["date"], "runs": [r["name"] for r in s["runs"]]}
+                for f, s in zip(files, sources)
+            ],
+            "imported": list(histories),
+        },
         "runs": sorted(records.values(), key=lambda r: order[r["name"]]),
     }
     figure = write_results(results, records, models, out)
     _report(results)
-    print(f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}")
+    print(
+        f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}"
+    )
     return 0
 
 
@@ -750,15 +968,13 @@ def main(argv: list[str] | None = None) -> int:
     controls = args.controls and args.compile
     if args.controls and not args.compile:
         print("minidit.tools.scaling: no -modelscope controls: without --compile the compile scope changes nothing")
-    runs = plan_runs(models, curve_models, args.gpus, args.per_gpu_batch, args.speed_steps, args.curve_steps,
-                     controls)
+    runs = plan_runs(models, curve_models, args.gpus, args.per_gpu_batch, args.speed_steps, args.curve_steps, controls)
     only = None if args.only is None else [n for n in args.only.split(",") if n]
     if only is not None:
         unplanned = [n for n in only if n not in {r.name for r in runs}]
         if unplanned or not only:
             parser.error(f"--only: {unplanned or [args.only]} not among the planned runs {[r.name for r in runs]}")
     try:  # here rather than in N failed runs
-
         writable_target(args.out, "--out")
         find_data_dir(args.data_dir)
     except (FileNotFoundError, ValueError) as err:
@@ -768,16 +984,23 @@ def main(argv: list[str] | None = None) -> int:
 
     done = [r for r in runs if settings_match(records.get(r.name), r, args) and records[r.name]["exit_code"] == 0]
     todo = [r for r in runs if r not in done and (only is None or r.name in only)]
-    this_call = {"ran": [r.name for r in todo], "skipped_done": [r.name for r in done],
-                 "not_selected": [r.name for r in runs if r not in done and r not in todo]}
+    this_call = {
+        "ran": [r.name for r in todo],
+        "skipped_done": [r.name for r in done],
+        "not_selected": [r.name for r in runs if r not in done and r not in todo],
+    }
     for r in done:
         print(f"minidit.tools.scaling: skip {r.name} (done in an earlier call with the same settings)")
     results = {
-        "device": args.device, "gpus": args.gpus,
+        "device": args.device,
+        "gpus": args.gpus,
         "gpu_count": torch.cuda.device_count() if args.device == "cuda" else 0,
-        "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command, "per_gpu_batch": args.per_gpu_batch, "this_call": this_call,
+        "command": command,
+        "per_gpu_batch": args.per_gpu_batch,
+        "this_call": this_call,
     }
     figure = out.parent / "scaling.png"
 
