@@ -15,7 +15,7 @@ endif
 TORCH  ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup data venv course test exercises notebooks-sync release grade clean
+.PHONY: setup data venv course test lint format exercises notebooks-sync release grade clean
 
 # EXTRAS: what `pip install -e ".[EXTRAS]"` adds; the course needs JupyterLab, the tests do not.
 setup: data venv
@@ -47,9 +47,19 @@ course:
 	$(MAKE) setup EXTRAS=notebooks,dev
 	$(BIN)/python -m jupyterlab notebooks/ $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi) $(JUPYTER_ARGS)
 
-# A student release has no tests/ (they check minidit's own pieces, which it does not ship).
+# A student release has no tests/ (they check minidit's own pieces, which it does not ship), and its
+# generated sources are not linted: the linter runs in the full checkout (CI) only.
 test: setup
+	@if [ -d tests ]; then $(MAKE) --no-print-directory lint; fi
 	$(BIN)/python -m pytest $$(ls -d tests 2>/dev/null) exercises $(PYTEST_ARGS)
+
+# ruff: the linter and the formatter (configured in pyproject.toml); `make format` applies the formatter.
+lint:
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+format:
+	$(BIN)/python -m ruff format .
 
 # The student loop: which exercises are done (no set-up step, so it is quick).
 exercises:

@@ -7,7 +7,8 @@ goes there: "x_t is wrong: <the mistake and its fix>", with the numbers below it
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch

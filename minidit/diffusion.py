@@ -461,10 +461,10 @@ class GaussianDiffusion:
         clip_denoised: bool = True,
     ) -> torch.Tensor:
         """Ancestral sampling from x_T ~ N(0, I) (DDPM Algorithm 2): shape (N, C, H, W) -> x_0 (N, C, H, W)."""
-        for out in self.sample_loop_progressive(
+        for out in self.sample_loop_progressive(  # noqa: B007 - only the last step's output is kept
             model, shape, noise, model_kwargs, device, progress, generator, clip_denoised
         ):
-            pass  # keep only the last step's output
+            pass
         return out["sample"]
 
     def ddim_sample_loop(
@@ -480,7 +480,7 @@ class GaussianDiffusion:
         eta: float = 0.0,
     ) -> torch.Tensor:
         """DDIM sampling (DDIM Eq. 12) over this process's steps (respace it, e.g. "ddim50") -> x_0 (N, C, H, W)."""
-        for out in self.sample_loop_progressive(
+        for out in self.sample_loop_progressive(  # noqa: B007 - only the last step's output is kept
             model, shape, noise, model_kwargs, device, progress, generator, clip_denoised, "ddim", eta
         ):
             pass

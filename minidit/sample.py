@@ -5,7 +5,7 @@ guidance at scale 1.5 (DiT §3.1, Table 2); its figures use scale 4.0. DDIM (Son
 Eq. 12) with 50 steps is the fast alternative.
 
     python -m minidit.sample --ckpt runs/s2/checkpoints/0020000.safetensors --out grid.png
-    python -m minidit.sample --ckpt runs/s2 --cfg-scale 1.5 --num 10000 --npz samples.npz   # for minidit.evaluation.evaluate
+    python -m minidit.sample --ckpt runs/s2 --cfg-scale 1.5 --num 10000 --npz samples.npz   # for minidit.evaluate
 
 `--ckpt` takes a weights file or a run folder (its newest checkpoint). The grid has one row per
 class; the .npz holds `images` (N, 1, 32, 32) uint8 and `labels` (N,) int64.
@@ -119,7 +119,8 @@ def sample(
     the per-step noise. noise: (N, C, H, W) x_T instead. amp: bf16 autocast for the model
     (default: on CUDA). compile: torch.compile the model's forward (default: on CUDA; the first
     call of a batch shape compiles, later ones reuse it; if compiling fails, sampling goes on
-    eagerly); compile_mode "reduce-overhead" also replays each model call as a CUDA graph. clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
+    eagerly); compile_mode "reduce-overhead" also replays each model call as a CUDA graph.
+    clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
     which are not bounded, take False, as DiT's sampling does. model_kwargs: more inputs of the
     model, one per sample (minidit.superres: {"low_res": (N, C, h, w)}; unguided only). Returns
     (N, C, H, W) float32; ValueError if the model produced NaN/inf.

@@ -57,7 +57,6 @@ SAMPLE_STEPS = 20 if QUICK else 100  # respaced DDPM steps
 
 # %%
 import json
-import pathlib
 import time
 
 import matplotlib.pyplot as plt
@@ -69,7 +68,7 @@ from minidit.superres import degrade as dg
 from minidit.superres import distortion
 from minidit.superres import experiment as sr
 from minidit.superres import model as srm
-from minidit.data import CLASS_NAMES, load_fashion_mnist, to_model_range
+from minidit.data import load_fashion_mnist, to_model_range
 from minidit.device import get_device
 
 if QUICK:

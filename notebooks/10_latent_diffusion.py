@@ -67,12 +67,11 @@ import json
 import tempfile
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from minidit import course
 from minidit import latent as lat
-from minidit.data import CLASS_NAMES, FashionMNIST, load_fashion_mnist, to_model_range
+from minidit.data import FashionMNIST, load_fashion_mnist, to_model_range
 from minidit.device import get_device
 from minidit.diffusion import create_diffusion
 from minidit.flops import dit_gflops

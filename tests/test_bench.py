@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from minidit.tools import bench
 from minidit.flops import dit_macs
+from minidit.tools import bench
 
 
 def test_flops_per_training_image_of_dit_s2():
@@ -86,8 +86,8 @@ def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
     """One sampler path (issue [11]): the bench and `python -m minidit.sample` call the same function, alike."""
     import minidit.sample as sample_module
     from minidit import checkpoint
-    from minidit.tools.bench import bench_sampling
     from minidit.model import create_model
+    from minidit.tools.bench import bench_sampling
 
     calls = []
     real = sample_module.sample

@@ -10,9 +10,9 @@ import warnings
 import pytest
 import torch
 
+from minidit import blocks as blocks_module
 from minidit import course, diffusion, ema, embeddings
 from minidit.evaluation import metrics
-from minidit import blocks as blocks_module
 from minidit.model import DiT
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def _pipeline(blocks=BLOCKS) -> dict[str, torch.Tensor]:
         out[f"{block} loss"] = d.training_losses(model.train(), x0, torch.tensor([3, 0]), {"y": y})["loss"]
         model.eval()
 
-        def guided(x, t, y):
+        def guided(x, t, y, model=model):
             return model.forward_with_cfg(x, t, y, 3.0)
 
         with torch.no_grad():

@@ -16,10 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from minidit.tools.bench import synthetic_data
 from minidit.blocks import set_recompute_gelu
 from minidit.diffusion import create_diffusion
 from minidit.model import create_model
+from minidit.tools.bench import synthetic_data
 from minidit.train import FastStep, TrainConfig, draw_batch, make_optimizer, train
 
 pytestmark = pytest.mark.skipif(

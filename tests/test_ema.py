@@ -127,9 +127,9 @@ def test_young_ema_message_names_the_fix():
 
 def _ema_lag(out_dir, **overrides) -> float:
     """||EMA - raw|| / ||raw - init|| after training a tiny model: small = the EMA follows the weights."""
-    from minidit.tools.bench import synthetic_data
     from minidit.checkpoint import load_weights
     from minidit.model import create_model
+    from minidit.tools.bench import synthetic_data
     from minidit.train import TrainConfig, train
 
     cfg = TrainConfig(

@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 
-from minidit.tools import experiments as ex
 from minidit.data import FashionMNIST
+from minidit.tools import experiments as ex
 
 TINY = dict(
     model="DiT-T/4",

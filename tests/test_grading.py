@@ -304,7 +304,8 @@ from safetensors.torch import load_file, save_file
 from minidit.model import DiT
 model = DiT(input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=3).eval()
 model.load_state_dict(load_file(sys.argv[1]))
-x, t, y = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 700]), torch.tensor([0, 2])
+x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+t, y = torch.tensor([3, 700]), torch.tensor([0, 2])
 with torch.no_grad():
     save_file({"out": model(x, t, y)}, sys.argv[2])
 print(type(model.blocks[0]).__module__)

@@ -47,7 +47,8 @@ def _forge():
             args = []
         env = {}
         try:
-            env = dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ", "rb").read().decode().split("\0") if "=" in e)
+            raw = open(f"/proc/{pid}/environ", "rb").read().decode().split("\0")
+            env = dict(e.split("=", 1) for e in raw if "=" in e)
         except OSError:
             pass
         targets = [a.split("=", 1)[1] for a in args if a.startswith("--junitxml=")]

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from minidit import latent as lat
-from minidit.tools import latent_experiment as lx
 from minidit.data import LatentDataset, sample_batch
 from minidit.diffusion import create_diffusion
 from minidit.model import create_model
 from minidit.sample import sample
+from minidit.tools import latent_experiment as lx
 from minidit.train import TrainConfig, train
 
 TINY = lat.AEConfig(widths=(8, 16, 16))

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from minidit.data import FashionMNIST
+from minidit.embeddings import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed
 from minidit.superres import distortion
 from minidit.superres import experiment as sr
 from minidit.superres import model as srm
-from minidit.data import FashionMNIST
 from minidit.superres.degrade import upsample
-from minidit.embeddings import get_1d_sincos_pos_embed_from_grid, get_2d_sincos_pos_embed
 
 MODES = [
     ("concat", "adaLN-Zero"),

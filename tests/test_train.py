@@ -11,12 +11,13 @@ import pathlib
 import pytest
 import torch
 
-from minidit import checkpoint, train as train_module
+from minidit import checkpoint
 from minidit import data as data_module
-from minidit.tools.bench import baseline_losses, synthetic_data
+from minidit import train as train_module
 from minidit.diffusion import create_diffusion
 from minidit.ema import update_ema_loop
 from minidit.model import create_model
+from minidit.tools.bench import baseline_losses, synthetic_data
 from minidit.train import FastStep, TrainConfig, draw_batch, main, make_optimizer, train
 
 DATA = synthetic_data(n=64, size=16, seed=0)  # 16x16 images: DiT-T/4 sees 16 tokens, fast on a CPU
@@ -385,7 +386,7 @@ def _fake_data_dir(folder: pathlib.Path) -> pathlib.Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
-    for split, (image_name, label_name) in data_module.FILES.items():
+    for image_name, label_name in data_module.FILES.values():
         images = torch.randint(0, 256, (16, 28, 28), generator=gen, dtype=torch.uint8).numpy()
         labels = torch.randint(0, 10, (16,), generator=gen, dtype=torch.uint8).numpy()
         for name, array, magic in ((image_name, images, 2051), (label_name, labels, 2049)):

@@ -39,7 +39,8 @@ import pathlib
 import sys
 import types
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 SOURCES = ("minidit", "solutions", "student")
 ENV_IMPL = "MINIDIT_IMPL"  # which source runs by default: minidit | solutions | student

@@ -2,7 +2,7 @@
 
     python -m minidit.course.grading grade submissions/alice submissions/bob --out grades   # JSON + CSV
     python -m minidit.course.grading grade submission --gradescope results/results.json     # + Gradescope's file
-    python -m minidit.course.grading release --out release     # no solutions/, minidit's exercised pieces run exercises/
+    python -m minidit.course.grading release --out release     # no solutions/; minidit's pieces run exercises/
     python -m minidit.course.grading list                      # exercises and points
     python -m minidit.course.grading stubs [ex15 ...]          # (re)write exercises/exNN_*.py stubs from solutions/
 
@@ -70,7 +70,8 @@ _DYNAMIC = {"importlib", "__import__", "exec", "eval", "compile", "runpy"}
 
 
 def exercised_names(ex: course.Exercise) -> set[str]:
-    """The names an exercise asks for and the minidit attributes they replace (DiT.forward_with_cfg -> forward_with_cfg)."""
+    """The names an exercise asks for and the minidit attributes they replace (DiT.forward_with_cfg ->
+    forward_with_cfg)."""
     names = set(ex.names)
     for targets in ex.targets.values():
         for target in targets:
@@ -481,7 +482,7 @@ def write_stubs(exercise_ids=None, force: bool = False) -> list[pathlib.Path]:
             started = [n for n in ex.names if hasattr(module, n) and course.is_started(getattr(module, n))]
             if started:
                 raise ValueError(f"{target} has started work ({', '.join(started)}); pass --force to overwrite")
-        atomic_write(target, lambda tmp: tmp.write_text(text))
+        atomic_write(target, lambda tmp, text=text: tmp.write_text(text))
         written.append(target)
     return written
 

@@ -30,7 +30,8 @@ What crosses the boundary (files in the child's folder, never pickle):
 The child (Linux): its own session; RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE (output and files),
 RLIMIT_NPROC (processes), no core files; started by root it drops to an unprivileged user (default
 `nobody`), or, when that user cannot run the installed Python, stays root with every capability
-dropped (RLIMIT_NPROC does not bind root: a watchdog counts its processes instead); with Landlock (Linux >= 5.13) it may write only in its own folder, read only the
+dropped (RLIMIT_NPROC does not bind root: a watchdog counts its processes instead); with Landlock
+(Linux >= 5.13) it may write only in its own folder, read only the
 Python installation, the minidit package and its folder (not the instructor's tests or solutions/),
 open no TCP connection, and (Linux >= 6.12) signal no process outside it. The parent is a child
 subreaper, so processes the student starts (double-forked, setsid, closed fds) stay its descendants
@@ -90,7 +91,7 @@ class Limits:
     landlock: bool = True  # confine the file system, TCP and signals where the kernel supports it
 
     @classmethod
-    def from_env(cls) -> "Limits":
+    def from_env(cls) -> Limits:
         raw = os.environ.get(ENV_LIMITS, "")
         return cls(**json.loads(raw)) if raw else cls()
 
@@ -296,7 +297,7 @@ def _import_torch_nn_class(path: str):
 class _Encoder:
     """Turns a Python value into JSON plus a dict of tensors (for one safetensors file)."""
 
-    def __init__(self, endpoint: "Endpoint") -> None:
+    def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint, self.tensors = endpoint, {}
 
     def tensor(self, t) -> str:
@@ -403,7 +404,7 @@ def _class_methods(cls) -> list[str]:
 
 
 class _Decoder:
-    def __init__(self, endpoint: "Endpoint", tensors: dict, replace: dict | None = None) -> None:
+    def __init__(self, endpoint: Endpoint, tensors: dict, replace: dict | None = None) -> None:
         self.endpoint, self.tensors, self.replace = endpoint, tensors, replace or {}
         self.mutable: list[tuple[str, Any]] = []  # (path in the message, object) copied back after a call
 
@@ -719,7 +720,7 @@ class RemoteObject:
     __slots__ = ("_sb_endpoint", "_sb_id", "_sb_gen", "__weakref__")
 
     @classmethod
-    def _make(cls, endpoint: Endpoint, key: int, gen: int) -> "RemoteObject":
+    def _make(cls, endpoint: Endpoint, key: int, gen: int) -> RemoteObject:
         obj = object.__new__(cls)
         object.__setattr__(obj, "_sb_endpoint", endpoint)
         object.__setattr__(obj, "_sb_id", key)
@@ -1234,7 +1235,8 @@ class Submission(Endpoint):
     _wait_seconds = 60.0
 
     def _check_processes(self) -> None:
-        """The process limit for a root child (which RLIMIT_NPROC does not bind): checked while waiting and after each call."""
+        """The process limit for a root child (which RLIMIT_NPROC does not bind): checked while waiting and after
+        each call."""
         if len(descendants() - _KEEP) > self.limits.max_processes + 1:  # + 1: the child itself
             raise ChildDied(f"{CRASH_MESSAGE} (it started more than {self.limits.max_processes} processes)")
 

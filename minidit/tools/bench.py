@@ -569,8 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
             parser.error(f"--combine: {err}")
         print(
-            f"minidit.tools.bench: {section['processes']} concurrent processes: {section['img_per_s_total']:,.0f} img/s in "
-            f"all, overlap {100 * section['overlap_share']:.0f}% -> {args.out}"
+            f"minidit.tools.bench: {section['processes']} concurrent processes: "
+            f"{section['img_per_s_total']:,.0f} img/s in all, overlap {100 * section['overlap_share']:.0f}% "
+            f"-> {args.out}"
         )
         return 0
     variants = TRAIN_VARIANTS if args.variants == "all" else tuple(v for v in args.variants.split(",") if v)

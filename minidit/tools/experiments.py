@@ -420,8 +420,8 @@ def n_final(spec: RunSpec, cfg_scale: float) -> int:
 def eval_work(spec: RunSpec) -> list[tuple[int, int, float, tuple[int, ...], int]]:
     """What a run evaluates, in order: (step, samples drawn, cfg scale, subset sizes scored, DDPM steps).
 
-    The final evaluations come first (what a part is for), then the curve; a curve point at the last step that the final samples can give
-    (same DDPM steps) is scored on a subset of them instead of being drawn again.
+    The final evaluations come first (what a part is for), then the curve; a curve point at the last step
+    that the final samples can give (same DDPM steps) is scored on a subset of them instead of being drawn again.
     """
     shared = spec.final_steps == spec.sampling_steps
     work, covered = [], set()
@@ -478,10 +478,10 @@ def evaluate_samples(
 ) -> dict:
     """images (N, 1, 32, 32) in [-1, 1], labels (N,) -> {"samples": metrics, "real_floor": metrics}.
 
-    What `minidit.evaluation.metrics.evaluation_report` computes (reference: N train images; floor: N test images against
-    it), with the floor computed once per sample count and cached, and per-class FID (20 small eigendecompositions,
-    slow on a CPU) only when asked for. bootstrap > 0 adds `metrics.bootstrap_fid`'s intervals and replicates
-    (the same resampled indices for every run, so replicates of two runs pair up).
+    What `minidit.evaluation.metrics.evaluation_report` computes (reference: N train images; floor: N test
+    images against it), with the floor computed once per sample count and cached, and per-class FID (20 small
+    eigendecompositions, slow on a CPU) only when asked for. bootstrap > 0 adds `metrics.bootstrap_fid`'s
+    intervals and replicates (the same resampled indices for every run, so replicates of two runs pair up).
     """
 
     n = len(images)
@@ -630,7 +630,8 @@ def run_one(
                 }
             )
             log(
-                f"{spec.name}: step {step}, {n} samples, cfg {scale:g}, DDPM-{steps}: FID {report['samples']['fid']:.2f}"
+                f"{spec.name}: step {step}, {n} samples, cfg {scale:g}, DDPM-{steps}: "
+                f"FID {report['samples']['fid']:.2f}"
                 f", class accuracy {report['samples'].get('class_accuracy', float('nan')):.1%} "
                 f"(real floor {report['real_floor']['fid']:.2f})"
             )

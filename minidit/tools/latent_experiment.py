@@ -435,7 +435,8 @@ def run(
                 m.update(steps=0, status="skipped: no time left")
                 continue
             log(
-                f"minidit.tools.latent_experiment: training the {name} DiT ({cfg.model}, {m['tokens_per_image']} tokens, "
+                f"minidit.tools.latent_experiment: training the {name} DiT ({cfg.model}, "
+                f"{m['tokens_per_image']} tokens, "
                 f"{m['gflops']:.3f} Gflops) for {steps} steps or {seconds:.0f} s"
             )
             tcfg = TrainConfig(
@@ -507,7 +508,8 @@ def run(
                 summary["samples"][name][key] = result
                 pictures["samples"][f"{name} DiT, guidance {key}"] = _grid(images, 8)
                 log(
-                    f"minidit.tools.latent_experiment: {name} DiT, guidance {key}, {result['num_samples']} samples: FID "
+                    f"minidit.tools.latent_experiment: {name} DiT, guidance {key}, {result['num_samples']} "
+                    f"samples: FID "
                     f"{result['fid']:.2f}, class accuracy {result['class_accuracy']:.3f}, precision "
                     f"{result['precision']:.3f}, recall {result['recall']:.3f}"
                 )
@@ -517,7 +519,8 @@ def run(
         summary["error"] = f"{type(err).__name__}: {err} (in phase {summary['status']!r})"
         summary["traceback"] = traceback.format_exc()[-4000:]
         log(
-            f"minidit.tools.latent_experiment: stopped by an error in phase {summary['status']!r}:\n{summary['traceback']}"
+            f"minidit.tools.latent_experiment: stopped by an error in phase {summary['status']!r}:\n"
+            f"{summary['traceback']}"
         )
 
     # figures: never lose the numbers to a plot

@@ -952,7 +952,8 @@ def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, comman
     figure = write_results(results, records, models, out)
     _report(results)
     print(
-        f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} and {figure}"
+        f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} "
+        f"and {figure}"
     )
     return 0
 
