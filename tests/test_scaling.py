@@ -2,14 +2,13 @@
 
 The N-process run and the 1-process run with the same global batch see the same batches, so in fp32
 their loss curves must agree to rounding; the efficiency must be the arithmetic the JSON says it is.
-The -modelscope controls, --merge and --import-history are checked on hand-written records and
-histories whose numbers are chosen so that every efficiency and difference can be worked by hand.
+The -modelscope controls are checked on hand-written records whose numbers are chosen so that every
+efficiency and difference can be worked by hand.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import statistics
@@ -223,7 +222,7 @@ def test_gpu_count_is_checked(visible, flags, message, capsys, monkeypatch):
     assert message in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- controls, merge, import
+# ----------------------------------------------------------------------------- controls
 
 CONTROLS = ("1xDiT-T/4-modelscope", "1xDiT-T/4-sameglobal-modelscope")
 
@@ -425,172 +424,6 @@ def test_a_call_with_controls_keeps_old_records_and_runs_only_the_controls(
     captured = capsys.readouterr()
     assert "without --compile the compile scope changes nothing" in captured.out
     assert f"['{CONTROLS[0]}'] not among the planned runs" in captured.err
-
-
-def _history(global_batch: int, steps: int, img_per_s: list[float], loss: list[float], **config) -> dict:
-    """A history.json as minidit.train writes it, for a run made by hand with the tool's flags."""
-    from minidit.train import TrainConfig
-
-    cfg = TrainConfig(
-        model="DiT-T/4",
-        global_batch_size=global_batch,
-        steps=steps,
-        log_every=2,
-        seed=0,
-        ckpt_every=0,
-        sample_every=0,
-        progress=False,
-        ema_warmup="ema_warmup",
-        precision="fp32",
-        compile=True,
-        compile_scope="model",
-        device="cpu",
-        out_dir="/tmp/hand",
-    )
-    cfg = dataclasses.replace(cfg, **config)
-    return {
-        "config": dataclasses.asdict(cfg),
-        "num_params": 1,
-        "device_name": "cpu",
-        "torch_version": "x",
-        "world_size": 1,
-        "precision": "fp32",
-        "compiled": True,
-        "compile_scope": cfg.compile_scope,
-        "step": [2, 4, 6][: len(loss)],
-        "loss": loss,
-        "img_per_s": img_per_s,
-        "wall_time": [0.5, 1.0, 1.5][: len(loss)],
-        "final_step": steps,
-        "stopped_by_budget": False,
-    }
-
-
-def _merge_argv(tmp: pathlib.Path, speed_history: dict, curve_history: dict) -> list[str]:
-    older = _results(_old_study(), "2026-01-01T00:00:00+00:00", "python -m minidit.tools.scaling --call 1")
-    newer_many = dict(_old_study()[1], img_per_s=165.0, img_per_s_intervals=[1.0, 160.0, 165.0, 170.0])
-    newer_one = dict(_old_study()[0], img_per_s=100.0)
-    newer = _results([newer_many, newer_one], "2026-01-02T00:00:00+00:00", "python -m minidit.tools.scaling --call 2")
-    newer["runs"][0]["img_per_s"] = 160.0  # the newer file's 2-process run must win
-    for name, obj in (
-        ("newer.json", newer),
-        ("older.json", older),
-        ("s.json", speed_history),
-        ("c.json", curve_history),
-    ):
-        (tmp / name).write_text(json.dumps(obj))
-    return [
-        "--merge",
-        str(tmp / "newer.json"),
-        str(tmp / "older.json"),  # newest by date, not by order
-        "--import-history",
-        f"1xDiT-T/4-modelscope={tmp / 's.json'}",
-        "--import-command",
-        "1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
-        "--import-history",
-        f"1xDiT-T/4-sameglobal-modelscope={tmp / 'c.json'}",
-        "--import-command",
-        "1xDiT-T/4-sameglobal-modelscope=CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
-        "--out",
-        str(tmp / "out" / "scaling.json"),
-    ]
-
-
-def test_merge_and_import_make_one_study_without_running_anything(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling, "execute", lambda *a, **k: pytest.fail("--merge must not run anything"))
-    speed = _history(4, 4, [5.0, 70.0, 90.0, 60.0], [1.0, 0.6])  # median of the timed intervals: 70
-    curve = _history(8, 6, [5.0, 40.0, 40.0], CONTROL_LOSS)
-    assert scaling.main(_merge_argv(tmp_path, speed, curve)) == 0
-    results = json.loads((tmp_path / "out" / "scaling.json").read_text())
-    runs = _runs(results)
-    assert list(runs) == [
-        "1xDiT-T/4",
-        "1xDiT-T/4-modelscope",
-        "2xDiT-T/4",
-        "1xDiT-T/4-sameglobal",
-        "1xDiT-T/4-sameglobal-modelscope",
-    ], "the runs in the order of a study"
-    assert runs["2xDiT-T/4"]["img_per_s"] == 160.0, "the record of the newer file wins"
-    assert runs["1xDiT-T/4-sameglobal"] == _old_study()[2], "a run only the older file has is kept as it was"
-    imported = runs["1xDiT-T/4-modelscope"]
-    assert imported["import_command"] == "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4"
-    assert imported["imported_from"] == str(tmp_path / "s.json")
-    assert imported["img_per_s"] == 70.0 and imported["img_per_s_per_gpu"] == 70.0, "median after the first interval"
-    assert imported["img_per_s_intervals"] == [5.0, 70.0, 90.0, 60.0]
-    assert (imported["role"], imported["per_gpu_batch"], imported["global_batch"]) == ("speed-modelscope", 4, 4)
-    assert imported["settings"] == {
-        "model": "DiT-T/4",
-        "processes": 1,
-        "global_batch": 4,
-        "steps": 4,
-        "log_every": 2,
-        "seed": 0,
-        "precision": "fp32",
-        "compile": True,
-        "device": "cpu",
-        "compile_scope": "model",
-    }, "the settings a launched control would have"
-    control = runs["1xDiT-T/4-sameglobal-modelscope"]
-    assert (control["role"], control["per_gpu_batch"], control["global_batch"]) == ("reference-modelscope", 8, 8)
-    _check_summaries(results)
-    assert results["command"][:4] == [
-        "python -m minidit.tools.scaling --call 1",
-        "python -m minidit.tools.scaling --call 2",
-        "CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4",
-        "CUDA_VISIBLE_DEVICES=0 python -m minidit.train",
-    ]
-    assert results["command"][4].startswith("python -m minidit.tools.scaling --merge ")
-    assert results["this_call"]["imported"] == list(CONTROLS)
-    assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == PNG_MAGIC
-
-
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        (dict(compile_scope="loss"), "compile_scope is 'loss', but run 1xDiT-T/4-modelscope has 'model'"),
-        (dict(global_batch_size=8), "global_batch is 8, but run 1xDiT-T/4-modelscope has 4"),
-        (dict(lr=2e-4), "lr is 0.0002; the tool's runs use 0.0001"),
-        (dict(log_every=1), "DiT-T/4: the runs differ"),  # settings shared by a model's runs
-        ("no command", "needs one --import-command"),
-        ("stopped", "stopped at step 2 of 4"),
-    ],
-)
-def test_an_import_that_is_not_the_named_run_is_refused(change, message, tmp_path, capsys):
-    speed = _history(4, 4, [5.0, 70.0, 90.0, 60.0], [1.0, 0.6], **(change if isinstance(change, dict) else {}))
-    if change == "stopped":
-        speed["final_step"] = 2
-    argv = _merge_argv(tmp_path, speed, _history(8, 6, [5.0, 40.0, 40.0], CONTROL_LOSS))
-    if change == "no command":
-        i = argv.index("1xDiT-T/4-modelscope=CUDA_VISIBLE_DEVICES=1 python -m minidit.train --steps 4")
-        argv = argv[: i - 1] + argv[i + 1 :]
-    with pytest.raises(SystemExit) as exit_info:
-        scaling.main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists(), "a refused merge must write nothing"
-
-
-def test_an_n_process_history_counts_only_if_it_compiled_the_whole_step(tmp_path):
-    history = dict(_history(8, 6, [5.0, 160.0, 160.0], MANY_LOSS, compile_scope="loss"), world_size=2)
-    path = tmp_path / "history.json"
-    path.write_text(json.dumps(history))
-    record = scaling.import_record("2xDiT-T/4", path, "torchrun ...", gpus=2, per_gpu_batch=4)
-    assert (record["role"], record["compile_scope"], record["img_per_s"]) == ("curve", "loss", 160.0)
-    del history["compile_scope"]  # written before minidit.train compiled the whole step under DDP
-    path.write_text(json.dumps(history))
-    with pytest.raises(ValueError, match="compile_scope is 'model', but run 2xDiT-T/4 has 'loss'"):
-        scaling.import_record("2xDiT-T/4", path, "torchrun ...", gpus=2, per_gpu_batch=4)
-
-
-def test_merge_refuses_files_of_different_studies(tmp_path, capsys):
-    a = _results(_old_study(), "2026-01-01T00:00:00+00:00", "a")
-    b = dict(_results([], "2026-01-02T00:00:00+00:00", "b"), gpus=4)
-    (tmp_path / "a.json").write_text(json.dumps(a))
-    (tmp_path / "b.json").write_text(json.dumps(b))
-    with pytest.raises(SystemExit) as exit_info:
-        scaling.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "o.json")])
-    assert exit_info.value.code == 2
-    assert "the files differ in gpus" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

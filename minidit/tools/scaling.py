@@ -47,28 +47,16 @@ figure to scaling.png beside it; every run's output to <runs-dir>/<run>.log. On 
 CUDA (or with --device cpu) the N processes are CPU processes talking through gloo: too slow to say
 anything about speed, but the loss curves must agree all the same, which tests/test_scaling.py
 checks with DiT-T/4 in seconds.
-
-Results of several calls (or machines) are put together without running anything:
-
-    python -m minidit.tools.scaling --merge a.json b.json --out scaling.json      # by run name, newest file wins
-    python -m minidit.tools.scaling --merge a.json --import-history 1xDiT-S/2-modelscope=runs/x/history.json \\
-        --import-command "1xDiT-S/2-modelscope=python -m minidit.train ..." --out scaling.json
-
---import-history turns the history.json of a run made by hand into the record of the named run, its
-images/s computed as for a launched run, after checking that its settings are those the tool would
-have used; the record keeps the command it was made with.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import math
 import os
 import pathlib
-import re
 import shlex
 import statistics
 import subprocess
@@ -83,7 +71,6 @@ from minidit.checkpoint import atomic_write, atomic_write_json, writable_target
 from minidit.cli import ArgumentParser
 from minidit.data import find_data_dir
 from minidit.model import DiT_models
-from minidit.train import TrainConfig
 
 DEFAULT_OUT = pathlib.Path("notebooks") / "results" / "multi_gpu" / "scaling.json"
 DEFAULT_RUNS_DIR = pathlib.Path("runs") / "scaling"
@@ -98,7 +85,6 @@ FP32_CURVE_TOLERANCE = 1e-4
 ORDER_OF_MAGNITUDE = 10  # "same order as the floor": less than 10 times it
 LOG_TAIL_LINES = 20
 SAMEGLOBAL, MODELSCOPE = "-sameglobal", "-modelscope"
-_NAME = re.compile(rf"^(\d+)x(.+?)({SAMEGLOBAL})?({MODELSCOPE})?$")
 
 
 @dataclass(frozen=True)
@@ -361,126 +347,6 @@ def execute(runs: list[Run], args: argparse.Namespace, slots: int, on_done: Call
 
 
 # ----------------------------------------------------------------------------- merging and importing
-
-
-def expected_runs(models: list[str], gpus: int, per_gpu_batch: int) -> dict[str, Run]:
-    """Every run name a study of these models could hold, with its processes, batch, role and scope
-    (the steps are left at 0: they are not checked)."""
-    return {r.name: r for r in plan_runs(models, models, gpus, per_gpu_batch, 0, 0, controls=True)}
-
-
-def model_of(name: str) -> str | None:
-    """'1xDiT-S/2-sameglobal-modelscope' -> 'DiT-S/2'; None for a name this tool does not make."""
-    match = _NAME.match(name)
-    return match.group(2) if match and match.group(2) in DiT_models else None
-
-
-def import_record(name: str, history_path: pathlib.Path, command: str, gpus: int, per_gpu_batch: int) -> dict:
-    """The record of run `name` from the history.json of a run made by hand with `command`.
-
-    Raises ValueError when the history is not what the tool's run `name` would have been.
-    """
-
-    model = model_of(name)
-    run = expected_runs([model], gpus, per_gpu_batch).get(name) if model else None
-    if run is None:
-        raise ValueError(f"{name!r} is not a run of a {gpus}-GPU study (e.g. 1xDiT-S/2{MODELSCOPE})")
-    history = json.loads(pathlib.Path(history_path).read_text())
-    cfg = history["config"]
-    scope = cfg["compile_scope"]
-    if "compile_scope" not in history and history["world_size"] > 1:
-        scope = "model"  # a history written before minidit.train compiled the whole step under DDP
-    found = {
-        "model": cfg["model"],
-        "processes": history["world_size"],
-        "global_batch": cfg["global_batch_size"],
-        "compile_scope": scope if cfg["compile"] else run.compile_scope,
-    }
-    for key, value in found.items():
-        if value != getattr(run, key):
-            raise ValueError(f"{history_path}: {key} is {value!r}, but run {name} has {getattr(run, key)!r}")
-    fixed = {
-        f.name: FIXED_TRAIN_FLAGS.get(f.name, f.default)
-        for f in dataclasses.fields(TrainConfig)
-        if f.name
-        not in (
-            "out_dir",
-            "data_dir",
-            "model",
-            "global_batch_size",
-            "steps",
-            "log_every",
-            "seed",
-            "precision",
-            "compile",
-            "compile_scope",
-            "device",
-        )
-    }
-    for key, value in fixed.items():
-        if cfg.get(key) != value:
-            raise ValueError(f"{history_path}: {key} is {cfg.get(key)!r}; the tool's runs use {value!r}")
-    if history["final_step"] != cfg["steps"] or history.get("stopped_by_budget"):
-        raise ValueError(f"{history_path}: the run stopped at step {history['final_step']} of {cfg['steps']}")
-    run = dataclasses.replace(run, steps=cfg["steps"])
-    flags = argparse.Namespace(
-        log_every=cfg["log_every"],
-        seed=cfg["seed"],
-        precision=cfg["precision"],
-        compile=cfg["compile"],
-        device=cfg["device"],
-    )
-    record = _record(
-        run,
-        flags,
-        exit_code=0,
-        wall_time_s=None,
-        log=None,
-        pinned_gpu=None,
-        imported_from=str(history_path),
-        import_command=command,
-    )
-    record.update(history_fields(history, run.processes))
-    return record
-
-
-def by_date(sources: list[dict]) -> list[dict]:
-    """Results files, oldest first (by the date each was written; ties keep their order)."""
-    return sorted(sources, key=lambda r: datetime.datetime.fromisoformat(r["date"]))
-
-
-def merge_records(sources: list[dict]) -> dict[str, dict]:
-    """The runs of several results files by name; of two records of one run, the newer file's wins."""
-    records = {}
-    for results in by_date(sources):
-        records.update({r["name"]: r for r in results["runs"]})
-    return records
-
-
-def check_study(records: dict[str, dict], gpus: int, per_gpu_batch: int) -> list[str]:
-    """What keeps these records from being one study: a name, batch or scope that is not the tool's,
-    settings that differ within a model, or runs on different devices. [] when they fit."""
-    problems, shared = [], {}
-    models = [m for m in dict.fromkeys(model_of(n) for n in records) if m]
-    expected = expected_runs(models, gpus, per_gpu_batch)
-    for name, record in records.items():
-        run = expected.get(name)
-        if run is None:
-            problems.append(f"{name}: not a run name of a {gpus}-GPU study")
-            continue
-        settings = recorded_settings(record)
-        for key in ("model", "processes", "global_batch", "compile_scope"):
-            if settings.get(key) != getattr(run, key):
-                problems.append(f"{name}: {key} {settings.get(key)!r}, expected {getattr(run, key)!r}")
-        if record.get("exit_code") == 0:
-            same = {k: settings.get(k) for k in ("log_every", "seed", "precision", "compile", "device")}
-            shared.setdefault(run.model, {}).setdefault(json.dumps(same, sort_keys=True), []).append(name)
-            shared.setdefault("device_name", {}).setdefault(record.get("device_name"), []).append(name)
-    for group, values in shared.items():
-        if len(values) > 1:
-            differ = "; ".join(f"{value} ({', '.join(names)})" for value, names in values.items())
-            problems.append(f"{group}: the runs differ: {differ}")
-    return problems
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -812,28 +678,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: minidit.data.find_data_dir)")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="out_dirs and logs of the runs")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON; scaling.png goes beside it")
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        metavar="FILE",
-        default=None,
-        help="run nothing: merge these "
-        "results files (by run name, the newest file's record wins) into --out, re-summarise, re-plot",
-    )
-    parser.add_argument(
-        "--import-history",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="run nothing: add the history.json of a run made by hand as run NAME (with --merge, or into --out)",
-    )
-    parser.add_argument(
-        "--import-command",
-        action="append",
-        default=[],
-        metavar="NAME=TEXT",
-        help="the command that made the imported run NAME, kept in its record (required)",
-    )
     return parser
 
 
@@ -883,88 +727,11 @@ def _read_results(parser: argparse.ArgumentParser, path: pathlib.Path) -> dict:
     return results
 
 
-def _pairs(parser: argparse.ArgumentParser, flag: str, values: list[str]) -> dict[str, str]:
-    """['NAME=VALUE', ...] -> {NAME: VALUE}; the value may hold '=' (a command with VAR=1)."""
-    pairs = {}
-    for value in values:
-        name, sep, rest = value.partition("=")
-        if not sep or not name or not rest or name in pairs:
-            parser.error(f"{flag} {value!r}: expected NAME=VALUE, once per NAME")
-        pairs[name] = rest
-    return pairs
-
-
-def merge_main(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str) -> int:
-    """--merge / --import-history: put results files and hand-made runs together; runs nothing."""
-    out = pathlib.Path(args.out)
-    files = [pathlib.Path(f) for f in args.merge] if args.merge else ([out] if out.is_file() else [])
-    if not files:
-        parser.error(f"--import-history adds to results: pass --merge FILE ... or an existing --out ({out} is none)")
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        parser.error(f"--merge: no file {', '.join(missing)}")
-    sources = [_read_results(parser, f) for f in files]
-    for key in ("gpus", "per_gpu_batch", "device"):
-        if len({s[key] for s in sources}) > 1:
-            values = ", ".join(f"{f}: {s[key]}" for f, s in zip(files, sources))
-            parser.error(f"--merge: the files differ in {key}: {values}")
-    histories = _pairs(parser, "--import-history", args.import_history)
-    commands = _pairs(parser, "--import-command", args.import_command)
-    if set(histories) != set(commands):
-        parser.error(
-            f"each --import-history NAME needs one --import-command NAME=TEXT and back: histories for "
-            f"{sorted(histories)}, commands for {sorted(commands)}"
-        )
-    gpus, per_gpu_batch = sources[0]["gpus"], sources[0]["per_gpu_batch"]
-    records = merge_records(sources)
-    for name, path in histories.items():
-        try:
-            records[name] = import_record(name, pathlib.Path(path), commands[name], gpus, per_gpu_batch)
-        except (OSError, ValueError, KeyError) as err:
-            parser.error(f"--import-history {name}={path}: {err}")
-    problems = check_study(records, gpus, per_gpu_batch)
-    if problems:
-        parser.error("these runs are not one study:\n  " + "\n  ".join(problems))
-    models = [m for m in dict.fromkeys(model_of(n) for n in records) if m]
-    order = {name: i for i, name in enumerate(expected_runs(models, gpus, per_gpu_batch))}
-    newest = by_date(sources)[-1]
-    flat = [c for s in by_date(sources) for c in (s["command"] if isinstance(s["command"], list) else [s["command"]])]
-    results = {
-        "device": newest["device"],
-        "gpus": gpus,
-        "gpu_count": newest.get("gpu_count"),
-        "torch_version": newest.get("torch_version"),
-        "cuda_version": newest.get("cuda_version"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        # the calls that wrote the merged files (oldest first), the commands of the imported runs, this one
-        "command": flat + [commands[name] for name in histories] + [command],
-        "per_gpu_batch": per_gpu_batch,
-        "this_call": {
-            "ran": [],
-            "merged": [
-                {"file": str(f), "date": s["date"], "runs": [r["name"] for r in s["runs"]]}
-                for f, s in zip(files, sources)
-            ],
-            "imported": list(histories),
-        },
-        "runs": sorted(records.values(), key=lambda r: order[r["name"]]),
-    }
-    figure = write_results(results, records, models, out)
-    _report(results)
-    print(
-        f"minidit.tools.scaling: merged {len(files)} file(s) and {len(histories)} imported run(s) into {out} "
-        f"and {figure}"
-    )
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """python -m minidit.tools.scaling ...; 0 when every selected run succeeded, 1 otherwise, 2 for bad flags."""
     parser = build_parser()
     args = parser.parse_args(argv)
     command = "python -m minidit.tools.scaling " + shlex.join(argv if argv is not None else sys.argv[1:])
-    if args.merge or args.import_history or args.import_command:
-        return merge_main(parser, args, command)
     models, curve_models = _check_args(parser, args)
     controls = args.controls and args.compile
     if args.controls and not args.compile:
