@@ -8,7 +8,8 @@ The core, read module by module in the order of the notebooks:
     blocks.py      the four conditioning blocks of DiT §3.2                 (notebook 04)
     model.py       DiT, the 12 configs, classifier-free guidance           (notebooks 05-06)
     flops.py       the paper's Gflops column, analytically;  official.py: loading the official weights
-    ema.py         the EMA of the weights;  train.py: the training loop    (notebook 08)
+    ema.py         the EMA of the weights;  step.py: one fast training step (notebook 08)
+    train.py       the training loop (runs.py: its folder, resumable state and processes)
     sample.py      sampling: DDPM / DDIM, guidance, PNG grids and .npz files
     latent.py      a KL autoencoder and the latent space DiT diffuses in   (notebook 10)
     checkpoint.py, device.py, cli.py   files written safely, devices and autocast, the command lines

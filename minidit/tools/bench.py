@@ -68,7 +68,8 @@ from minidit.flops import dit_macs
 from minidit.model import DiT_models, create_model
 from minidit.sample import COMPILE_MODES as SAMPLE_COMPILE_MODES
 from minidit.sample import DEFAULT_BATCH_SIZE
-from minidit.train import FastStep, TrainConfig, draw_batch, make_optimizer
+from minidit.step import FastStep, draw_batch, make_optimizer
+from minidit.train import TrainConfig
 
 TRAIN_VARIANTS = (
     "baseline",
