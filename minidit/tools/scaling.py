@@ -28,7 +28,7 @@ they would repeat the plain runs and are skipped too):
   N-process runs paid before (DiT-S/2 on an H100: 0.78).
 * the loss curves of Nx<model> and 1x<model>-sameglobal see the same images, timesteps and noise by
   construction: every rank draws the same global batch from the same seed and keeps its slice
-  (`minidit.train.draw_batch`). What differs is where rounding falls (other kernels, other sums); in
+  (`minidit.step.draw_batch`). What differs is where rounding falls (other kernels, other sums); in
   bf16 such differences grow along a trajectory. 1x<model>-sameglobal-modelscope measures how much
   changing the kernels alone moves the curve -- the floor -- and the verdict in the JSON compares the
   N-process difference with that measured floor. The reference runs are the expensive ones (N times
