@@ -197,7 +197,7 @@ plt.show()
 
 # %%
 from minidit.evaluation.metrics import evaluation_report
-from minidit.superres import psnr, ssim
+from minidit.superres.distortion import psnr, ssim
 
 real = to_model_range(test_split.images[:NUM_EVAL]).to(DEVICE)
 rec = lat.decode_latents(ae, lat.encode_images(ae, real, sample=False), scale_factor=1.0)
