@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from minidit.cli import ArgumentParser
+from minidit.sample import DEFAULT_BATCH_SIZE
 
 IMAGE_KEYS, LABEL_KEYS = ("samples", "images", "x", "arr_0"), ("labels", "y", "arr_1")
 
@@ -95,7 +96,7 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
 
 
 def draw_samples(model, diffusion, num_samples: int, cfg_scale: float = 1.0, sampler: str = "ddpm", steps: int = 250,
-                 batch_size: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                 batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced samples (labels 0, 1, ..., 9, 0, ...) -> (images (N, 1, 32, 32) on the CPU, labels (N,)).
 
     The same seed gives the same starting noise for every cfg_scale, so a guidance sweep compares like with like.
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
                         help="guidance scale; several values -> a sweep, one report per scale")
     parser.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim"))
     parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per sample() call")
     parser.add_argument("--save-samples", default=None, help="with --ckpt: also save the samples (.npz, uint8)")
     parser.add_argument("--num-reference", type=int, default=None, help="real train images (default: as many)")
     parser.add_argument("--kid-subsets", type=int, default=100)
