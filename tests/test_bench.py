@@ -74,6 +74,9 @@ def test_cpu_smoke_run(tmp_path, capsys):
         (["--variants", "turbo"], "unknown variant"),
         (["--model", "DiT-Q/2"], "unknown model"),
         (["--batch", "0"], "--batch must be >= 1"),
+        (["--sample-batch", "500", "0"], "--sample-batch must be >= 1"),
+        (["--sample-modes", "turbo"], "--sample-modes: expected some of"),
+        (["--combine", "a.json"], "--combine needs --out"),
     ],
 )
 def test_bad_flags(argv, message, capsys):
@@ -89,11 +92,13 @@ def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
     from minidit.model import create_model
     from minidit.tools.bench import bench_sampling
 
-    calls = []
+    calls, batches = [], []
     real = sample_module.sample
 
     def recording(model, diffusion, labels, **kwargs):
-        calls.append({k: kwargs.get(k) for k in ("sampler", "steps", "cfg_scale", "compile", "amp")})
+        calls.append({k: kwargs.get(k) for k in ("sampler", "steps", "cfg_scale", "compile", "amp", "compile_mode")})
+        calls[-1]["compile_mode"] = calls[-1]["compile_mode"] or "default"  # the CLI leaves it at sample()'s default
+        batches.append(len(labels))
         return real(model, diffusion, labels, **{**kwargs, "steps": 2})  # the same call, kept short
 
     monkeypatch.setattr(sample_module, "sample", recording)
@@ -128,3 +133,55 @@ def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
             if (b["sampler"], b["steps"], b["cfg_scale"]) == (cli["sampler"], cli["steps"], cli["cfg_scale"])
         ]
         assert same and all(b == cli for b in same), (cli, bench_calls)
+    # and the same batch: the bench's default is the CLI's (a 600-image CLI run samples 500, then 100)
+    batches.clear()
+    assert sample_module.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "g.png"), "--num", "600"]) == 0
+    assert batches == [sample_module.DEFAULT_BATCH_SIZE, 100]
+    assert bench.build_parser().parse_args([]).sample_batch == [sample_module.DEFAULT_BATCH_SIZE]
+
+
+@pytest.mark.parametrize(
+    "mode, recompute, name",
+    [
+        ("default", True, "fast-recompute"),
+        ("default", False, "fast"),
+        ("reduce-overhead", True, "fast-recompute-cudagraphs"),
+        ("reduce-overhead", False, "fast-cudagraphs"),
+        ("max-autotune-no-cudagraphs", True, "fast-autotune-recompute"),
+    ],
+)
+def test_default_variant_is_what_train_runs(monkeypatch, mode, recompute, name):
+    from minidit.train import TrainConfig
+
+    monkeypatch.setattr(bench, "TrainConfig", lambda: TrainConfig(compile_mode=mode, recompute_gelu=recompute))
+    assert bench.default_variant() == name and name in bench.TRAIN_VARIANTS
+
+
+def _report(path, rows):
+    path.write_text(json.dumps({"device_name": "GPU X", "training": rows}))
+    return path
+
+
+def test_combine_concurrent_sums_rates_and_measures_overlap(tmp_path):
+    """Three processes timed over [0, 10], [2, 12] and [4, 10] s: all three were timing during [4, 10], 6 s of the
+    longest window (10 s); a failed row (no img/s) is left out."""
+    row = {"model": "DiT-S/4", "variant": "fast", "batch": 256}
+    paths = [
+        _report(tmp_path / f"p{i}.json", [{**row, "img_per_s": rate, "timed_window": window}])
+        for i, (rate, window) in enumerate([(100.0, [0, 10]), (200.0, [2, 12]), (300.0, [4, 10])])
+    ]
+    paths.append(_report(tmp_path / "failed.json", [{**row, "error": "out of memory"}]))
+    out = _report(tmp_path / "small.json", [{**row, "img_per_s": 5.0, "timed_window": [0, 1]}])
+    assert bench.main(["--combine", *map(str, paths), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    conc = report["concurrent"]
+    assert conc["processes"] == 3 and conc["img_per_s_total"] == 600.0
+    assert conc["overlap_share"] == pytest.approx(0.6)
+    assert report["training"][0]["img_per_s"] == 5.0  # what the report held stays
+    apart = [
+        _report(tmp_path / f"q{i}.json", [{**row, "img_per_s": 1.0, "timed_window": w}])
+        for i, w in enumerate([[0, 1], [2, 3]])
+    ]
+    assert bench.combine_concurrent(apart, tmp_path / "apart.json")["overlap_share"] == 0.0
+    with pytest.raises(ValueError, match="no timed training rows"):
+        bench.combine_concurrent([paths[-1]], tmp_path / "none.json")

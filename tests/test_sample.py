@@ -221,6 +221,12 @@ def test_compiled_sampling_matches_eager():
         torch.testing.assert_close(compiled, eager, atol=2e-3, rtol=0)  # fused kernels round differently
 
 
+def test_unknown_compile_mode_is_an_error():
+    model, diffusion = _model(), create_diffusion(None, "linear", True, 1000)
+    with pytest.raises(ValueError, match="compile mode must be one of"):
+        sample(model, diffusion, torch.arange(2), steps=2, compile=False, compile_mode="turbo")
+
+
 def _run_dir(tmp_path, steps=(10, 20)):
     """A run folder with EMA checkpoints at the given steps (what minidit.train writes)."""
     model = _model()

@@ -268,20 +268,40 @@ def test_cli_on_the_real_data(fashion_mnist_dir, tmp_path, capsys):
     os.environ.get("MINIDIT_TEST_COMPILE") != "1",
     reason="compiling takes minutes on a CPU; set MINIDIT_TEST_COMPILE=1 to run it",
 )
-def test_compiled_step_matches_eager():
-    """torch.compile of model + loss (the GPU fast path) computes what the eager step computes."""
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_step_matches_eager(mode):
+    """torch.compile of model + loss (the GPU fast path) computes what the eager step computes (on a CPU the
+    reduce-overhead mode compiles the same graphs without CUDA graphs)."""
     torch.manual_seed(0)
     model_a = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
     model_b = copy.deepcopy(model_a)
     diffusion = create_diffusion()
     batch = draw_batch(DATA, torch.Generator().manual_seed(0), 8, diffusion, flip=True, class_dropout_prob=0.1)
-    compiled = FastStep(model_a, diffusion, make_optimizer(model_a), compile=True, log=pytest.fail)
+    compiled = FastStep(model_a, diffusion, make_optimizer(model_a), compile=True, compile_mode=mode, log=pytest.fail)
     eager = FastStep(model_b, diffusion, make_optimizer(model_b))
     for _ in range(2):
         torch.testing.assert_close(compiled(batch), eager(batch), rtol=1e-5, atol=1e-6)
     assert compiled.compiled, "torch.compile fell back to eager"
     for pa, pb in zip(model_a.parameters(), model_b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, copied", [("reduce-overhead", True), ("default", False)])
+def test_cuda_graph_step_copies_its_loss_out(mode, copied):
+    """With CUDA graphs the next replay overwrites the graph's outputs, so the step must hand back a copy of the
+    loss (the loop keeps the losses of many steps); without graphs it hands back the loss itself."""
+    torch.manual_seed(0)
+    model = create_model("DiT-T/4", input_size=16, in_channels=1, num_classes=10)
+    diffusion = create_diffusion()
+    step = FastStep(model, diffusion, make_optimizer(model), compile_mode=mode)
+    step.compiled = True  # as after a successful torch.compile; the loss function itself stays eager here
+    produced = []
+    inner = step.loss_fn
+    step.loss_fn = lambda *batch: produced.append(inner(*batch)) or produced[-1]
+    batch = draw_batch(DATA, torch.Generator().manual_seed(0), 8, diffusion, flip=True, class_dropout_prob=0.1)
+    loss = step(batch)
+    torch.testing.assert_close(loss, produced[0].detach())
+    assert (loss.data_ptr() != produced[0].data_ptr()) == copied
 
 
 # ----------------------------------------------------------------------------- faults: NaN, a taken folder, damage

@@ -25,7 +25,7 @@ from minidit.checkpoint import atomic_write_json, writable_target
 from minidit.cli import ArgumentParser, use_course_env
 from minidit.data import CLASS_NAMES, load_fashion_mnist
 from minidit.evaluation.metrics import check_images, check_labels, evaluation_report
-from minidit.sample import check_sampling_args, load_for_cli, sample, save_npz
+from minidit.sample import DEFAULT_BATCH_SIZE, check_sampling_args, load_for_cli, sample, save_npz
 
 IMAGE_KEYS, LABEL_KEYS = ("samples", "images", "x", "arr_0"), ("labels", "y", "arr_1")
 
@@ -107,7 +107,7 @@ def draw_samples(
     cfg_scale: float = 1.0,
     sampler: str = "ddpm",
     steps: int = 250,
-    batch_size: int = 500,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced samples (labels 0, 1, ..., 9, 0, ...) -> (images (N, 1, 32, 32) on the CPU, labels (N,)).
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim"))
     parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per sample() call")
     parser.add_argument("--save-samples", default=None, help="with --ckpt: also save the samples (.npz, uint8)")
     parser.add_argument("--num-reference", type=int, default=None, help="real train images (default: as many)")
     parser.add_argument("--kid-subsets", type=int, default=100)

@@ -25,7 +25,8 @@ Training variants (same model, same GPU-resident data, same diffusion loss):
 targets are checked on it.
 
 Each variant: warm-up steps (compilation happens there), then `--steps` timed steps, each between
-two CUDA events; the median step time gives img/s; peak memory is over the timed steps. MFU =
+two CUDA events; the median step time gives img/s; peak memory is over the warm-up and the timed steps
+(bench_h200.json and earlier files took it over the timed steps only, which misses CUDA graphs' memory). MFU =
 img/s x FLOPs per training image / peak: FLOPs = 3 (forward + backward) x 2 x forward MACs
 (`minidit.flops.dit_macs`; 6.05 GMAC for DiT-S/2 -> 36.3 GFLOP). The peak is the device's dense
 bf16 peak (H100 SXM: 989 TFLOP/s), used for every variant, fp32 ones included, and saved in the JSON.
@@ -170,10 +171,13 @@ def _sync(device: torch.device) -> None:
 
 
 def time_steps(step, device: torch.device, warmup: int, steps: int) -> dict:
-    """Run step() warmup times, then time `steps` calls one by one -> median / mean ms, peak memory.
+    """Run step() warmup times, then time `steps` calls one by one -> median / mean ms, peak memory (over the
+    warm-up and the timed steps).
 
     first_step_s: the first warm-up step alone, which includes compilation when there is any.
     """
+    if device.type == "cuda":  # before the warm-up: CUDA graphs allocate their memory while they are captured
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for i in range(warmup):
         step()
@@ -183,7 +187,6 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> dict:
     _sync(device)
     window_start = time.time()  # wall clock: concurrent processes' timed windows can be checked for overlap
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
         events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
         events[0].record()
         for i in range(steps):

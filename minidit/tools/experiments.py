@@ -924,22 +924,39 @@ def ablation_summary(rows: list[dict], records: dict[str, dict]) -> str:
 
 
 def scaling_rows(records: dict[str, dict]) -> list[dict]:
-    """One row per model of part C, by Gflops: Gflops (ours and the paper's setting), params, final metrics."""
+    """One row per model of part C, by Gflops: Gflops (ours and the paper's setting), params, final metrics.
+
+    With bootstrap replicates, `fid_ci` is the 95% interval of the model's FID over samples and `gap_ci` the
+    paired interval of FID(previous row) - FID(this row): every run drew the same x_T and labels and was
+    resampled with the same indices, so a gap whose interval excludes 0 is not sample noise (seeds measure
+    training noise; part C has one seed per model).
+    """
     rows = []
     for r in records.values():
         f = final_eval(r)
         if f is None:
             continue
+        guided = final_eval(r, 1.5)
+        m = f["metrics"]
         rows.append(
             {
                 "model": r["spec"]["model"],
                 "gflops": r["gflops"],
                 "params": r["history"]["num_params"],
                 "gflops_paper_setting": r["gflops_paper_setting"],
-                **{k: f["metrics"][k] for k in ("fid", "precision", "recall", "class_accuracy")},
+                **{k: m[k] for k in ("fid", "precision", "recall", "class_accuracy")},
+                "class_accuracy_cfg1.5": None if guided is None else guided["metrics"]["class_accuracy"],
+                "fid_ci": m.get("fid_ci"),
+                "_boot": m.get("fid_boot"),
             }
         )
-    return sorted(rows, key=lambda row: row["gflops"])
+    rows.sort(key=lambda row: row["gflops"])
+    for prev, row in zip([None] + rows, rows):
+        both = prev is not None and prev["_boot"] is not None and row["_boot"] is not None
+        row["gap_ci"] = paired_interval(prev["_boot"], row["_boot"]) if both else None
+    for row in rows:
+        del row["_boot"]
+    return rows
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -974,7 +991,7 @@ def goals_summary(record: dict) -> str:
 
 
 def readme_tables(results_dir=None) -> str:
-    """The Markdown tables the README quotes for parts A and B, made from the records (`python -m
+    """The Markdown tables the README quotes for parts A, B and C, made from the records (`python -m
     minidit.tools.experiments tables`); tests/test_readme_results.py checks the README holds them."""
     out = []
     a = load_part("A", results_dir=results_dir)
@@ -1030,6 +1047,29 @@ def readme_tables(results_dir=None) -> str:
                     ("class_accuracy", "class acc. (cfg 1)", ".1%"),
                     ("class_accuracy_cfg1.5", "class acc. (cfg 1.5)", ".1%"),
                     ("paper_fid", "paper FID (XL/2, 400K)", ".2f"),
+                ],
+            )
+        )
+    rows = scaling_rows(load_part("C", results_dir=results_dir))
+    for row in rows:
+        row["params_m"] = f"{row['params'] / 1e6:.1f}"
+        row["ci"] = "—" if row["fid_ci"] is None else f"{row['fid_ci'][0]:.2f}–{row['fid_ci'][1]:.2f}"
+        row["gap"] = "—" if row["gap_ci"] is None else f"{row['gap_ci'][0]:.2f} to {row['gap_ci'][1]:.2f}"
+    if rows:
+        out.append(
+            format_table(
+                rows,
+                [
+                    ("model", "model", ""),
+                    ("gflops", "Gflops", ".2f"),
+                    ("params_m", "params (M)", ""),
+                    ("fid", "FID", ".2f"),
+                    ("ci", "bootstrap 95%", ""),
+                    ("gap", "FID gain over the row above, 95%", ""),
+                    ("precision", "precision", ".2f"),
+                    ("recall", "recall", ".2f"),
+                    ("class_accuracy", "class acc. (cfg 1)", ".1%"),
+                    ("class_accuracy_cfg1.5", "class acc. (cfg 1.5)", ".1%"),
                 ],
             )
         )
