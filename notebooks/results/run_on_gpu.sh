@@ -124,6 +124,9 @@ for part in "$@"; do
       # working tree, which removes untracked files from notebooks/results/ (the first sitting lost records so).
       mkdir -p runs/logs runs/results_08; rm -f runs/sitting.done
       cp -n notebooks/results/08_train_dit_and_ablation/*.json runs/results_08/ 2>/dev/null
+      # The data too: a later call replaces the carried .device_data, and a run that starts reading it
+      # then fails (part C's S/8 run did, in the second sitting).
+      mkdir -p runs/data && cp -n "$MINIDIT_DATA_DIR"/*.gz runs/data/ && export MINIDIT_DATA_DIR="$PWD/runs/data"
       setsid nohup bash "$SELF" 08-sitting-body > runs/logs/08_sitting.log 2>&1 < /dev/null &
       sleep 20; echo "08-sitting: started (budget ${SITTING_BUDGET:-23} min)"; cat runs/logs/08_sitting.log
       nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv ;;
