@@ -590,7 +590,7 @@ _HELP = {
     "'none' is the paper's constant decay",
     "precision": "bf16 autocast or fp32 (CUDA only; CPU/MPS always use fp32)",
     "compile_mode": "torch.compile's mode: 'reduce-overhead' replays the step as CUDA graphs (1.9x faster for DiT-S/4, "
-    "3.5x for DiT-S/8 on an H200, about 1% for DiT-S/2); 'max-autotune-no-cudagraphs' tunes matmuls",
+    "3.5x for DiT-S/8 on an H200, about 1%% for DiT-S/2); 'max-autotune-no-cudagraphs' tunes matmuls",
     "compile_scope": "what torch.compile wraps: the model and the loss ('loss', also under DDP) or the model only",
     "recompute_gelu": "recompute the MLP's GELU in the backward pass instead of keeping its output (less "
     "activation memory under torch.compile, same maths; minidit.blocks.Mlp)",

@@ -114,8 +114,10 @@ def test_h200_speed_tables_match_bench_json():
     ddpm = next(s for s in bench["sampling"] if s["sampler"] == "ddpm-250" and s["cfg_scale"] == 1.0)
     flop_per_image = 250 * 2 * rows["baseline"]["gmacs_forward"] * 1e9
     achieved = ddpm["img_per_s"] * flop_per_image / 1e12
-    texts += [f"{achieved:.0f} TFLOP/s, {achieved / bench['peak_tflops']:.0%} of the card's bf16 peak",
-              f"floor for DDPM-250 is {10_000 * flop_per_image / (bench['peak_tflops'] * 1e12):.0f} s"]
+    texts += [
+        f"{achieved:.0f} TFLOP/s, {achieved / bench['peak_tflops']:.0%} of the card's bf16 peak",
+        f"floor for DDPM-250 is {10_000 * flop_per_image / (bench['peak_tflops'] * 1e12):.0f} s",
+    ]
     small = _load("bench", "bench_h200_small.json")
     by = {(r["model"], r["variant"]): r["img_per_s"] for r in small["training"]}
     for model in ("DiT-S/4", "DiT-S/8"):
