@@ -14,6 +14,7 @@ class; the .npz holds `images` (N, 1, 32, 32) uint8 and `labels` (N,) int64.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import pathlib
 import sys
@@ -74,8 +75,11 @@ def _denoise_guided(net: nn.Module, x, t, y, cfg_scale, guided_channels: int | N
 # graph serves every model of the same architecture (each checkpoint an evaluation loads); two functions
 # keep the unguided and guided graphs in separate caches.
 _COMPILED: dict[tuple[str, str], object] = {}
-COMPILE_MODES = ("default", "reduce-overhead")  # reduce-overhead: each model call replays one CUDA graph
+# reduce-overhead: each model call replays one CUDA graph; max-autotune-no-cudagraphs: Triton matmul templates
+# tried against cuBLAS, so GELU, bias and gates can be fused into the matmuls (minutes of compiling)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 DEFAULT_BATCH_SIZE = 500  # images per sample() call of the CLI, the evaluation and the bench
+BF16_WEIGHTS_DEFAULT = False  # sample() on CUDA: a bf16 copy of the model (see sample's bf16_weights)
 
 
 def denoiser(guided: bool, compile: bool, mode: str = "default"):
@@ -109,6 +113,7 @@ def sample(
     clip_denoised: bool = True,
     compile_mode: str = "default",
     model_kwargs: dict | None = None,
+    bf16_weights: bool | None = None,
 ) -> torch.Tensor:
     """Generate one image per label.
 
@@ -122,7 +127,10 @@ def sample(
     eagerly); compile_mode "reduce-overhead" also replays each model call as a CUDA graph.
     clip_denoised: clamp each predicted x_0, and the result, to [-1, 1] (pixels); latents,
     which are not bounded, take False, as DiT's sampling does. model_kwargs: more inputs of the
-    model, one per sample (minidit.superres: {"low_res": (N, C, h, w)}; unguided only). Returns
+    model, one per sample (minidit.superres: {"low_res": (N, C, h, w)}; unguided only).
+    bf16_weights: sample a bf16 copy of the model (weights, position embedding and so the residual
+    stream stored in bf16; autocast still runs norms and softmax in fp32): less memory traffic per
+    step; None = BF16_WEIGHTS_DEFAULT when amp is on; the diffusion maths stays fp32 either way. Returns
     (N, C, H, W) float32; ValueError if the model produced NaN/inf.
     """
     net = unwrap_model(model)
@@ -143,6 +151,9 @@ def sample(
         extra = (torch.tensor(float(cfg_scale), device=device) if compile else float(cfg_scale), guided_channels)
     fn = [denoiser(guided, compile, compile_mode)]
     graphs = compile and compile_mode == "reduce-overhead"
+    bf16_weights = (BF16_WEIGHTS_DEFAULT and amp) if bf16_weights is None else bf16_weights
+    if bf16_weights:  # a copy: the caller's model (a training run's EMA) keeps its fp32 weights
+        net = copy.deepcopy(net).to(torch.bfloat16)
 
     def model_fn(x, t, y, **kw):
         with autocast(device.type, torch.bfloat16 if amp else None):

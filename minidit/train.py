@@ -75,13 +75,13 @@ from minidit.runs import (
     world_from_env,
 )
 from minidit.sample import sample, save_image_grid
-from minidit.step import FastStep, dit_loss, draw_batch, make_optimizer, resolve_precision
+from minidit.step import FastStep, dit_loss, draw_batch, make_optimizer, resolve_compile_mode, resolve_precision
 
 PRECISIONS = ("bf16", "fp32")
 # "reduce-overhead" adds CUDA graphs: the forward and backward replay as two graphs, one launch each (what small
 # models need, whose kernels are shorter than their launches); FastStep copies the loss out of the graph's memory,
 # which the next replay overwrites.
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
+COMPILE_MODES = ("auto", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 COMPILE_SCOPES = ("loss", "model")
 # Changing one of these between a checkpoint and its resumption would not continue the same run.
 RESUME_MUST_MATCH = (
@@ -123,7 +123,7 @@ class TrainConfig:
     flip: bool = True
     precision: str = "bf16"
     compile: bool = True
-    compile_mode: str = "default"
+    compile_mode: str = "auto"
     compile_scope: str = "loss"
     recompute_gelu: bool = True
     data_dir: str | None = None
@@ -400,13 +400,18 @@ def _train(
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    compile_mode = resolve_compile_mode(
+        cfg.compile_mode, model, cfg.global_batch_size // world.world_size, world.world_size, device
+    )
+    if use_compile and cfg.compile_mode == "auto":
+        log(f"compile mode auto -> {compile_mode}")
     stepper = FastStep(
         train_model,
         diffusion,
         optimizer,
         amp_dtype=amp_dtype,
         compile=use_compile,
-        compile_mode=cfg.compile_mode,
+        compile_mode=compile_mode,
         compile_scope=cfg.compile_scope,
         ema=ema,
         log=log,
@@ -414,6 +419,7 @@ def _train(
         objective=task.objective,
     )
     history["compile_scope"] = stepper.compile_scope if stepper.compiled else None
+    history["compile_mode"] = compile_mode if stepper.compiled else None
     per_rank = cfg.global_batch_size // world.world_size
 
     def diverged(what: str) -> NonFiniteError:
@@ -516,7 +522,7 @@ def _train(
             decay = _ema.ema_decay_with_warmup(step, cfg.ema_decay, cfg.ema_warmup)
             loss = stepper(batch, decay)  # (n,) on the device: no host sync here
             if history["compiled"] and not stepper.compiled:  # torch.compile failed: the step fell back to eager
-                history.update(compiled=False, compile_scope=None)
+                history.update(compiled=False, compile_scope=None, compile_mode=None)
             pending_loss.append(loss)
             pending_t.append(batch[2])
             step += 1
@@ -590,7 +596,8 @@ _HELP = {
     "'none' is the paper's constant decay",
     "precision": "bf16 autocast or fp32 (CUDA only; CPU/MPS always use fp32)",
     "compile_mode": "torch.compile's mode: 'reduce-overhead' replays the step as CUDA graphs (1.9x faster for DiT-S/4, "
-    "3.5x for DiT-S/8 on an H200, about 1%% for DiT-S/2); 'max-autotune-no-cudagraphs' tunes matmuls",
+    "3.5x for DiT-S/8 on an H200, about 1%% for DiT-S/2); 'auto' uses them on one GPU for small steps (forward "
+    "below minidit.step.AUTO_GRAPHS_MAX_GMACS per step); 'max-autotune-no-cudagraphs' tunes matmuls",
     "compile_scope": "what torch.compile wraps: the model and the loss ('loss', also under DDP) or the model only",
     "recompute_gelu": "recompute the MLP's GELU in the backward pass instead of keeping its output (less "
     "activation memory under torch.compile, same maths; minidit.blocks.Mlp)",

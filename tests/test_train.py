@@ -520,3 +520,21 @@ def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path):
     live.write_text("{")
     train(_cfg(tmp_path, steps=4, ckpt_every=2, resume=True), data=DATA)
     assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_auto_compile_mode_uses_cuda_graphs_for_small_steps_on_one_gpu():
+    """"auto" (the default): CUDA graphs where the bench measured they pay -- one CUDA process, a small step
+    (DiT-S/4 and S/8 at batch 256) -- and torch.compile's default elsewhere (DiT-S/2, DDP, CPU)."""
+    from minidit.step import AUTO_GRAPHS_MAX_GMACS, resolve_compile_mode
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert TrainConfig().compile_mode == "auto"
+    assert resolve_compile_mode("auto", "DiT-S/4", 256, 1, cuda) == "reduce-overhead"
+    assert resolve_compile_mode("auto", "DiT-S/8", 256, 1, cuda) == "reduce-overhead"
+    assert resolve_compile_mode("auto", "DiT-S/2", 256, 1, cuda) == "default"
+    assert resolve_compile_mode("auto", "DiT-S/4", 256, 2, cuda) == "default"  # DDP
+    assert resolve_compile_mode("auto", "DiT-S/4", 256, 1, cpu) == "default"
+    assert resolve_compile_mode("auto", "DiT-S/4", 4 * 256, 1, cuda) == "default"  # 4x the step: 1,445 GMACs
+    assert resolve_compile_mode("default", "DiT-S/8", 256, 1, cuda) == "default"  # an explicit mode is kept
+    model = create_model("DiT-T/4", input_size=32, in_channels=1, num_classes=10)  # a model object works too
+    assert resolve_compile_mode("auto", model, 256, 1, cuda) == "reduce-overhead" and AUTO_GRAPHS_MAX_GMACS > 0

@@ -21,8 +21,8 @@ Training variants (same model, same GPU-resident data, same diffusion loss):
                            (for small models, whose many short kernels leave the GPU waiting for launches)
     fast-recompute-cudagraphs  both
 
-`default_variant()` names the one that `python -m minidit.train` runs with its default flags; the
-targets are checked on it.
+`default_variant(model)` names the one that `python -m minidit.train --model MODEL` runs with its default flags
+(`--variants default` times it for each model); the targets are checked on it.
 
 Each variant: warm-up steps (compilation happens there), then `--steps` timed steps, each between
 two CUDA events; the median step time gives img/s; peak memory is over the warm-up and the timed steps
@@ -46,6 +46,7 @@ import argparse
 import datetime
 import gc
 import json
+import math
 import os
 import pathlib
 import re
@@ -69,7 +70,7 @@ from minidit.flops import dit_macs
 from minidit.model import DiT_models, create_model
 from minidit.sample import COMPILE_MODES as SAMPLE_COMPILE_MODES
 from minidit.sample import DEFAULT_BATCH_SIZE
-from minidit.step import FastStep, draw_batch, make_optimizer
+from minidit.step import FastStep, draw_batch, make_optimizer, resolve_compile_mode
 from minidit.train import TrainConfig
 
 TRAIN_VARIANTS = (
@@ -85,20 +86,22 @@ TRAIN_VARIANTS = (
     "fast-cudagraphs",
     "fast-recompute-cudagraphs",
 )
+_SAMPLE_WEIGHTS = {"default": None, "fp32": False, "bf16": True}  # --sample-weights -> sample(bf16_weights=)
 _MODE_OF = {"default": "", "max-autotune-no-cudagraphs": "autotune", "reduce-overhead": "cudagraphs"}
 
 
-def default_variant() -> str:
-    """The training variant that `python -m minidit.train` runs with its default TrainConfig."""
+def default_variant(model: str = "DiT-S/2", batch: int = 256) -> str:
+    """The training variant that `python -m minidit.train --model MODEL` runs on one GPU with its default TrainConfig
+    (compile mode "auto" picks CUDA graphs for small steps: `minidit.step.resolve_compile_mode`)."""
     cfg = TrainConfig()
-    mode = _MODE_OF[cfg.compile_mode]
+    mode = _MODE_OF[resolve_compile_mode(cfg.compile_mode, model, batch, 1, torch.device("cuda"))]
     if mode == "autotune":
         return "fast-autotune-recompute" if cfg.recompute_gelu else "fast-autotune"
     name = "fast-recompute" if cfg.recompute_gelu else "fast"
     return f"{name}-{mode}" if mode else name
 
 
-DEFAULT_VARIANTS = ("baseline", default_variant())
+DEFAULT_VARIANTS = ("baseline", "default")  # "default": default_variant() of each model
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
 PEAK_TFLOPS = (
     ("H100 PCIe", 756.0),
@@ -228,6 +231,97 @@ def profile_steps(step, device: torch.device, steps: int = 5, rows: int = 25) ->
     return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
 
 
+# Kernel names -> what they do (first match wins): cuBLAS/CUTLASS/Triton-template matmuls, attention, the kernels
+# torch.compile generated (norms, modulate, GELU, gates, residuals fused), the optimiser, and the rest (eager ATen
+# kernels: the diffusion maths between the sampler's model calls, copies, casts).
+KERNEL_KINDS = (
+    ("matmul", re.compile(r"^triton_tem")),  # max-autotune's Triton matmul templates (epilogues fused in)
+    ("compiled elementwise/norm (Triton)", re.compile(r"^triton_")),
+    ("attention", re.compile(r"fmha|flash|sdpa|attention", re.I)),
+    ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|splitk", re.I)),
+    ("optimizer", re.compile(r"multi_tensor|adam", re.I)),
+    ("eager elementwise/other (ATen)", re.compile(r".")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    """Which of KERNEL_KINDS a GPU kernel's name belongs to."""
+    return next(kind for kind, pattern in KERNEL_KINDS if pattern.search(name))
+
+
+def kernel_breakdown(kernels, wall_ms: float, top: int = 12) -> dict:
+    """kernels: [(name, start_us, end_us)] on the GPU over a window of wall_ms -> where the time went.
+
+    busy_ms: the union of the kernels' intervals (kernels of one stream do not overlap); idle_share: the
+    part of the window with no kernel running -- time the GPU waited for the CPU to launch work.
+    kinds: {kind: {"ms", "share" of busy time, "kernels"}}; top: the most expensive kernel names.
+    """
+    by_kind: dict[str, list[float]] = {}
+    by_name: dict[str, list[float]] = {}
+    intervals = sorted((s, e) for _, s, e in kernels)
+    busy, end = 0.0, -math.inf
+    for s, e in intervals:
+        if e > end:
+            busy += e - max(s, end)
+            end = e
+    for name, s, e in kernels:
+        by_kind.setdefault(kernel_kind(name), [0.0, 0])
+        by_kind[kernel_kind(name)][0] += (e - s) / 1000
+        by_kind[kernel_kind(name)][1] += 1
+        by_name.setdefault(name, [0.0, 0])
+        by_name[name][0] += (e - s) / 1000
+        by_name[name][1] += 1
+    total = sum(v[0] for v in by_kind.values()) or 1.0
+    return {
+        "wall_ms": wall_ms,
+        "busy_ms": busy / 1000,
+        "idle_share": max(0.0, 1 - busy / 1000 / wall_ms) if kernels and wall_ms > 0 else None,
+        "kernels": len(kernels),
+        "kinds": {
+            k: {"ms": v[0], "share": v[0] / total, "kernels": v[1]}
+            for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1][0])
+        },
+        "top": [
+            {"name": n[:120], "kind": kernel_kind(n), "ms": v[0], "calls": v[1]}
+            for n, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
+        ],
+    }
+
+
+def profile_calls(fn, device: torch.device, calls: int = 5) -> dict:
+    """torch.profiler over `calls` calls of fn -> `kernel_breakdown` of the GPU kernels (CUDA only; elsewhere
+    the profiler sees no kernels and the breakdown is empty)."""
+    from torch.profiler import ProfilerActivity, profile  # only profiling needs the profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        wall_ms = 1000 * (time.perf_counter() - start)
+    kernels = [
+        (e.name, e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start
+    ]
+    return kernel_breakdown(kernels, wall_ms)
+
+
+def print_breakdown(title: str, breakdown: dict) -> None:
+    idle = breakdown["idle_share"]
+    print(
+        f"  [{title}] {breakdown['wall_ms']:.1f} ms wall, GPU busy {breakdown['busy_ms']:.1f} ms"
+        + ("" if idle is None else f" (idle {100 * idle:.0f}%)")
+        + f", {breakdown['kernels']} kernels"
+    )
+    for kind, v in breakdown["kinds"].items():
+        print(f"      {kind:<38} {v['ms']:9.2f} ms {100 * v['share']:5.1f}%  ({v['kernels']} kernels)")
+    for row in breakdown["top"][:6]:
+        print(f"      top: {row['ms']:8.2f} ms x{row['calls']:<5} {row['name'][:90]}")
+
+
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -308,8 +402,11 @@ def bench_training(
     info.update(time_steps(step, device, warmup, steps))
     info["wall_s"] = time.perf_counter() - start
     if profile:
-        info["profile"] = profile_steps(step, device)
-        print(f"  [{name} {variant}] where the time goes:\n{info['profile']}")
+        info["profile_table"] = profile_steps(step, device)
+        print(f"  [{name} {variant}] where the time goes:\n{info['profile_table']}")
+        info["profile"] = profile_calls(step, device, calls=5)
+        info["profile"]["what"] = f"5 training steps, batch {batch}"
+        print_breakdown(f"{name} {variant}", info["profile"])
     if not variant.startswith("baseline"):
         info["compiled"] = stepper.compiled  # False when compile failed and the step fell back to eager
     info["img_per_s"] = batch / (info["step_ms_median"] / 1000)
@@ -327,10 +424,14 @@ def bench_sampling(
     block: str,
     compile_mode: str = "default",
     all_samplers: bool = True,
+    bf16_weights: bool | None = None,
+    profile: bool = False,
 ) -> list[dict]:
     """Time DDPM (without and with guidance) and DDIM on `batch` images -> one dict per sampler.
 
     all_samplers=False: DDPM without guidance only (to compare batch sizes and compile modes).
+    bf16_weights: passed to `sample` (None: its default). profile: also profile 10 DDPM steps of the
+    first sampler after its timed calls (`kernel_breakdown`, in the row's "profile").
 
     Each run calls `minidit.sample.sample`, the function `python -m minidit.sample` calls, with the same
     defaults (compile=None: compiled on CUDA). Two numbers per sampler: `first_seconds`, the first call
@@ -361,6 +462,7 @@ def bench_sampling(
                 generator=generator,
                 compile=compile,
                 compile_mode=compile_mode,
+                bf16_weights=bf16_weights,
             )
             _sync(device)
             seconds.append(time.perf_counter() - start)
@@ -376,12 +478,35 @@ def bench_sampling(
             "precision": "bf16" if device.type == "cuda" else "fp32",
             "compiled": compiled,
             "compile_mode": compile_mode if compiled else None,
+            "bf16_weights": _sample.BF16_WEIGHTS_DEFAULT and device.type == "cuda"
+            if bf16_weights is None
+            else bf16_weights,
             "forward_passes_per_image": steps * (2 if scale != 1.0 else 1),
         }
         row["seconds_for_10k_images"] = 10_000 / row["img_per_s"]
+        if profile and not results:
+
+            def ten_steps(sampler=sampler, scale=scale):
+                _sample.sample(
+                    model,
+                    diffusion,
+                    labels,
+                    cfg_scale=scale,
+                    sampler=sampler,
+                    steps=10,  # a 10-step process: each step costs what a step of the 250 does
+                    generator=torch.Generator(device=device).manual_seed(0),
+                    compile=compile,
+                    compile_mode=compile_mode,
+                    bf16_weights=bf16_weights,
+                )
+
+            row["profile"] = profile_calls(ten_steps, device, calls=1)
+            row["profile"]["what"] = f"one sample() call of 10 {sampler} steps, batch {batch}, cfg {scale}"
+            print_breakdown(f"{name} {row['sampler']} batch {batch}", row["profile"])
         results.append(row)
         print(
             f"  {name} {row['sampler']:>9} cfg {scale:<4} batch {batch} {compile_mode:<15} "
+            f"bf16 weights {row['bf16_weights']!s:<5} "
             f"{row['img_per_s']:10,.1f} img/s"
             f"   10k images: {row['seconds_for_10k_images']:8.1f} s   first call {seconds[0]:.1f} s"
         )
@@ -434,11 +559,12 @@ def _summarise(report: dict) -> None:
         base = by.get((model, "baseline"))
         if base is not None and variant != "baseline":
             report["speedups"][f"{model} {variant} / baseline"] = row["img_per_s"] / base["img_per_s"]
-    fast = by.get(("DiT-S/2", default_variant()))
-    small = by.get(("DiT-S/4", default_variant()))
+    fast = by.get(("DiT-S/2", default_variant("DiT-S/2")))
+    small = by.get(("DiT-S/4", default_variant("DiT-S/4")))
     report["targets"] = {
         "spec": TARGETS,
-        "variant": default_variant(),
+        "variant": default_variant("DiT-S/2"),
+        "variant_S4": default_variant("DiT-S/4"),
         "train_img_per_s_met": None if fast is None else fast["img_per_s"] >= TARGETS["train_img_per_s"],
         "train_peak_mem_met": None
         if fast is None or fast["peak_mem_gib"] is None
@@ -519,7 +645,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--variants",
         default=",".join(DEFAULT_VARIANTS),
-        help=f"comma-separated training variants, or 'all': {', '.join(TRAIN_VARIANTS)}",
+        help="comma-separated training variants ('default': what minidit.train runs for the model), or 'all': "
+        f"{', '.join(TRAIN_VARIANTS)}",
     )
     parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=True, help="time sampling")
     parser.add_argument(
@@ -536,6 +663,12 @@ def build_parser() -> ArgumentParser:
         help="comma-separated compile modes of the sampler "
         f"({', '.join(SAMPLE_COMPILE_MODES)}); the first is the CLI's, the others DDPM only",
     )
+    parser.add_argument(
+        "--sample-weights",
+        default="default",
+        help="comma-separated weights of the sampled model: 'default' (minidit.sample's), 'fp32' (under bf16 "
+        "autocast), 'bf16' (a bf16 copy); the first is the CLI's, the others DDPM only",
+    )
     parser.add_argument("--ddpm-steps", type=int, default=250)
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the CFG sampling run")
@@ -546,7 +679,10 @@ def build_parser() -> ArgumentParser:
         help="sample with minidit.sample's default (compiled on CUDA); --no-sample-compile: eager",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also profile 5 steps of each variant (table in the output and the JSON)"
+        "--profile",
+        action="store_true",
+        help="also profile 5 steps of each training variant and 10 steps of each sampler setting's first sampler "
+        "(GPU time by kind of kernel, and idle time, in the output and the JSON)",
     )
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: from the GPU name)")
     parser.add_argument("--device", default=None)
@@ -579,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     variants = TRAIN_VARIANTS if args.variants == "all" else tuple(v for v in args.variants.split(",") if v)
-    unknown = [v for v in variants if v not in TRAIN_VARIANTS]
+    unknown = [v for v in variants if v not in TRAIN_VARIANTS and v != "default"]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; expected some of {list(TRAIN_VARIANTS)} or 'all'")
     bad_models = [m for m in args.model if m not in DiT_models]
@@ -590,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if min(args.sample_batch) < 1:
         parser.error(f"--sample-batch must be >= 1, got {args.sample_batch}")
+    sample_weights = [w for w in args.sample_weights.split(",") if w]
+    if not sample_weights or any(w not in _SAMPLE_WEIGHTS for w in sample_weights):
+        parser.error(f"--sample-weights: expected some of {list(_SAMPLE_WEIGHTS)}, got {args.sample_weights!r}")
     sample_modes = [m for m in args.sample_modes.split(",") if m]
     if not sample_modes or any(m not in SAMPLE_COMPILE_MODES for m in sample_modes):
         parser.error(f"--sample-modes: expected some of {list(SAMPLE_COMPILE_MODES)}, got {args.sample_modes!r}")
@@ -630,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in args.model:
         macs = dit_macs(name, input_size=32, in_channels=1, block=args.block)
-        for variant in variants:
+        model_variants = dict.fromkeys(default_variant(name, args.batch) if v == "default" else v for v in variants)
+        for variant in model_variants:
             try:
                 row = bench_training(
                     name, variant, args.batch, device, data, args.warmup, args.steps, args.block, args.profile
@@ -655,8 +795,9 @@ def main(argv: list[str] | None = None) -> int:
             report["training"].append(row)
             _summarise(report)
             atomic_write_json(out, report)
-        combos = [(b, m) for m in sample_modes for b in args.sample_batch] if args.sample else []
-        for i, (sample_batch_size, mode) in enumerate(combos):  # the first: the CLI's settings, every sampler
+        combos = [(b, m, w) for m in sample_modes for w in sample_weights for b in args.sample_batch]
+        combos = combos if args.sample else []
+        for i, (sample_batch_size, mode, weights) in enumerate(combos):  # the first: the CLI's settings, every sampler
             try:
                 report["sampling"] += bench_sampling(
                     name,
@@ -669,10 +810,18 @@ def main(argv: list[str] | None = None) -> int:
                     args.block,
                     mode,
                     all_samplers=i == 0,
+                    bf16_weights=_SAMPLE_WEIGHTS[weights],
+                    profile=args.profile,
                 )
             except Exception as err:
                 report["sampling"].append(
-                    {"model": name, "batch": sample_batch_size, "compile_mode": mode, "error": _describe(err)}
+                    {
+                        "model": name,
+                        "batch": sample_batch_size,
+                        "compile_mode": mode,
+                        "weights": weights,
+                        "error": _describe(err),
+                    }
                 )
                 failures += 1
             _free(device)

@@ -3,8 +3,8 @@
 #
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
-# PART: env | evaluator | bench | bench-h200 | bench-small | bench-profile | bench-autotune | 08A | 08B | 08C | 08-parallel | 08-sitting | 08-wait
-#       | 09 | 10 | scaling
+# PART: env | evaluator | bench | bench-h200 | bench-small | bench-profile | bench-autotune | train-auto | sample-ladder
+#       | sample-cli | 08A | 08B | 08C | 08-parallel | 08-sitting | 08-wait | 09 | 10 | scaling
 #
 # First session, one H100: env evaluator bench(-ladder) 08A 08B 08C 09, one or two parts a call.
 # Second session, a 2-GPU H100 host (the same `export NCCL_NVLS_ENABLE=0 ...` in every call):
@@ -160,6 +160,26 @@ for part in "$@"; do
       for f in runs/logs/08*.log; do echo "--- $f"; tr '\r' '\n' < "$f" | grep -v "^\s*$" | tail -n 4; done
       for f in runs/logs/08*.log; do cp "$f" "runs/results_08/log_$(basename "$f" .log).txt"; done
       pack_out runs/results_08 results_08 ;;  # unpack here into notebooks/results/08_train_dit_and_ablation/
+    train-auto)  # issue [11]: the default compile mode "auto" on a small model (CUDA graphs) through the whole loop:
+      # checkpoints, sample grids, a stop at --steps, then --resume to more steps; the history says what ran
+      rm -rf runs/train_auto; mkdir -p notebooks/results/bench
+      run_py -m minidit.train --model DiT-S/8 --steps 300 --ckpt-every 150 --sample-every 150 --log-every 50 \
+        --out-dir runs/train_auto --no-progress && \
+      run_py -m minidit.train --model DiT-S/8 --steps 600 --ckpt-every 150 --sample-every 300 --log-every 50 \
+        --out-dir runs/train_auto --resume --no-progress
+      echo "train-auto rc $?"
+      $PY -c "import json; h = json.load(open('runs/train_auto/history.json')); \
+print({k: h.get(k) for k in ('compiled', 'compile_mode', 'compile_scope', 'final_step')}); print('loss', h['loss'][-3:], 'img/s', h['img_per_s'][-3:])"
+      cp runs/train_auto/history.json notebooks/results/bench/train_auto_s8_history.json
+      cp runs/train_auto/samples/0000600.png notebooks/results/bench/train_auto_s8_samples.png 2>/dev/null
+      copy_out notebooks/results/bench/train_auto_s8_history.json notebooks/results/bench/train_auto_s8_samples.png ;;
+    sample-ladder)  # issue [11]: where the sampler's time goes (profile) and what each lever is worth, DDPM-250 at the
+      # CLI's batch: compile mode default vs max-autotune (Triton matmuls, epilogues fused), fp32 weights under
+      # autocast vs a bf16 copy; and the training step's profile
+      run_py -m minidit.tools.bench --variants default --profile --sample-batch 500 \
+        --sample-modes default,max-autotune-no-cudagraphs --sample-weights fp32,bf16 \
+        --out notebooks/results/bench/bench_h200_sample_ladder.json
+      copy_out notebooks/results/bench/bench_h200_sample_ladder.json ;;
     sample-cli)  # issue [11]: the time a user waits for `python -m minidit.sample --num 10000` (fresh process, compile
       # included), on a DiT-S/2 with freshly initialised weights (the arithmetic does not depend on the weights)
       mkdir -p runs/sample_cli
