@@ -18,6 +18,7 @@ import copy
 import math
 import pathlib
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -76,10 +77,15 @@ def _denoise_guided(net: nn.Module, x, t, y, cfg_scale, guided_channels: int | N
 # keep the unguided and guided graphs in separate caches.
 _COMPILED: dict[tuple[str, str], object] = {}
 # reduce-overhead: each model call replays one CUDA graph; max-autotune-no-cudagraphs: Triton matmul templates
-# tried against cuBLAS, so GELU, bias and gates can be fused into the matmuls (minutes of compiling)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+# tried against cuBLAS (minutes of compiling); max-autotune-triton: Triton matmuls only, so that every GELU, bias,
+# gate and residual add is fused into the matmul before it (minutes of compiling)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune-triton")
+_COMPILE_OPTIONS = {"max-autotune-triton": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON"}}
 DEFAULT_BATCH_SIZE = 500  # images per sample() call of the CLI, the evaluation and the bench
-BF16_WEIGHTS_DEFAULT = False  # sample() on CUDA: a bf16 copy of the model (see sample's bf16_weights)
+# sample() on CUDA samples a bf16 copy of the model (see sample's bf16_weights): on an H200, DiT-S/2 at batch 500,
+# 3% less GPU time a step (notebooks/results/bench/bench_h200_sample_ladder.json); images as close to fp32 as
+# autocast's (tests/test_sample.py)
+BF16_WEIGHTS_DEFAULT = True
 
 
 def denoiser(guided: bool, compile: bool, mode: str = "default"):
@@ -91,7 +97,8 @@ def denoiser(guided: bool, compile: bool, mode: str = "default"):
         return fn
     key = (fn.__name__, mode)
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(fn, dynamic=False, mode=mode)
+        how = {"options": _COMPILE_OPTIONS[mode]} if mode in _COMPILE_OPTIONS else {"mode": mode}
+        _COMPILED[key] = torch.compile(fn, dynamic=False, **how)
     return _COMPILED[key]
 
 
@@ -385,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         nrow = args.per_class
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    chunks = []
+    chunks, started = [], time.perf_counter()
     for start in range(0, len(labels), args.batch_size):
         chunks.append(
             sample(
@@ -400,7 +407,14 @@ def main(argv: list[str] | None = None) -> int:
                 progress=True,
             ).cpu()
         )
+        if start == 0:
+            first = time.perf_counter() - started  # .cpu() above waited for the GPU
     images = torch.cat(chunks)  # (N, C, H, W)
+    seconds = time.perf_counter() - started
+    print(
+        f"minidit.sample: {len(images)} images in {seconds:.1f} s ({len(images) / seconds:.1f} img/s); the first "
+        f"batch of {min(args.batch_size, len(images))}, compiling included, took {first:.1f} s"
+    )
     grid = images[: nrow * min(num_classes, math.ceil(len(images) / nrow))]
     print(f"minidit.sample: wrote {save_image_grid(grid, args.out, nrow=nrow)}")
     if args.npz:

@@ -164,14 +164,15 @@ def test_default_variant_is_what_train_runs(monkeypatch, mode, recompute, model,
 
 def test_kernel_breakdown_sums_kinds_and_finds_idle_time():
     """Three kernels in a 10 ms window: a matmul 0-4 ms, an overlapping Triton kernel 3-5 ms (the union is 5 ms
-    busy), an attention kernel 8-9 ms: 6 ms busy, 40% idle; kinds sum the kernels' own times."""
+    busy), an attention kernel 8-9 ms: 6 ms busy of a 9 ms span, a third idle; kinds sum the kernels' own times."""
     kernels = [
         ("nvjet_sm90_tst_128x256_bias_TNN", 0, 4000),
         ("triton_per_fused_add_native_layer_norm_0", 3000, 5000),
         ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop", 8000, 9000),
     ]
     b = bench.kernel_breakdown(kernels, wall_ms=10.0)
-    assert b["busy_ms"] == pytest.approx(6.0) and b["idle_share"] == pytest.approx(0.4)
+    assert b["busy_ms"] == pytest.approx(6.0) and b["span_ms"] == pytest.approx(9.0)
+    assert b["idle_share"] == pytest.approx(1 / 3) and b["wall_ms"] == 10.0
     assert {k: v["ms"] for k, v in b["kinds"].items()} == {
         "matmul": 4.0,
         "compiled elementwise/norm (Triton)": 2.0,

@@ -536,3 +536,25 @@ def test_class_calls_pure_functions_as_module_globals(name, monkeypatch):
     diff.p_sample_loop(model, (2, 1, 2, 2))
     diff.ddim_sample_loop(model, (2, 1, 2, 2))
     assert calls, f"GaussianDiffusion never called minidit.diffusion.{name}"
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampling_loops_do_not_read_timesteps_back(monkeypatch, sampler):
+    """The loops make t themselves, so their steps skip the range checks that read a tensor back to the CPU (a
+    GPU sync every step); a step called directly still checks, and the check still fails on a bad t."""
+    diffusion = D.create_diffusion("10", "linear", True, 1000)
+    reads = []
+    real_any = torch.Tensor.any
+    monkeypatch.setattr(torch.Tensor, "any", lambda self, *a, **k: reads.append(1) or real_any(self, *a, **k))
+
+    def model(x, t, **kwargs):
+        return torch.cat([0.1 * x, torch.zeros_like(x)], dim=1)  # (N, 2C, H, W): eps and v
+
+    loop = diffusion.p_sample_loop if sampler == "ddpm" else diffusion.ddim_sample_loop
+    x = loop(model, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 4, 4) and reads == []
+    step = diffusion.p_sample if sampler == "ddpm" else diffusion.ddim_sample
+    step(model, torch.zeros(2, 1, 4, 4), torch.tensor([3, 4]))
+    assert reads  # outside the loop the check runs
+    with pytest.raises(ValueError, match="t must lie in"):
+        step(model, torch.zeros(2, 1, 4, 4), torch.tensor([3, 10]))

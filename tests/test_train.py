@@ -523,7 +523,7 @@ def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path):
 
 
 def test_auto_compile_mode_uses_cuda_graphs_for_small_steps_on_one_gpu():
-    """"auto" (the default): CUDA graphs where the bench measured they pay -- one CUDA process, a small step
+    """ "auto" (the default): CUDA graphs where the bench measured they pay -- one CUDA process, a small step
     (DiT-S/4 and S/8 at batch 256) -- and torch.compile's default elsewhere (DiT-S/2, DDP, CPU)."""
     from minidit.step import AUTO_GRAPHS_MAX_GMACS, resolve_compile_mode
 

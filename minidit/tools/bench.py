@@ -252,13 +252,15 @@ def kernel_kind(name: str) -> str:
 def kernel_breakdown(kernels, wall_ms: float, top: int = 12) -> dict:
     """kernels: [(name, start_us, end_us)] on the GPU over a window of wall_ms -> where the time went.
 
-    busy_ms: the union of the kernels' intervals (kernels of one stream do not overlap); idle_share: the
-    part of the window with no kernel running -- time the GPU waited for the CPU to launch work.
+    busy_ms: the union of the kernels' intervals; span_ms: first kernel's start to last kernel's end; idle_share:
+    the part of the span with no kernel running -- time the GPU waited for the CPU (launches, host syncs). The
+    span, not wall_ms, so the profiler's own start and stop do not count as idle.
     kinds: {kind: {"ms", "share" of busy time, "kernels"}}; top: the most expensive kernel names.
     """
     by_kind: dict[str, list[float]] = {}
     by_name: dict[str, list[float]] = {}
     intervals = sorted((s, e) for _, s, e in kernels)
+    span = intervals[-1][1] - intervals[0][0] if intervals else 0.0
     busy, end = 0.0, -math.inf
     for s, e in intervals:
         if e > end:
@@ -275,7 +277,8 @@ def kernel_breakdown(kernels, wall_ms: float, top: int = 12) -> dict:
     return {
         "wall_ms": wall_ms,
         "busy_ms": busy / 1000,
-        "idle_share": max(0.0, 1 - busy / 1000 / wall_ms) if kernels and wall_ms > 0 else None,
+        "span_ms": span / 1000,
+        "idle_share": max(0.0, 1 - busy / span) if span > 0 else None,
         "kernels": len(kernels),
         "kinds": {
             k: {"ms": v[0], "share": v[0] / total, "kernels": v[1]}
@@ -312,7 +315,8 @@ def profile_calls(fn, device: torch.device, calls: int = 5) -> dict:
 def print_breakdown(title: str, breakdown: dict) -> None:
     idle = breakdown["idle_share"]
     print(
-        f"  [{title}] {breakdown['wall_ms']:.1f} ms wall, GPU busy {breakdown['busy_ms']:.1f} ms"
+        f"  [{title}] {breakdown['wall_ms']:.1f} ms wall, kernels span {breakdown['span_ms']:.1f} ms, "
+        f"GPU busy {breakdown['busy_ms']:.1f} ms"
         + ("" if idle is None else f" (idle {100 * idle:.0f}%)")
         + f", {breakdown['kernels']} kernels"
     )

@@ -4,7 +4,7 @@
 #   bash notebooks/results/run_on_gpu.sh PART [PART ...]
 #
 # PART: env | evaluator | bench | bench-h200 | bench-small | bench-profile | bench-autotune | train-auto | sample-ladder
-#       | sample-cli | 08A | 08B | 08C | 08-parallel | 08-sitting | 08-wait | 09 | 10 | scaling
+#       | sample-triton | sample-cli | 08A | 08B | 08C | 08-parallel | 08-sitting | 08-wait | 09 | 10 | scaling
 #
 # First session, one H100: env evaluator bench(-ladder) 08A 08B 08C 09, one or two parts a call.
 # Second session, a 2-GPU H100 host (the same `export NCCL_NVLS_ENABLE=0 ...` in every call):
@@ -75,11 +75,17 @@ for part in "$@"; do
       run_py -m minidit.tools.bench --variants baseline,baseline-bf16-compile,fast,fast-recompute \
         --out notebooks/results/bench/bench_h100.json
       copy_out notebooks/results/bench/bench_h100.json ;;
-    bench-h200)  # issue [11]: the file the README's speed table quotes -- the faithful baselines, the default and the
-      # CUDA-graph step of DiT-S/2, and sampling through minidit.sample.sample at the CLI's settings and alternatives
-      run_py -m minidit.tools.bench --variants baseline,baseline-bf16-compile,fast-recompute,fast-recompute-cudagraphs \
-        --sample-batch 500 1000 --sample-modes default,reduce-overhead --out notebooks/results/bench/bench_h200.json
+    bench-h200)  # issue [11]: the file the README's speed table quotes -- the faithful baselines and the default step of
+      # DiT-S/2 (each profiled), and sampling through minidit.sample.sample at the CLI's settings (bf16 copy of the
+      # model) and, DDPM only, with the fp32 weights under autocast that sampling used before
+      run_py -m minidit.tools.bench --variants baseline,baseline-bf16-compile,default --profile \
+        --sample-batch 500 --sample-weights default,fp32 --out notebooks/results/bench/bench_h200.json
       copy_out notebooks/results/bench/bench_h200.json ;;
+    sample-triton)  # issue [11]: the sampler with Triton matmuls only, every GELU / bias / gate / residual fused into its
+      # matmul (minutes of autotuning), against the default in the same process
+      run_py -m minidit.tools.bench --variants "" --profile --sample-batch 500 --sample-modes default,max-autotune-triton \
+        --out notebooks/results/bench/bench_h200_sample_triton.json
+      copy_out notebooks/results/bench/bench_h200_sample_triton.json ;;
     bench-small)  # issues [10] and [11]: the ablation's small models -- compiled alone, with CUDA graphs, and as
       # SMALL_PROCS concurrent processes on the one GPU (their timed windows are in the JSON, to check they overlap)
       run_py -m minidit.tools.bench --model DiT-S/4 DiT-S/8 --variants fast-recompute,fast-recompute-cudagraphs --no-sample \
