@@ -194,14 +194,14 @@ m = create_model('${SAMPLE_MODEL:-DiT-S/2}', input_size=32, in_channels=1, num_c
 save_weights('runs/sample_cli/s2.safetensors', m, m, {'train': {'noise_schedule': 'linear', 'diffusion_steps': 1000}})"
       rows=""
       n=${SAMPLE_NUM:-10000}  # SAMPLE_MODEL / SAMPLE_NUM: a CPU rehearsal with a tiny model
-      for args in "--num $n" "--num $n --sampler ddim --steps 50"; do
+      for args in "--num $n" "--num $n --sampler ddim --steps 50" "--num $n --cfg-scale 1.5"; do
         s0=$(date +%s.%N)
         run_py -m minidit.sample --ckpt runs/sample_cli/s2.safetensors --out runs/sample_cli/g.png $args \
           > runs/sample_cli/log.txt 2>&1; rc=$?
         s1=$(date +%s.%N)
         secs=$($PY -c "print(round($s1 - $s0, 2))")
         rows="$rows{\"command\": \"python -m minidit.sample $args\", \"seconds\": $secs, \"rc\": $rc},"
-        echo "python -m minidit.sample $args: $secs s (rc $rc)"; tr "\r" "\n" < runs/sample_cli/log.txt | tail -n 2
+        echo "python -m minidit.sample $args: $secs s (rc $rc)"; tr "\r" "\n" < runs/sample_cli/log.txt | tail -n 3
       done
       $PY -c "import json, sys, torch; print(json.dumps({'device_name': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', \
 'torch_version': torch.__version__, 'model': '${SAMPLE_MODEL:-DiT-S/2}', 'what': 'wall time of a fresh process, compile included', \
