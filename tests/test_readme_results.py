@@ -88,14 +88,19 @@ def test_sampling_cli_times_match_their_json():
     assert not _quoted(texts), f"README numbers not in sample_cli_h200.json: {_quoted(texts)}"
 
 
+def _per_step(profile: dict, kind: str, steps: int) -> float:
+    return profile["kinds"][kind]["ms"] / steps
+
+
 def test_h200_speed_tables_match_bench_json():
-    """The H200 training, small-model and sampling tables: every row is what the bench JSON files hold."""
+    """The H200 training, small-model and sampling tables and the profiles quoted beside them: every number is what
+    the bench JSON files hold."""
     bench = _load("bench", "bench_h200.json")
     assert bench["device_name"] == "NVIDIA H200"
     rows = {r["variant"]: r for r in bench["training"]}
     base, official = rows["baseline"]["img_per_s"], rows["baseline-bf16-compile"]["img_per_s"]
     texts = []
-    for variant in ("baseline", "baseline-bf16-compile", "fast-recompute", "fast-recompute-cudagraphs"):
+    for variant in ("baseline", "baseline-bf16-compile", "fast-recompute"):
         r = rows[variant]
         texts += [
             f"{r['img_per_s']:,.0f}",
@@ -107,31 +112,96 @@ def test_h200_speed_tables_match_bench_json():
     texts.append(f"**{default['peak_mem_gib']:.1f} GiB**")
     assert bench["targets"]["train_img_per_s_met"] is False and "≥ 9,000 img/s — **missed**" in README
     texts.append(f"{default['img_per_s'] / bench['targets']['spec']['train_img_per_s']:.0%} of")
+    # the training profile: 5 steps of the default and of the official model's best
+    prof = default["profile"]
+    texts += [
+        f"step is {default['step_ms_median']:.1f} ms, of which the GPU is busy {prof['busy_ms'] / 5:.1f} ms",
+        f"matrix products {_per_step(prof, 'matmul', 5):.1f} ms",
+        f"{_per_step(prof, 'compiled elementwise/norm (Triton)', 5):.1f} ms, attention",
+        f"attention {_per_step(prof, 'attention', 5):.1f} ms, eager kernels",
+        f"{_per_step(prof, 'eager elementwise/other (ATen)', 5):.1f} ms, the fused AdamW",
+        f"the fused AdamW {_per_step(prof, 'optimizer', 5):.1f} ms",
+    ]
+    best = rows["baseline-bf16-compile"]
+    texts.append(f"{_per_step(best['profile'], 'optimizer', 5):.1f} ms of its {best['step_ms_median']:.1f} ms step")
+    gelu = [t["ms"] for t in prof["top"] if "gelu" in t["name"]]
+    texts.append(f"about {sum(gelu) / 5:.1f} ms a step as separate kernels")
+    earlier = {r["variant"]: r["img_per_s"] for r in _load("bench", "bench_h200_run1.json")["training"]}
+    three = (earlier["baseline"], earlier["baseline-bf16-compile"], earlier["fast-recompute"])
+    texts.append("{:,.0f}, {:,.0f} and {:,.0f} img/s".format(*three))
+    texts.append(f"{earlier['fast-recompute-cudagraphs']:,.0f} img/s for the default with CUDA graphs")
+    # sampling: the CLI's settings (every sampler) and the fp32-weights row
     for s in bench["sampling"]:
         texts += [f"{s['img_per_s']:.1f}", f"{s['first_seconds']:.1f} s"]
         assert f"{s['seconds_for_10k_images']:.0f} s" in README or f"{s['seconds_for_10k_images']:.1f} s" in README
-    # the sampler's achieved rate and the arithmetic floor, from the DDPM-250 row and the forward MACs of DiT-S/2
     ddpm = next(s for s in bench["sampling"] if s["sampler"] == "ddpm-250" and s["cfg_scale"] == 1.0)
+    assert ddpm["bf16_weights"] is True  # the CLI's default, the first row
+    sp = ddpm["profile"]
+    texts += [
+        f"matrix products\n{_per_step(sp, 'matmul', 10):.1f} ms",
+        f"elementwise kernels {_per_step(sp, 'compiled elementwise/norm (Triton)', 10):.1f} ms",
+        f"attention {_per_step(sp, 'attention', 10):.1f} ms",
+        f"maths between model calls {_per_step(sp, 'eager elementwise/other (ATen)', 10):.2f} ms",
+        f"bf16 copy, {1000 * ddpm['seconds'] / 250:.1f} ms",
+    ]
+    fp32 = next(s for s in bench["sampling"] if s.get("bf16_weights") is False)
+    texts.append(f"{fp32['profile']['busy_ms'] / 10:.1f} ms busy of {1000 * fp32['seconds'] / 250:.1f} ms")
+    texts.append(f"{fp32['profile']['busy_ms'] / 10:.1f} → {sp['busy_ms'] / 10:.1f} ms")
+    # the sampler's achieved rate and the arithmetic floor, from the DDPM-250 row and the forward MACs of DiT-S/2
     flop_per_image = 250 * 2 * rows["baseline"]["gmacs_forward"] * 1e9
     achieved = ddpm["img_per_s"] * flop_per_image / 1e12
     texts += [
-        f"{achieved:.0f} TFLOP/s, {achieved / bench['peak_tflops']:.0%} of the card's bf16 peak",
+        f"{achieved:.0f} TFLOP/s, {achieved / bench['peak_tflops']:.0%} of the card's\nbf16 peak",
         f"floor for DDPM-250 is {10_000 * flop_per_image / (bench['peak_tflops'] * 1e12):.0f} s",
     ]
+    # the ladder run (before the per-step check was removed): idle share, bf16 copy, max-autotune
+    ladder = _load("bench", "bench_h200_sample_ladder.json")["sampling"]
+    unguided = [s for s in ladder if s["sampler"] == "ddpm-250" and s["cfg_scale"] == 1.0]
+    by_setting = {(s["compile_mode"], s["bf16_weights"]): s for s in unguided}
+    assert len(by_setting) == len(unguided) == 4
+    before = by_setting[("default", False)]
+    texts.append(f"({before['profile']['busy_ms'] / 10:.1f} ms busy of {1000 * before['seconds'] / 250:.1f} ms)")
+    texts.append(f"(17.9 → {by_setting[('default', True)]['profile']['busy_ms'] / 10:.1f} ms")
+    tuned = by_setting[("max-autotune-no-cudagraphs", False)]
+    texts.append(f"({tuned['img_per_s']:.1f} against\n{before['img_per_s']:.1f} img/s)")
+    texts.append(f"for {tuned['first_seconds']:.0f} s of compiling")
     small = _load("bench", "bench_h200_small.json")
     by = {(r["model"], r["variant"]): r["img_per_s"] for r in small["training"]}
     for model in ("DiT-S/4", "DiT-S/8"):
         plain, graphs = by[(model, "fast-recompute")], by[(model, "fast-recompute-cudagraphs")]
         texts.append(f"| {model} | ")
         texts += [f"{plain:,.0f} img/s | {graphs:,.0f} img/s | {graphs / plain:.2f}× |"]
-    texts.append(f"{by[('DiT-S/4', 'fast-recompute-cudagraphs')] / default['img_per_s']:.2f}× DiT-S/2's default")
-    texts.append(f"without graphs {by[('DiT-S/4', 'fast-recompute')] / default['img_per_s']:.2f}×")
+    default_then = earlier["fast-recompute"]  # the small models were timed in that sitting
+    texts.append(f"{by[('DiT-S/4', 'fast-recompute-cudagraphs')] / default_then:.2f}× DiT-S/2's default")
+    texts.append(f"graphs\n{by[('DiT-S/4', 'fast-recompute')] / default_then:.2f}×")
     conc = small["concurrent"]
-    texts += [f"{conc['img_per_s_total']:,.0f} img/s together", f"overlapping\n{100 * conc['overlap_share']:.0f}%"]
+    texts += [f"{conc['img_per_s_total']:,.0f} img/s together", f"overlapping {100 * conc['overlap_share']:.0f}%"]
     variants = _load("bench", "bench_h200_sampling.json")["sampling"]
     texts += [f"{s['img_per_s']:.1f}" for s in variants if s["sampler"] == "ddpm-250" and s["cfg_scale"] == 1.0]
     missing = [t for t in _quoted(texts) if t.replace("\n", " ") not in README.replace("\n", " ")]
     assert not missing, f"README numbers not in the H200 bench JSON files: {missing}"
+
+
+def test_auto_compile_mode_run_is_what_the_readme_says():
+    """The whole training loop with compile mode auto on a small model: the history the README links."""
+    h = _load("bench", "train_auto_s8_history.json")
+    assert h["device_name"] == "NVIDIA H200" and h["config"]["model"] == "DiT-S/8"
+    assert h["config"]["compile_mode"] == "auto" and h["compile_mode"] == "reduce-overhead" and h["compiled"]
+    assert h["final_step"] == 600 and len(h["checkpoints"]) == 4 and h["config"]["resume"]
+    fast = [r for r in h["img_per_s"] if r > 10_000]  # the log intervals without a checkpoint or sample grid
+    assert len(fast) >= 6 and min(fast) >= 30_000 and max(fast) <= 40_500
+    assert "logged 30,000-40,000 img/s between checkpoints" in README.replace("\n", " ")
+
+
+def test_sampling_cli_breakdown_matches_the_bench():
+    """The CLI's steady batch is the bench's (one sampler path): 117.9 s of sampling, 24.9 s of it the first
+    batch, so 19 more batches of 500 at 4.9 s each -- what the bench measured for its steady call."""
+    bench = _load("bench", "bench_h200.json")
+    ddpm = next(s for s in bench["sampling"] if s["sampler"] == "ddpm-250" and s["cfg_scale"] == 1.0)
+    assert "it reports 117.9 s of sampling, 24.9 s of it the first batch" in README.replace("\n", " ")
+    cli_batch = (117.9 - 24.9) / 19
+    assert abs(cli_batch - ddpm["seconds"]) / ddpm["seconds"] < 0.02
+    assert f"steady batch\n({ddpm['seconds']:.1f} s)" in README
 
 
 def test_latent_table_matches_results_json():
