@@ -447,11 +447,14 @@ else:
 # %% [markdown]
 # CUDA graphs pay where launches dominate: DiT-S/4's step runs 1.9× faster (23,659 img/s against 12,700),
 # DiT-S/8's 3.5× (36,776 against 10,608), while for DiT-S/2, whose kernels are long, they change the
-# step by about 1% (`bench_h200.json`). Four concurrent compiled processes together reach 21,898 img/s
+# step by about 1% (`bench_h200_run1.json`). Four concurrent compiled processes together reach 21,898 img/s
 # of DiT-S/4 (their timed windows overlapped for 65% of the longest, so this sum is approximate), less
 # than one process with CUDA graphs: **the fastest way to train many small models on one GPU is CUDA
-# graphs**, then concurrency on top if one process leaves the GPU idle. The committed part B and C runs
-# predate this measurement: they ran as concurrent compiled processes without graphs.
+# graphs**, then concurrency on top if one process leaves the GPU idle. So `minidit.train`'s compile mode is
+# `auto` by default: CUDA graphs on one GPU when the step's forward pass is below 1,000 GMAC (DiT-S/4 and S/8
+# at batch 256), the plain compiled step for DiT-S/2 and under DDP; the whole loop (checkpoints, sample grids,
+# resuming) ran so on the H200 (`bench/train_auto_s8_history.json`). The committed part B and C runs predate
+# this: they ran as concurrent compiled processes without graphs, and rerunning them now would take graphs.
 
 # %%
 B = RECORDS["B"]
