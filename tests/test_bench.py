@@ -97,7 +97,8 @@ def test_bench_times_the_sampler_the_cli_runs(tmp_path, monkeypatch):
     real = sample_module.sample
 
     def recording(model, diffusion, labels, **kwargs):
-        calls.append({k: kwargs.get(k) for k in ("sampler", "steps", "cfg_scale", "compile", "amp", "compile_mode")})
+        keys = ("sampler", "steps", "cfg_scale", "compile", "amp", "compile_mode", "bf16_weights")
+        calls.append({k: kwargs.get(k) for k in keys})
         calls[-1]["compile_mode"] = calls[-1]["compile_mode"] or "default"  # the CLI leaves it at sample()'s default
         batches.append(len(labels))
         return real(model, diffusion, labels, **{**kwargs, "steps": 2})  # the same call, kept short

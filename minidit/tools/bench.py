@@ -673,6 +673,13 @@ def build_parser() -> ArgumentParser:
         help="comma-separated weights of the sampled model: 'default' (minidit.sample's), 'fp32' (under bf16 "
         "autocast), 'bf16' (a bf16 copy); the first is the CLI's, the others DDPM only",
     )
+    parser.add_argument(
+        "--sample-first-all",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time every sampler (DDPM, guided DDPM, DDIM) at the first sampling setting; --no-sample-first-all: "
+        "DDPM only there too (a lever's row alone, e.g. one that takes minutes to compile)",
+    )
     parser.add_argument("--ddpm-steps", type=int, default=250)
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the CFG sampling run")
@@ -813,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
                     None if args.sample_compile else False,
                     args.block,
                     mode,
-                    all_samplers=i == 0,
+                    all_samplers=i == 0 and args.sample_first_all,
                     bf16_weights=_SAMPLE_WEIGHTS[weights],
                     profile=args.profile,
                 )

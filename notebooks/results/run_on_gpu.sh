@@ -82,8 +82,9 @@ for part in "$@"; do
         --sample-batch 500 --sample-weights default,fp32 --out notebooks/results/bench/bench_h200.json
       copy_out notebooks/results/bench/bench_h200.json ;;
     sample-triton)  # issue [11]: the sampler with Triton matmuls only, every GELU / bias / gate / residual fused into its
-      # matmul (minutes of autotuning), against the default in the same process
-      run_py -m minidit.tools.bench --variants "" --profile --sample-batch 500 --sample-modes default,max-autotune-triton \
+      # matmul (minutes of autotuning), then the default in the same process; DDPM-250 only
+      run_py -m minidit.tools.bench --variants "" --profile --sample-batch 500 --sample-modes max-autotune-triton,default \
+        --no-sample-first-all \
         --out notebooks/results/bench/bench_h200_sample_triton.json
       copy_out notebooks/results/bench/bench_h200_sample_triton.json ;;
     bench-small)  # issues [10] and [11]: the ablation's small models -- compiled alone, with CUDA graphs, and as
