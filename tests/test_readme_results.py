@@ -182,6 +182,31 @@ def test_h200_speed_tables_match_bench_json():
     assert not missing, f"README numbers not in the H200 bench JSON files: {missing}"
 
 
+def test_fusion_levers_match_their_json():
+    """The Triton-only products row (same process as a default row) and the cuBLASLt GELU-epilogue probe."""
+    rows = _load("bench", "bench_h200_sample_triton.json")["sampling"]
+    triton = next(r for r in rows if r["compile_mode"] == "max-autotune-triton")
+    default = next(r for r in rows if r["compile_mode"] == "default")
+    assert triton["img_per_s"] < default["img_per_s"]  # the README says slower
+    texts = [
+        f"{triton['img_per_s']:.1f} img/s against {default['img_per_s']:.1f}",
+        f"after {triton['first_seconds']:.0f} s of compiling",
+        f"{_per_step(triton['profile'], 'matmul', 10):.1f} ms a step against cuBLAS's "
+        f"{_per_step(default['profile'], 'matmul', 10):.1f} ms",
+        f"from {_per_step(default['profile'], 'compiled elementwise/norm (Triton)', 10):.1f} to "
+        f"{_per_step(triton['profile'], 'compiled elementwise/norm (Triton)', 10):.1f} ms",
+    ]
+    probe = _load("bench", "gelu_epilogue_h200.json")
+    assert probe["device_name"] == "NVIDIA H200" and probe["shape"]["tokens"] == 500 * 256
+    assert probe["max_abs_err_vs_tanh_gelu_fp64"] <= probe["max_abs_err_separate_vs_tanh_gelu_fp64"]
+    texts += [
+        f"it takes {probe['ms_fused_epilogue']:.2f} ms against {probe['ms_separate_compiled']:.2f} ms",
+        f"{probe['fused_saves_ms_per_sampling_step_12_blocks']:.1f} ms of a 19.6 ms step",
+    ]
+    missing = [t for t in texts if t not in README.replace("\n", " ")]
+    assert not missing, f"README numbers not in the fusion JSON files: {missing}"
+
+
 def test_auto_compile_mode_run_is_what_the_readme_says():
     """The whole training loop with compile mode auto on a small model: the history the README links."""
     h = _load("bench", "train_auto_s8_history.json")
