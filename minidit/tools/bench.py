@@ -33,7 +33,13 @@ bf16 peak (H100 SXM: 989 TFLOP/s), used for every variant, fp32 ones included, a
 
 Sampling through `minidit.sample.sample`, exactly as `python -m minidit.sample` calls it (bf16, compiled
 on CUDA): DDPM-250 without and with classifier-free guidance, DDIM-50; the first call's time (compile
-included), then the steady-state images/s and the extrapolated time for 10,000 images.
+included), then the steady-state images/s and the extrapolated time for 10,000 images. The levers, DDPM
+only: `--sample-batch`, `--sample-modes` (compile modes), `--sample-weights` (fp32 under autocast or a bf16
+copy of the model).
+
+`--profile` says where the time goes: GPU time by kind of kernel (matrix products, attention, the kernels
+torch.compile generated, eager ATen kernels, the optimiser) and the share of the kernels' span the GPU sat
+idle, for 5 training steps and for 10 steps of each sampling setting.
 
 The JSON (device, torch version, date, command) is rewritten after every measurement, so a run
 that is cut short keeps what it measured. A variant that runs out of memory or fails is recorded
