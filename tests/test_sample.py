@@ -329,7 +329,9 @@ def test_bf16_weights_sample_a_copy_as_close_to_fp32_as_autocast():
             **kwargs,
         )
 
-    fp32, autocast, bf16 = run(amp=False), run(amp=True), run(amp=True, bf16_weights=True)
+    fp32, autocast, bf16 = run(amp=False), run(amp=True, bf16_weights=False), run(amp=True, bf16_weights=True)
+    # the default: the bf16 copy whenever bf16 autocast is on (CUDA's default), the weights as they are without it
+    assert torch.equal(run(amp=True), bf16) and torch.equal(run(amp=False, bf16_weights=None), fp32)
     assert all(p.dtype == torch.float32 for p in model.parameters()) and model.training
     assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
     err_autocast, err_bf16 = (autocast - fp32).abs().mean().item(), (bf16 - fp32).abs().mean().item()
