@@ -19,9 +19,9 @@ from minidit.device import autocast, draw
 from minidit.flops import dit_macs
 
 # compile_mode "auto": CUDA graphs ("reduce-overhead") when one process's step is small enough to leave the GPU
-# waiting for kernel launches. H200, batch 256 (notebooks/results/bench/bench_h200*.json): DiT-S/8 (90 forward
-# GMACs a step) 2.9x faster with graphs (3.5x measured per-step, the table in the README), DiT-S/4 (361) 1.9x,
-# DiT-S/2 (1,549) 1.01x. Under DDP the graphs would have to hold the all-reduce, so DDP keeps "default".
+# waiting for kernel launches. H200, batch 256 (notebooks/results/bench/bench_h200_small.json, bench_h200_run1.json):
+# with graphs DiT-S/8 (90 forward GMACs a step) trains 3.5x faster, DiT-S/4 (361) 1.9x, DiT-S/2 (1,549) 1.01x.
+# Under DDP the graphs would have to hold the all-reduce, so DDP keeps "default".
 AUTO_GRAPHS_MAX_GMACS = 1000.0
 
 
