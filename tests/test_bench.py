@@ -77,6 +77,7 @@ def test_cpu_smoke_run(tmp_path, capsys):
         (["--batch", "0"], "--batch must be >= 1"),
         (["--sample-batch", "500", "0"], "--sample-batch must be >= 1"),
         (["--sample-modes", "turbo"], "--sample-modes: expected some of"),
+        (["--sample-weights", "fp16"], "--sample-weights: expected some of"),
         (["--combine", "a.json"], "--combine needs --out"),
     ],
 )
